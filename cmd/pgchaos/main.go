@@ -1,0 +1,174 @@
+// Command pgchaos is a PostgreSQL wire-protocol chaos proxy.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pgchaos/pgchaos/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `pgchaos — a PostgreSQL wire-protocol chaos proxy
+
+Usage:
+  pgchaos proxy --listen 127.0.0.1:6543 --upstream 127.0.0.1:5432 [--name pg] [--api 127.0.0.1:8474]
+  pgchaos proxy --config FILE
+  pgchaos version
+
+Run "pgchaos COMMAND --help" for a command's flags.
+`
+
+// errUsage marks bad flags or configuration: exit status 2.
+type errUsage struct{ err error }
+
+func (e errUsage) Error() string { return e.err.Error() }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "proxy":
+		err = runProxy(args[1:], stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pgchaos", versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = errUsage{fmt.Errorf("unknown command %q (try: pgchaos --help)", args[0])}
+	}
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "pgchaos:", err)
+	var ue errUsage
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func runProxy(args []string, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("pgchaos proxy", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg        server.Config
+		one        server.ProxyConfig
+		configFile string
+		logLevel   string
+		logFormat  string
+	)
+	fs.StringVar(&one.Name, "name", "pg", "name of the proxy (with --listen/--upstream)")
+	fs.StringVar(&one.Listen, "listen", "", "address to accept PostgreSQL clients on, e.g. 127.0.0.1:6543")
+	fs.StringVar(&one.Upstream, "upstream", "", "address of the PostgreSQL server or PgBouncer to relay to")
+	fs.StringVar(&configFile, "config", "", "YAML file with several named proxies (instead of --listen/--upstream)")
+	fs.StringVar(&cfg.API, "api", server.DefaultAPI, "address of the control API (health, sessions, metrics)")
+	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for terminating client TLS")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")
+	fs.StringVar(&cfg.UpstreamCA, "upstream-ca", "", "CA bundle to verify the upstream's certificate (default: not verified, like sslmode=require)")
+	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<30, "largest protocol message accepted, in bytes")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage:\n  pgchaos proxy --listen ADDR --upstream ADDR [--name NAME] [--api ADDR]\n  pgchaos proxy --config FILE\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return errUsage{err}
+	}
+	if fs.NArg() > 0 {
+		return errUsage{fmt.Errorf("proxy: unexpected argument %q", fs.Arg(0))}
+	}
+	log, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return errUsage{err}
+	}
+	if configFile != "" {
+		if fs.Changed("listen") || fs.Changed("upstream") || fs.Changed("name") {
+			return errUsage{errors.New("proxy: give either --config or --listen/--upstream, not both")}
+		}
+		fileCfg, err := server.LoadConfig(configFile)
+		if err != nil {
+			return errUsage{err}
+		}
+		// Flags given on the command line override the file's settings.
+		fs.Visit(func(f *pflag.Flag) {
+			switch f.Name {
+			case "api":
+				fileCfg.API = cfg.API
+			case "api-allow-remote":
+				fileCfg.AllowRemoteAPI = cfg.AllowRemoteAPI
+			case "tls-cert":
+				fileCfg.TLSCert = cfg.TLSCert
+			case "tls-key":
+				fileCfg.TLSKey = cfg.TLSKey
+			case "upstream-tls":
+				fileCfg.UpstreamTLS = cfg.UpstreamTLS
+			case "upstream-ca":
+				fileCfg.UpstreamCA = cfg.UpstreamCA
+			case "max-message-size":
+				fileCfg.MaxMessageSize = cfg.MaxMessageSize
+			}
+		})
+		cfg = fileCfg
+	} else {
+		if one.Listen == "" || one.Upstream == "" {
+			return errUsage{errors.New("proxy: --listen and --upstream are required (or --config FILE)")}
+		}
+		cfg.Proxies = []server.ProxyConfig{one}
+	}
+	if err := cfg.Validate(); err != nil {
+		return errUsage{fmt.Errorf("proxy:%w", err)}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return server.Run(ctx, cfg, log)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the data plane's Prometheus metrics. One value serves every
+// proxy in a process; each series carries the proxy's name. The registry is
+// passed in so that tests and embedders keep their own.
+type Metrics struct {
+	sessionsActive  *prometheus.GaugeVec
+	sessionsTotal   *prometheus.CounterVec
+	messages        *prometheus.CounterVec
+	bytes           *prometheus.CounterVec
+	connectFailures *prometheus.CounterVec
+	protocolErrors  *prometheus.CounterVec
+	cancelRequests  *prometheus.CounterVec
+	sessionDuration *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgchaos_sessions_active", Help: "Client sessions currently relayed.",
+		}, []string{"proxy"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_sessions_total", Help: "Client sessions relayed since start.",
+		}, []string{"proxy"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_messages_total", Help: "Protocol messages relayed, by direction and message type.",
+		}, []string{"proxy", "direction", "type"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_bytes_total", Help: "Bytes of protocol messages relayed, by direction and message type.",
+		}, []string{"proxy", "direction", "type"}),
+		connectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_upstream_connect_failures_total", Help: "Failed attempts to connect to the upstream.",
+		}, []string{"proxy"}),
+		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_protocol_errors_total", Help: "Sessions closed because a peer broke the wire protocol.",
+		}, []string{"proxy"}),
+		cancelRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_cancel_requests_total", Help: "CancelRequests forwarded to the upstream.",
+		}, []string{"proxy"}),
+		sessionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgchaos_session_duration_seconds",
+			Help:    "How long client sessions lasted.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
+		}, []string{"proxy"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
+			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration)
+	}
+	return m
+}
+
+// proxyMetrics are one proxy's series, resolved once so that the hot path
+// indexes an array instead of hashing label values per message.
+type proxyMetrics struct {
+	msgs            [2][256]prometheus.Counter
+	bytes           [2][256]prometheus.Counter
+	active          prometheus.Gauge
+	total           prometheus.Counter
+	connectFailures prometheus.Counter
+	protocolErrors  prometheus.Counter
+	cancels         prometheus.Counter
+	duration        prometheus.Observer
+}
+
+func (m *Metrics) forProxy(name string) *proxyMetrics {
+	pm := &proxyMetrics{
+		active:          m.sessionsActive.WithLabelValues(name),
+		total:           m.sessionsTotal.WithLabelValues(name),
+		connectFailures: m.connectFailures.WithLabelValues(name),
+		protocolErrors:  m.protocolErrors.WithLabelValues(name),
+		cancels:         m.cancelRequests.WithLabelValues(name),
+		duration:        m.sessionDuration.WithLabelValues(name),
+	}
+	for _, d := range []Direction{ClientToServer, ServerToClient} {
+		unknownMsgs := m.messages.WithLabelValues(name, d.String(), "unknown")
+		unknownBytes := m.bytes.WithLabelValues(name, d.String(), "unknown")
+		for t := range 256 {
+			typ := byte(t)
+			if n, ok := messageNames[d][typ]; ok {
+				pm.msgs[d][typ] = m.messages.WithLabelValues(name, d.String(), n)
+				pm.bytes[d][typ] = m.bytes.WithLabelValues(name, d.String(), n)
+			} else {
+				pm.msgs[d][typ] = unknownMsgs
+				pm.bytes[d][typ] = unknownBytes
+			}
+		}
+	}
+	return pm
+}
+
+func (pm *proxyMetrics) count(d Direction, typ byte, size int) {
+	pm.msgs[d][typ].Inc()
+	pm.bytes[d][typ].Add(float64(size))
+}

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TxStatus is the transaction status the server last reported in
+// ReadyForQuery.
+type TxStatus byte
+
+const (
+	TxUnknown TxStatus = 0
+	TxIdle    TxStatus = 'I'
+	TxInTx    TxStatus = 'T'
+	TxFailed  TxStatus = 'E'
+)
+
+func (t TxStatus) String() string {
+	switch t {
+	case TxIdle:
+		return "idle"
+	case TxInTx:
+		return "in_transaction"
+	case TxFailed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Session is one client connection relayed to one upstream connection.
+// Counters are atomics because the control plane reads them while the
+// session's pumps write them.
+type Session struct {
+	ID       uint64
+	Proxy    string
+	Client   net.Addr
+	Started  time.Time
+	User     string
+	Database string
+	// Replication is the startup "replication" parameter, "" for a normal session.
+	Replication string
+
+	appName    atomic.Pointer[string]
+	txStatus   atomic.Uint32
+	backendPID atomic.Int32
+	msgs       [2]atomic.Uint64
+	bytes      [2]atomic.Uint64
+
+	owner     *Proxy
+	closeOnce sync.Once
+	conns     [2]net.Conn // [client, upstream]; set before pumps start
+	mu        sync.Mutex
+	killed    bool
+}
+
+// SessionInfo is a point-in-time copy of a session, as the control plane shows it.
+type SessionInfo struct {
+	ID              uint64    `json:"id"`
+	Proxy           string    `json:"proxy"`
+	Client          string    `json:"client"`
+	User            string    `json:"user"`
+	Database        string    `json:"database"`
+	ApplicationName string    `json:"application_name"`
+	Replication     string    `json:"replication,omitempty"`
+	TxStatus        string    `json:"transaction_status"`
+	BackendPID      int32     `json:"backend_pid,omitempty"`
+	Started         time.Time `json:"started"`
+	MessagesIn      uint64    `json:"messages_client_to_server"`
+	MessagesOut     uint64    `json:"messages_server_to_client"`
+	BytesIn         uint64    `json:"bytes_client_to_server"`
+	BytesOut        uint64    `json:"bytes_server_to_client"`
+}
+
+// ApplicationName is the current application_name: from the startup packet,
+// then from the server's ParameterStatus when the client changes it.
+func (s *Session) ApplicationName() string {
+	if p := s.appName.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// TxStatus is the transaction status from the last ReadyForQuery.
+func (s *Session) TxStatus() TxStatus { return TxStatus(s.txStatus.Load()) }
+
+// Info copies the session's current state.
+func (s *Session) Info() SessionInfo {
+	client := ""
+	if s.Client != nil {
+		client = s.Client.String()
+	}
+	return SessionInfo{
+		ID:              s.ID,
+		Proxy:           s.Proxy,
+		Client:          client,
+		User:            s.User,
+		Database:        s.Database,
+		ApplicationName: s.ApplicationName(),
+		Replication:     s.Replication,
+		TxStatus:        s.TxStatus().String(),
+		BackendPID:      s.backendPID.Load(),
+		Started:         s.Started,
+		MessagesIn:      s.msgs[ClientToServer].Load(),
+		MessagesOut:     s.msgs[ServerToClient].Load(),
+		BytesIn:         s.bytes[ClientToServer].Load(),
+		BytesOut:        s.bytes[ServerToClient].Load(),
+	}
+}
+
+// Kill closes both connections of the session. The pumps see the closed
+// sockets and end the session; Kill itself never waits on traffic.
+func (s *Session) Kill() {
+	s.mu.Lock()
+	s.killed = true
+	s.mu.Unlock()
+	s.closeConns()
+}
+
+func (s *Session) closeConns() {
+	s.closeOnce.Do(func() {
+		for _, c := range s.conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+}
+
+func (s *Session) wasKilled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.killed
+}
+
+// Registry holds the live sessions of every proxy in the process, so that
+// one id names one session whichever proxy carries it.
+type Registry struct {
+	mu       sync.Mutex
+	next     uint64
+	sessions map[uint64]*Session
+}
+
+// NewRegistry returns an empty session registry.
+func NewRegistry() *Registry {
+	return &Registry{sessions: make(map[uint64]*Session)}
+}
+
+func (r *Registry) add(s *Session) {
+	r.mu.Lock()
+	r.next++
+	s.ID = r.next
+	r.sessions[s.ID] = s
+	r.mu.Unlock()
+}
+
+func (r *Registry) remove(s *Session) {
+	r.mu.Lock()
+	delete(r.sessions, s.ID)
+	r.mu.Unlock()
+}
+
+// Sessions lists the live sessions, ordered by id.
+func (r *Registry) Sessions() []SessionInfo {
+	r.mu.Lock()
+	list := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		list = append(list, s)
+	}
+	r.mu.Unlock()
+	out := make([]SessionInfo, len(list))
+	for i, s := range list {
+		out[i] = s.Info()
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (r *Registry) sessionsOf(p *Proxy) []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Session
+	for _, s := range r.sessions {
+		if s.owner == p {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Get returns the live session with the given id.
+func (r *Registry) Get(id uint64) (*Session, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[id]
+	return s, ok
+}
+
+// Kill closes the session with the given id; false if there is none.
+func (r *Registry) Kill(id uint64) bool {
+	s, ok := r.Get(id)
+	if ok {
+		s.Kill()
+	}
+	return ok
+}

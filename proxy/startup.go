@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// handle takes a new client through the startup phase — TLS and GSS
+// negotiation, CancelRequest, StartupMessage — then connects upstream and
+// relays. Authentication is not performed here: it is relayed like any
+// other message.
+func (p *Proxy) handle(c net.Conn) {
+	client := c
+	defer func() { client.Close() }()
+	log := p.log.With("client", c.RemoteAddr().String())
+	fail := func(reason string, args ...any) {
+		msg := fmt.Sprintf(reason, args...)
+		p.m.protocolErrors.Inc()
+		log.Warn("closing client during startup", "reason", msg)
+		writeError(client, "FATAL", "08P01", "pgchaos: "+msg)
+	}
+
+	isTLS := false
+	for negotiations := 0; ; negotiations++ {
+		client.SetReadDeadline(time.Now().Add(startupTimeout))
+		var hdr [8]byte
+		if _, err := io.ReadFull(client, hdr[:4]); err != nil {
+			if !errors.Is(err, io.EOF) {
+				log.Debug("client left during startup", "err", err)
+			}
+			return
+		}
+		if hdr[0] == tlsHandshake && !isTLS {
+			if p.cfg.TLS == nil {
+				p.m.protocolErrors.Inc()
+				log.Warn("closing client: it opened with a TLS handshake (PG17 sslnegotiation=direct) but this proxy has no TLS certificate (--tls-cert/--tls-key)")
+				return
+			}
+			tc := tls.Server(&prefixConn{Conn: client, prefix: hdr[:4]}, p.directTLSConfig())
+			if err := tc.HandshakeContext(context.Background()); err != nil {
+				log.Warn("closing client: direct TLS handshake failed", "err", err)
+				return
+			}
+			client, isTLS = tc, true
+			continue
+		}
+		length := int(binary.BigEndian.Uint32(hdr[:4]))
+		if length < 8 || length > maxStartupBytes {
+			fail("invalid startup packet length %d", length)
+			return
+		}
+		pkt := make([]byte, length)
+		copy(pkt, hdr[:4])
+		if _, err := io.ReadFull(client, pkt[4:]); err != nil {
+			log.Debug("client left during startup", "err", err)
+			return
+		}
+		if negotiations >= 4 {
+			fail("too many startup negotiation requests")
+			return
+		}
+		code := binary.BigEndian.Uint32(pkt[4:8])
+		switch {
+		case code == codeSSLRequest:
+			if isTLS || p.cfg.TLS == nil {
+				if _, err := client.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := client.Write([]byte{'S'}); err != nil {
+				return
+			}
+			tc := tls.Server(client, p.cfg.TLS)
+			if err := tc.HandshakeContext(context.Background()); err != nil {
+				log.Warn("closing client: TLS handshake failed", "err", err)
+				return
+			}
+			client, isTLS = tc, true
+		case code == codeGSSENC:
+			if _, err := client.Write([]byte{'N'}); err != nil {
+				return
+			}
+		case code == codeCancel:
+			client.SetReadDeadline(time.Time{})
+			p.forwardCancel(pkt, log)
+			return
+		case code>>16 == 3:
+			client.SetReadDeadline(time.Time{})
+			p.startSession(client, c.RemoteAddr(), pkt, log)
+			return
+		default:
+			fail("unsupported frontend protocol or request code %d.%d", code>>16, code&0xffff)
+			return
+		}
+	}
+}
+
+// directTLSConfig is the TLS config with the ALPN protocol that PG17
+// clients require for direct TLS.
+func (p *Proxy) directTLSConfig() *tls.Config {
+	cfg := p.cfg.TLS.Clone()
+	cfg.NextProtos = append(cfg.NextProtos, "postgresql")
+	return cfg
+}
+
+func (p *Proxy) startSession(client net.Conn, addr net.Addr, pkt []byte, log interface {
+	Warn(string, ...any)
+}) {
+	var sm pgproto3.StartupMessage
+	if err := sm.Decode(pkt[4:]); err != nil {
+		p.m.protocolErrors.Inc()
+		log.Warn("closing client: malformed startup message", "err", err)
+		writeError(client, "FATAL", "08P01", "pgchaos: malformed startup message: "+err.Error())
+		return
+	}
+	s := &Session{
+		Proxy:       p.cfg.Name,
+		Client:      addr,
+		Started:     time.Now(),
+		User:        sm.Parameters["user"],
+		Database:    sm.Parameters["database"],
+		Replication: sm.Parameters["replication"],
+		owner:       p,
+	}
+	if s.Database == "" {
+		s.Database = s.User
+	}
+	if app, ok := sm.Parameters["application_name"]; ok {
+		s.appName.Store(&app)
+	}
+
+	upstream, err := p.dialUpstream()
+	if err != nil {
+		p.m.connectFailures.Inc()
+		log.Warn("upstream unreachable", "upstream", p.Upstream(), "err", err)
+		writeError(client, "FATAL", "08006", fmt.Sprintf("pgchaos: proxy %q could not connect to upstream %s: %v", p.cfg.Name, p.Upstream(), err))
+		return
+	}
+	if _, err := upstream.Write(pkt); err != nil {
+		upstream.Close()
+		p.m.connectFailures.Inc()
+		writeError(client, "FATAL", "08006", fmt.Sprintf("pgchaos: proxy %q lost upstream %s during startup: %v", p.cfg.Name, p.Upstream(), err))
+		return
+	}
+	s.conns = [2]net.Conn{client, upstream}
+	p.relay(s, client, upstream)
+}
+
+// dialUpstream connects to the current upstream, negotiating TLS when
+// configured.
+func (p *Proxy) dialUpstream() (net.Conn, error) {
+	addr := p.Upstream()
+	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.UpstreamTLS == nil {
+		return c, nil
+	}
+	c.SetDeadline(time.Now().Add(p.cfg.ConnectTimeout))
+	req := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), codeSSLRequest)
+	var answer [1]byte
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("request TLS: %w", err)
+	}
+	if _, err := io.ReadFull(c, answer[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("request TLS: %w", err)
+	}
+	if answer[0] != 'S' {
+		c.Close()
+		return nil, errors.New("upstream does not accept TLS")
+	}
+	cfg := p.cfg.UpstreamTLS
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// forwardCancel relays a CancelRequest to the upstream on a connection of
+// its own, as the protocol requires. The server answers nothing; it closes.
+func (p *Proxy) forwardCancel(pkt []byte, log interface {
+	Warn(string, ...any)
+	Debug(string, ...any)
+}) {
+	up, err := p.dialUpstream()
+	if err != nil {
+		p.m.connectFailures.Inc()
+		log.Warn("could not forward cancel request: upstream unreachable", "upstream", p.Upstream(), "err", err)
+		return
+	}
+	defer up.Close()
+	p.m.cancels.Inc()
+	up.SetDeadline(time.Now().Add(p.cfg.ConnectTimeout))
+	if _, err := up.Write(pkt); err != nil {
+		log.Warn("could not forward cancel request", "err", err)
+		return
+	}
+	// Wait for the server to close, so the cancel has been read before we go.
+	io.Copy(io.Discard, up)
+	log.Debug("forwarded cancel request", "upstream", p.Upstream())
+}
+
+// prefixConn replays bytes already read from a connection before reading
+// from it again: the first bytes of a direct-TLS hello.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// errorResponse encodes an ErrorResponse message.
+func errorResponse(severity, code, msg string) []byte {
+	e := pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}
+	b, err := e.Encode(nil)
+	if err != nil {
+		// Only a field with a NUL byte can fail to encode; drop them.
+		e.Message = string(bytes.ReplaceAll([]byte(msg), []byte{0}, nil))
+		b, _ = e.Encode(nil)
+	}
+	return b
+}

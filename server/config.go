@@ -1,0 +1,152 @@
+// Package server assembles a running pgchaos: the named proxies of a
+// configuration, the shared session registry and metrics, and the control
+// API, with an orderly shutdown.
+package server
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultAPI is where the control API listens unless told otherwise.
+const DefaultAPI = "127.0.0.1:8474"
+
+// Config is what `pgchaos proxy` runs, from flags or from a --config file.
+type Config struct {
+	API            string        `yaml:"api"`
+	AllowRemoteAPI bool          `yaml:"api_allow_remote"`
+	TLSCert        string        `yaml:"tls_cert"`
+	TLSKey         string        `yaml:"tls_key"`
+	UpstreamTLS    bool          `yaml:"upstream_tls"`
+	UpstreamCA     string        `yaml:"upstream_ca"`
+	MaxMessageSize int           `yaml:"max_message_size"`
+	Proxies        []ProxyConfig `yaml:"proxies"`
+}
+
+// ProxyConfig names one proxy: where it listens and where it relays to.
+type ProxyConfig struct {
+	Name     string `yaml:"name"`
+	Listen   string `yaml:"listen"`
+	Upstream string `yaml:"upstream"`
+	line     int
+}
+
+// LoadConfig reads a YAML configuration file. Errors name the file and line.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// Remember each proxy's line so that validation errors can point at it.
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if root.Content[i].Value == "proxies" {
+				for j, item := range root.Content[i+1].Content {
+					if j < len(cfg.Proxies) {
+						cfg.Proxies[j].line = item.Line
+					}
+				}
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s:%w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration and fills in defaults. Errors about a
+// proxy from a file start with "LINE: ".
+func (c *Config) Validate() error {
+	if c.API == "" {
+		c.API = DefaultAPI
+	}
+	if len(c.Proxies) == 0 {
+		return errors.New(" no proxies configured (give --listen and --upstream, or a proxies: list)")
+	}
+	seenName := map[string]bool{}
+	seenListen := map[string]bool{}
+	for i, p := range c.Proxies {
+		where := fmt.Sprintf(" proxies[%d]", i)
+		if p.line > 0 {
+			where = fmt.Sprintf("%d: proxies[%d]", p.line, i)
+		}
+		switch {
+		case p.Name == "":
+			return fmt.Errorf("%s: name is empty", where)
+		case seenName[p.Name]:
+			return fmt.Errorf("%s: name %q is used twice", where, p.Name)
+		case p.Listen == "":
+			return fmt.Errorf("%s (%s): listen is empty", where, p.Name)
+		case seenListen[p.Listen]:
+			return fmt.Errorf("%s (%s): listen address %s is used twice", where, p.Name, p.Listen)
+		case p.Upstream == "":
+			return fmt.Errorf("%s (%s): upstream is empty", where, p.Name)
+		}
+		if _, _, err := net.SplitHostPort(p.Listen); err != nil {
+			return fmt.Errorf("%s (%s): listen %q: %v", where, p.Name, p.Listen, err)
+		}
+		if _, _, err := net.SplitHostPort(p.Upstream); err != nil {
+			return fmt.Errorf("%s (%s): upstream %q: %v", where, p.Name, p.Upstream, err)
+		}
+		seenName[p.Name], seenListen[p.Listen] = true, true
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New(" tls_cert and tls_key (--tls-cert/--tls-key) must be given together")
+	}
+	if c.MaxMessageSize < 0 {
+		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)
+	}
+	return nil
+}
+
+// clientTLS loads the certificate that terminates client TLS, if any.
+func (c *Config) clientTLS() (*tls.Config, error) {
+	if c.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// upstreamTLS is the TLS config for dialing upstreams. Without a CA the
+// upstream's certificate is not verified, like libpq's sslmode=require.
+func (c *Config) upstreamTLS() (*tls.Config, error) {
+	if !c.UpstreamTLS {
+		return nil, nil
+	}
+	if c.UpstreamCA == "" {
+		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, nil
+	}
+	pem, err := os.ReadFile(c.UpstreamCA)
+	if err != nil {
+		return nil, fmt.Errorf("read upstream CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("upstream CA %s holds no PEM certificate", c.UpstreamCA)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}

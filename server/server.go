@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/proxy"
+)
+
+// Server is a started pgchaos: proxies plus control API.
+type Server struct {
+	Proxies  []*proxy.Proxy
+	Registry *proxy.Registry
+	api      *http.Server
+	apiLn    net.Listener
+	log      *slog.Logger
+}
+
+// Start validates cfg, binds every listener (failing before anything is
+// served if one cannot be bound) and starts serving.
+func Start(cfg Config, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config:%w", err)
+	}
+	if err := control.CheckListen(cfg.API, cfg.AllowRemoteAPI); err != nil {
+		return nil, err
+	}
+	clientTLS, err := cfg.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	upTLS, err := cfg.upstreamTLS()
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+	s := &Server{Registry: proxy.NewRegistry(), log: log}
+	for _, pc := range cfg.Proxies {
+		p, err := proxy.New(proxy.Config{
+			Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream,
+			TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
+			Logger: log, Metrics: metrics, Registry: s.Registry,
+		})
+		if err == nil {
+			err = p.Listen()
+		}
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.Proxies = append(s.Proxies, p)
+	}
+	ln, err := net.Listen("tcp", cfg.API)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("control API: listen on %s: %w", cfg.API, err)
+	}
+	s.apiLn = ln
+	s.api = &http.Server{
+		Handler:           control.New(control.Config{Proxies: s.Proxies, Registry: s.Registry, Gatherer: reg, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	for _, p := range s.Proxies {
+		go p.Serve()
+	}
+	go func() {
+		if err := s.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control API stopped", "err", err)
+		}
+	}()
+	log.Info("control API listening", "addr", ln.Addr().String())
+	return s, nil
+}
+
+// APIAddr is the bound control API address.
+func (s *Server) APIAddr() net.Addr { return s.apiLn.Addr() }
+
+// Close stops accepting, closes every session and the control API.
+func (s *Server) Close() error {
+	var errs []error
+	for _, p := range s.Proxies {
+		errs = append(errs, p.Close())
+	}
+	if s.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		errs = append(errs, s.api.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Run starts the server and serves until ctx is done, then shuts down.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	if log != nil {
+		log.Info("shutting down")
+	}
+	return s.Close()
+}
