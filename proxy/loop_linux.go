@@ -1,0 +1,391 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// EventLoops relay sessions on a few threads that wait in epoll, instead of
+// two goroutines per session. A round trip through a goroutine relay costs
+// several scheduler hand-offs and a read that only learns there is nothing
+// left; a loop reads each readable socket once, writes once, and goes back
+// to epoll_wait with whatever else became ready meanwhile. On a small
+// machine that is the difference between a proxy that eats the CPU the
+// database needs and one that does not.
+//
+// Sessions the loops cannot carry (TLS) stay on goroutine pumps.
+type EventLoops struct {
+	loops []*eventLoop
+	mu    sync.Mutex
+	next  int
+}
+
+// NewEventLoops starts n event loops (n <= 0: one per two CPUs).
+func NewEventLoops(n int) (*EventLoops, error) {
+	if n <= 0 {
+		n = max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	el := &EventLoops{}
+	for range n {
+		l, err := newEventLoop()
+		if err != nil {
+			el.Close()
+			return nil, err
+		}
+		el.loops = append(el.loops, l)
+		go l.run()
+	}
+	return el, nil
+}
+
+// Close stops the loops. Sessions still on them are closed.
+func (el *EventLoops) Close() {
+	for _, l := range el.loops {
+		l.stop()
+	}
+}
+
+// adopt moves a session's two plain TCP connections onto a loop. The loop
+// works on duplicates of their descriptors and the originals are closed, so
+// that Go's own poller no longer wakes up for the session's traffic.
+func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, p *Proxy) (*loopSession, bool) {
+	cfd, ok1 := dupFD(client)
+	if !ok1 {
+		return nil, false
+	}
+	ufd, ok2 := dupFD(upstream)
+	if !ok2 {
+		syscall.Close(cfd)
+		return nil, false
+	}
+	el.mu.Lock()
+	l := el.loops[el.next%len(el.loops)]
+	el.next++
+	el.mu.Unlock()
+
+	ls := &loopSession{
+		s:            s,
+		fds:          [2]int{cfd, ufd},
+		done:         make(chan struct{}),
+		upstreamAddr: upstream.RemoteAddr().String(),
+	}
+	ls.pumps[ClientToServer] = newPump(s, ClientToServer, nil, nil, p.m, p.cfg.MaxMessageSize)
+	ls.pumps[ServerToClient] = newPump(s, ServerToClient, nil, nil, p.m, p.cfg.MaxMessageSize)
+	if !s.setStop(func() { l.request(ls, true) }) {
+		syscall.Close(cfd)
+		syscall.Close(ufd)
+		return nil, false
+	}
+	client.Close()
+	upstream.Close()
+	l.request(ls, false)
+	return ls, true
+}
+
+// dupFD returns a non-blocking duplicate of a TCP connection's descriptor.
+func dupFD(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(orig uintptr) {
+		fd, dupErr = syscall.Dup(int(orig))
+	}); err != nil || dupErr != nil {
+		return -1, false
+	}
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return -1, false
+	}
+	return fd, true
+}
+
+// loopSession is a session relayed by an event loop. Index 0 of fds is
+// the client, 1 the upstream; pumps are indexed by Direction, and the pump
+// of direction d reads fds[d] and writes fds[1-d].
+type loopSession struct {
+	s            *Session
+	fds          [2]int
+	pumps        [2]*pump
+	out          [2]int // pumps[d].buf[start:out[d]] waits to be written
+	events       [2]uint32
+	done         chan struct{}
+	upstreamAddr string
+	// Why each side ended, read after done is closed.
+	clientErr, serverErr error
+	closed               bool
+}
+
+type loopRequest struct {
+	ls   *loopSession
+	kill bool
+}
+
+type eventLoop struct {
+	epfd     int
+	wake     [2]int // pipe: a byte written to wake[1] interrupts epoll_wait
+	mu       sync.Mutex
+	requests []loopRequest
+	stopping bool
+	byFD     []*loopSession
+}
+
+func newEventLoop() (*eventLoop, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	l := &eventLoop{epfd: epfd}
+	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("pipe2: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake[0])}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wake[0], &ev); err != nil {
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return l, nil
+}
+
+// request hands the loop a new session, or asks it to kill one. It never
+// waits for the loop beyond a mutex held for a slice append.
+func (l *eventLoop) request(ls *loopSession, kill bool) {
+	l.mu.Lock()
+	l.requests = append(l.requests, loopRequest{ls, kill})
+	l.mu.Unlock()
+	syscall.Write(l.wake[1], []byte{1})
+}
+
+func (l *eventLoop) stop() {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	syscall.Write(l.wake[1], []byte{1})
+}
+
+func (l *eventLoop) run() {
+	events := make([]syscall.EpollEvent, 128)
+	var drain [64]byte
+	var pending []loopRequest
+	for {
+		n, err := epollWait(l.epfd, events)
+		if n == 0 || err == syscall.EINTR {
+			// A timeout or a signal: let the scheduler and the garbage
+			// collector have the thread before waiting again.
+			runtime.Gosched()
+		}
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			panic(fmt.Sprintf("pgchaos event loop: epoll_wait: %v", err))
+		}
+		for i := range n {
+			ev := &events[i]
+			fd := int(ev.Fd)
+			if fd == l.wake[0] {
+				for {
+					if n, _ := syscall.Read(fd, drain[:]); n <= 0 {
+						break
+					}
+				}
+				continue
+			}
+			if fd >= len(l.byFD) || l.byFD[fd] == nil {
+				continue
+			}
+			ls := l.byFD[fd]
+			side := 0
+			if fd == ls.fds[1] {
+				side = 1
+			}
+			if ev.Events&syscall.EPOLLOUT != 0 {
+				l.flush(ls, Direction(1-side))
+			}
+			if !ls.closed && ev.Events&(syscall.EPOLLIN|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				l.readable(ls, Direction(side))
+			}
+		}
+		l.mu.Lock()
+		pending, l.requests = l.requests, pending[:0]
+		stopping := l.stopping
+		l.mu.Unlock()
+		for _, r := range pending {
+			if r.kill {
+				l.finish(r.ls, nil, nil)
+			} else {
+				l.add(r.ls)
+			}
+		}
+		clear(pending)
+		if stopping {
+			for _, ls := range l.byFD {
+				if ls != nil {
+					l.finish(ls, nil, nil)
+				}
+			}
+			syscall.Close(l.epfd)
+			syscall.Close(l.wake[0])
+			syscall.Close(l.wake[1])
+			return
+		}
+	}
+}
+
+func (l *eventLoop) add(ls *loopSession) {
+	for side, fd := range ls.fds {
+		for fd >= len(l.byFD) {
+			l.byFD = append(l.byFD, nil)
+		}
+		l.byFD[fd] = ls
+		ls.events[side] = syscall.EPOLLIN
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
+		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.finish(ls, fmt.Errorf("epoll_ctl add: %w", err), nil)
+			return
+		}
+	}
+}
+
+func (l *eventLoop) setEvents(ls *loopSession, side int, events uint32) {
+	if ls.events[side] == events {
+		return
+	}
+	ls.events[side] = events
+	ev := syscall.EpollEvent{Events: events, Fd: int32(ls.fds[side])}
+	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, ls.fds[side], &ev)
+}
+
+// readable reads once from the side that is ready and forwards what can be.
+func (l *eventLoop) readable(ls *loopSession, d Direction) {
+	p := ls.pumps[d]
+	if ls.out[d] > p.start {
+		return // still writing the last read; the peer's EPOLLOUT resumes us
+	}
+	if p.end == len(p.buf) {
+		p.makeRoom(0)
+	}
+	n, err := syscall.Read(ls.fds[d], p.buf[p.end:])
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return
+	}
+	if n <= 0 {
+		if err == nil {
+			err = errEOF
+		}
+		l.end(ls, d, err)
+		return
+	}
+	p.end += n
+	fwd, need, perr := p.scan()
+	ls.out[d] = fwd
+	if !l.flush(ls, d) {
+		return
+	}
+	if perr != nil {
+		l.end(ls, d, perr)
+		return
+	}
+	if need > 0 {
+		p.makeRoom(need)
+		ls.out[d] = p.start
+	}
+}
+
+// flush writes what direction d has ready. It reports whether everything
+// was written; if not, it waits for the peer to drain before reading more.
+func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
+	p := ls.pumps[d]
+	dst := 1 - int(d)
+	for p.start < ls.out[d] {
+		n, err := syscall.Write(ls.fds[dst], p.buf[p.start:ls.out[d]])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			l.setEvents(ls, int(d), 0)
+			l.setEvents(ls, dst, ls.events[dst]|syscall.EPOLLOUT)
+			return false
+		}
+		if err != nil || n <= 0 {
+			if err == nil {
+				err = errEOF
+			}
+			// A failed write means the peer is gone.
+			l.end(ls, Direction(dst), err)
+			return false
+		}
+		p.start += n
+	}
+	if p.start == p.end {
+		p.start, p.end = 0, 0
+	}
+	ls.out[d] = p.start
+	l.setEvents(ls, dst, ls.events[dst]&^syscall.EPOLLOUT)
+	l.setEvents(ls, int(d), syscall.EPOLLIN|ls.events[int(d)]&syscall.EPOLLOUT)
+	return true
+}
+
+var errEOF = errors.New("EOF")
+
+// end finishes the session because side d's stream ended with err.
+func (l *eventLoop) end(ls *loopSession, d Direction, err error) {
+	if d == ClientToServer {
+		l.finish(ls, err, nil)
+	} else {
+		l.finish(ls, nil, err)
+	}
+}
+
+func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
+	if ls.closed {
+		return
+	}
+	ls.closed = true
+	ls.clientErr, ls.serverErr = clientErr, serverErr
+	var perr *protocolError
+	s2c := ls.pumps[ServerToClient]
+	if errors.As(clientErr, &perr) && s2c.atBoundary() && ls.out[ServerToClient] <= s2c.start {
+		// Best effort, like the goroutine relay: the socket is non-blocking
+		// and the session is going away either way.
+		syscall.Write(ls.fds[0], errorResponse("FATAL", "08P01", "pgchaos: "+perr.msg))
+	}
+	for _, fd := range ls.fds {
+		if fd < len(l.byFD) && l.byFD[fd] == ls {
+			l.byFD[fd] = nil
+		}
+		// Closing the only descriptor of a socket also removes it from epoll.
+		syscall.Close(fd)
+	}
+	close(ls.done)
+}
+
+// epollWait waits for events without telling the Go scheduler it is in a
+// system call. A blocking syscall.EpollWait makes sysmon poll every 20 µs
+// and hand the loop's P to another thread, a context switch or two per
+// wake-up: on a busy 2-core machine that was most of the loop's cost. The
+// wait is bounded, so the goroutine still reaches a preemption point
+// regularly for the garbage collector (and a preemption signal ends the wait
+// early with EINTR).
+func epollWait(epfd int, events []syscall.EpollEvent) (int, error) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(epollTimeoutMillis), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+const epollTimeoutMillis = 5

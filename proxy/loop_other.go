@@ -1,0 +1,27 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+)
+
+// EventLoops are Linux-only; elsewhere every session uses goroutine pumps.
+type EventLoops struct{}
+
+type loopSession struct {
+	done                 chan struct{}
+	clientErr, serverErr error
+	upstreamAddr         string
+}
+
+func NewEventLoops(n int) (*EventLoops, error) {
+	return nil, errors.New("event loops need Linux")
+}
+
+func (el *EventLoops) Close() {}
+
+func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, p *Proxy) (*loopSession, bool) {
+	return nil, false
+}
