@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,9 +26,22 @@ import (
 	"github.com/pgchaos/pgchaos/proxy"
 )
 
-var pg *pgtest.Postgres
+var (
+	pg *pgtest.Postgres
+	// loops are shared by every proxy in the tests, as in the product.
+	loops *proxy.EventLoops
+)
 
-func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
+func TestMain(m *testing.M) {
+	if runtime.GOOS == "linux" {
+		var err error
+		if loops, err = proxy.NewEventLoops(0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	pgtest.Main(m, pgtest.Options{}, &pg)
+}
 
 // instance is one pgchaos proxy under test, with its own metrics.
 type instance struct {
@@ -47,6 +61,7 @@ func startProxy(t testing.TB, upstream string, mod func(*proxy.Config)) *instanc
 		Logger:   testLogger(t),
 		Metrics:  proxy.NewMetrics(reg),
 		Registry: proxy.NewRegistry(),
+		Loops:    loops,
 	}
 	if mod != nil {
 		mod(&cfg)

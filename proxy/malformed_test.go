@@ -122,12 +122,7 @@ func isReset(err error) bool {
 }
 
 func TestBadInput(t *testing.T) {
-	cases := []struct {
-		name       string
-		afterLogin bool
-		send       []byte
-		code, want string // empty code: the proxy just closes
-	}{
+	cases := []badInput{
 		{"message length below 4", true, []byte{'Q', 0, 0, 0, 2}, "08P01", "invalid length 2 in query message"},
 		{"message above max size", true, []byte{'Q', 0, 0x20, 0, 0}, "08P01", "exceeds the maximum message size of 1048576 bytes"},
 		{"unknown startup code", false, startupPacket(1234<<16 | 1), "08P01", "unsupported frontend protocol or request code 1234.1"},
@@ -136,8 +131,28 @@ func TestBadInput(t *testing.T) {
 		{"direct TLS without a certificate", false, []byte{0x16, 3, 1, 0, 100, 1, 0, 0, 96, 3, 3}, "", ""},
 	}
 	db := newDatabase(t)
-	in := startProxy(t, pg.Addr(), func(c *proxy.Config) { c.MaxMessageSize = 1 << 20 })
-	healthyBeside(t, in.addr(), db)
+	for _, relay := range []string{"loop", "goroutine"} {
+		t.Run(relay, func(t *testing.T) {
+			in := startProxy(t, pg.Addr(), func(c *proxy.Config) {
+				c.MaxMessageSize = 1 << 20
+				if relay == "goroutine" {
+					c.Loops = nil
+				}
+			})
+			healthyBeside(t, in.addr(), db)
+			testBadInput(t, in, db, cases)
+		})
+	}
+}
+
+type badInput struct {
+	name       string
+	afterLogin bool
+	send       []byte
+	code, want string // empty code: the proxy just closes
+}
+
+func testBadInput(t *testing.T, in *instance, db string, cases []badInput) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := in.metric(t, "pgchaos_protocol_errors_total", nil)

@@ -39,6 +39,9 @@ type Config struct {
 	Logger         *slog.Logger
 	Metrics        *Metrics
 	Registry       *Registry
+	// Loops relay plain-TCP sessions on event loops shared between proxies.
+	// Nil relays every session with a pair of goroutines.
+	Loops *EventLoops
 }
 
 // Proxy accepts clients on one address and relays them to one upstream.
@@ -47,6 +50,7 @@ type Proxy struct {
 	log      *slog.Logger
 	m        *proxyMetrics
 	reg      *Registry
+	loops    *EventLoops
 	upstream atomic.Pointer[string]
 
 	mu       sync.Mutex
@@ -85,10 +89,11 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Registry = NewRegistry()
 	}
 	p := &Proxy{
-		cfg: cfg,
-		log: cfg.Logger.With("proxy", cfg.Name),
-		m:   cfg.Metrics.forProxy(cfg.Name),
-		reg: cfg.Registry,
+		cfg:   cfg,
+		log:   cfg.Logger.With("proxy", cfg.Name),
+		m:     cfg.Metrics.forProxy(cfg.Name),
+		reg:   cfg.Registry,
+		loops: cfg.Loops,
 	}
 	up := cfg.Upstream
 	p.upstream.Store(&up)
@@ -234,13 +239,21 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 	p.m.active.Inc()
 	p.m.total.Inc()
 	defer func() {
-		s.closeConns()
+		client.Close()
+		upstream.Close()
 		p.reg.remove(s)
 		p.m.active.Dec()
 		p.m.duration.Observe(time.Since(s.Started).Seconds())
 	}()
+	if p.loops != nil {
+		if ls, ok := p.loops.adopt(s, client, upstream, p); ok {
+			<-ls.done
+			p.logEnd(s, ls.clientErr, ls.serverErr, ls.upstreamAddr)
+			return
+		}
+	}
 	// A Kill that raced with registration must still end the session.
-	if s.wasKilled() {
+	if !s.setStop(func() { client.Close(); upstream.Close() }) {
 		return
 	}
 
@@ -263,19 +276,25 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 		c2sErr = <-done
 	}
 
+	// s2c has stopped, so nothing else writes to the client; an
+	// ErrorResponse is only legal between server messages.
+	var perr *protocolError
+	if errors.As(c2sErr, &perr) && s2c.atBoundary() {
+		writeError(client, "FATAL", "08P01", "pgchaos: "+perr.msg)
+	}
+	p.logEnd(s, c2sErr, s2cErr, upstream.RemoteAddr().String())
+}
+
+// logEnd logs why a session ended and counts protocol errors.
+func (p *Proxy) logEnd(s *Session, clientErr, serverErr error, upstream string) {
 	var perr *protocolError
 	switch {
-	case errors.As(c2sErr, &perr):
+	case errors.As(clientErr, &perr):
 		p.m.protocolErrors.Inc()
 		p.log.Warn("closing session: client broke the protocol", "session", s.ID, "client", s.Client.String(), "reason", perr.msg)
-		// s2c has stopped, so nothing else writes to the client; an
-		// ErrorResponse is only legal between server messages.
-		if s2c.atBoundary() {
-			writeError(client, "FATAL", "08P01", "pgchaos: "+perr.msg)
-		}
-	case errors.As(s2cErr, &perr):
+	case errors.As(serverErr, &perr):
 		p.m.protocolErrors.Inc()
-		p.log.Warn("closing session: upstream broke the protocol", "session", s.ID, "client", s.Client.String(), "upstream", upstream.RemoteAddr().String(), "reason", perr.msg)
+		p.log.Warn("closing session: upstream broke the protocol", "session", s.ID, "client", s.Client.String(), "upstream", upstream, "reason", perr.msg)
 	default:
 		p.log.Debug("session ended", "session", s.ID, "client", s.Client.String(),
 			"killed", s.wasKilled(), "duration", time.Since(s.Started).String())

@@ -51,11 +51,13 @@ type Session struct {
 	msgs       [2]atomic.Uint64
 	bytes      [2]atomic.Uint64
 
-	owner     *Proxy
-	closeOnce sync.Once
-	conns     [2]net.Conn // [client, upstream]; set before pumps start
-	mu        sync.Mutex
-	killed    bool
+	owner *Proxy
+
+	mu     sync.Mutex
+	killed bool
+	// stop ends the session the way its relay needs: closing sockets for
+	// goroutine pumps, a request to the event loop for loop sessions.
+	stop func()
 }
 
 // SessionInfo is a point-in-time copy of a session, as the control plane shows it.
@@ -112,23 +114,25 @@ func (s *Session) Info() SessionInfo {
 	}
 }
 
-// Kill closes both connections of the session. The pumps see the closed
-// sockets and end the session; Kill itself never waits on traffic.
+// Kill ends the session: both connections are closed. It never waits on
+// traffic.
 func (s *Session) Kill() {
 	s.mu.Lock()
 	s.killed = true
+	stop := s.stop
 	s.mu.Unlock()
-	s.closeConns()
+	if stop != nil {
+		stop()
+	}
 }
 
-func (s *Session) closeConns() {
-	s.closeOnce.Do(func() {
-		for _, c := range s.conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	})
+// setStop installs how Kill ends the session. It reports false when the
+// session was killed before its relay started.
+func (s *Session) setStop(stop func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stop = stop
+	return !s.killed
 }
 
 func (s *Session) wasKilled() bool {

@@ -152,7 +152,6 @@ func (p *Proxy) startSession(client net.Conn, addr net.Addr, pkt []byte, log int
 		writeError(client, "FATAL", "08006", fmt.Sprintf("pgchaos: proxy %q lost upstream %s during startup: %v", p.cfg.Name, p.Upstream(), err))
 		return
 	}
-	s.conns = [2]net.Conn{client, upstream}
 	p.relay(s, client, upstream)
 }
 

@@ -21,14 +21,18 @@ const DefaultAPI = "127.0.0.1:8474"
 
 // Config is what `pgchaos proxy` runs, from flags or from a --config file.
 type Config struct {
-	API            string        `yaml:"api"`
-	AllowRemoteAPI bool          `yaml:"api_allow_remote"`
-	TLSCert        string        `yaml:"tls_cert"`
-	TLSKey         string        `yaml:"tls_key"`
-	UpstreamTLS    bool          `yaml:"upstream_tls"`
-	UpstreamCA     string        `yaml:"upstream_ca"`
-	MaxMessageSize int           `yaml:"max_message_size"`
-	Proxies        []ProxyConfig `yaml:"proxies"`
+	API            string `yaml:"api"`
+	AllowRemoteAPI bool   `yaml:"api_allow_remote"`
+	TLSCert        string `yaml:"tls_cert"`
+	TLSKey         string `yaml:"tls_key"`
+	UpstreamTLS    bool   `yaml:"upstream_tls"`
+	UpstreamCA     string `yaml:"upstream_ca"`
+	MaxMessageSize int    `yaml:"max_message_size"`
+	// Relay is "loop" (event loops, the default on Linux) or "goroutine".
+	Relay string `yaml:"relay"`
+	// Loops is how many event loops run (0: one per two CPUs).
+	Loops   int           `yaml:"loops"`
+	Proxies []ProxyConfig `yaml:"proxies"`
 }
 
 // ProxyConfig names one proxy: where it listens and where it relays to.
@@ -112,6 +116,16 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New(" tls_cert and tls_key (--tls-cert/--tls-key) must be given together")
+	}
+	switch c.Relay {
+	case "":
+		c.Relay = "loop"
+	case "loop", "goroutine":
+	default:
+		return fmt.Errorf(" relay %q: want loop or goroutine", c.Relay)
+	}
+	if c.Loops < 0 {
+		return fmt.Errorf(" loops %d is negative", c.Loops)
 	}
 	if c.MaxMessageSize < 0 {
 		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)

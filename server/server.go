@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ type Server struct {
 	Registry *proxy.Registry
 	api      *http.Server
 	apiLn    net.Listener
+	loops    *proxy.EventLoops
 	log      *slog.Logger
 }
 
@@ -49,11 +51,18 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg)
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
+	if cfg.Relay == "loop" && runtime.GOOS == "linux" {
+		loops, err := proxy.NewEventLoops(cfg.Loops)
+		if err != nil {
+			return nil, fmt.Errorf("start event loops: %w", err)
+		}
+		s.loops = loops
+	}
 	for _, pc := range cfg.Proxies {
 		p, err := proxy.New(proxy.Config{
 			Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream,
 			TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
-			Logger: log, Metrics: metrics, Registry: s.Registry,
+			Logger: log, Metrics: metrics, Registry: s.Registry, Loops: s.loops,
 		})
 		if err == nil {
 			err = p.Listen()
@@ -94,6 +103,9 @@ func (s *Server) Close() error {
 	var errs []error
 	for _, p := range s.Proxies {
 		errs = append(errs, p.Close())
+	}
+	if s.loops != nil {
+		s.loops.Close()
 	}
 	if s.api != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

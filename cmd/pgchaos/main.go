@@ -84,6 +84,8 @@ func runProxy(args []string, stderr io.Writer) error {
 		cfg        server.Config
 		one        server.ProxyConfig
 		configFile string
+		embedded   bool
+		pgBinDir   string
 		logLevel   string
 		logFormat  string
 	)
@@ -91,6 +93,8 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.StringVar(&one.Listen, "listen", "", "address to accept PostgreSQL clients on, e.g. 127.0.0.1:6543")
 	fs.StringVar(&one.Upstream, "upstream", "", "address of the PostgreSQL server or PgBouncer to relay to")
 	fs.StringVar(&configFile, "config", "", "YAML file with several named proxies (instead of --listen/--upstream)")
+	fs.BoolVar(&embedded, "embedded", false, "start a throwaway local PostgreSQL and relay to it (instead of --upstream)")
+	fs.StringVar(&pgBinDir, "pg-bindir", "", "PostgreSQL binaries for --embedded (default: pg_config --bindir)")
 	fs.StringVar(&cfg.API, "api", server.DefaultAPI, "address of the control API (health, sessions, metrics)")
 	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for terminating client TLS")
@@ -98,6 +102,8 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")
 	fs.StringVar(&cfg.UpstreamCA, "upstream-ca", "", "CA bundle to verify the upstream's certificate (default: not verified, like sslmode=require)")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<30, "largest protocol message accepted, in bytes")
+	fs.StringVar(&cfg.Relay, "relay", "loop", "how sessions are relayed: loop (epoll event loops, Linux) or goroutine")
+	fs.IntVar(&cfg.Loops, "loops", 0, "number of event loops (0: one per two CPUs)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.Usage = func() {
@@ -139,12 +145,22 @@ func runProxy(args []string, stderr io.Writer) error {
 				fileCfg.UpstreamTLS = cfg.UpstreamTLS
 			case "upstream-ca":
 				fileCfg.UpstreamCA = cfg.UpstreamCA
+			case "relay":
+				fileCfg.Relay = cfg.Relay
+			case "loops":
+				fileCfg.Loops = cfg.Loops
 			case "max-message-size":
 				fileCfg.MaxMessageSize = cfg.MaxMessageSize
 			}
 		})
 		cfg = fileCfg
 	} else {
+		if embedded {
+			if one.Upstream != "" {
+				return errUsage{errors.New("proxy: give either --embedded or --upstream, not both")}
+			}
+			one.Upstream = "127.0.0.1:1" // replaced once the database is up
+		}
 		if one.Listen == "" || one.Upstream == "" {
 			return errUsage{errors.New("proxy: --listen and --upstream are required (or --config FILE)")}
 		}
@@ -155,6 +171,18 @@ func runProxy(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if embedded {
+		if configFile != "" {
+			return errUsage{errors.New("proxy: --embedded works with --listen, not --config")}
+		}
+		db, err := server.StartEmbedded(ctx, pgBinDir, log)
+		if err != nil {
+			return err
+		}
+		defer db.Stop()
+		cfg.Proxies[0].Upstream = db.Addr()
+		log.Info("embedded PostgreSQL is up; connect through pgchaos with: psql '" + db.ConnString(cfg.Proxies[0].Listen) + "'")
+	}
 	return server.Run(ctx, cfg, log)
 }
 
