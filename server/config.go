@@ -101,7 +101,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s: name %q is used twice", where, p.Name)
 		case p.Listen == "":
 			return fmt.Errorf("%s (%s): listen is empty", where, p.Name)
-		case seenListen[p.Listen]:
+		case seenListen[p.Listen] && !strings.HasSuffix(p.Listen, ":0"):
 			return fmt.Errorf("%s (%s): listen address %s is used twice", where, p.Name, p.Listen)
 		case p.Upstream == "":
 			return fmt.Errorf("%s (%s): upstream is empty", where, p.Name)

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgchaos/pgchaos/internal/pgtest"
+)
+
+var pg *pgtest.Postgres
+
+func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
+
+func TestUsageErrors(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(cfgPath, []byte("proxies:\n  - name: a\n    listen: 127.0.0.1:1\n"), 0o644)
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "Usage:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"proxy"}, 2, "--listen and --upstream are required"},
+		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--bogus"}, 2, "unknown flag: --bogus"},
+		{[]string{"proxy", "--listen", "nope", "--upstream", "127.0.0.1:1"}, 2, `listen "nope"`},
+		{[]string{"proxy", "--config", cfgPath}, 2, cfgPath + ":2: proxies[0] (a): upstream is empty"},
+		{[]string{"proxy", "--config", cfgPath, "--listen", "127.0.0.1:1"}, 2, "either --config or --listen/--upstream"},
+		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-level", "loud"}, 2, `--log-level "loud"`},
+		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", "x.pem"}, 2, "must be given together"},
+		{[]string{"proxy", "--help"}, 0, "--upstream string"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
+				t.Fatalf("exit %d (want %d); output lacks %q:\n%s%s", code, tc.code, tc.want, stdout.String(), stderr.String())
+			}
+			if tc.code == 2 && len(tc.args) > 0 && tc.args[len(tc.args)-1] != "--bogus" {
+				if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); lines > 0 {
+					t.Fatalf("want one line on a usage error, got:\n%s", stderr.String())
+				}
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	if code := run([]string{"version"}, &stdout, io.Discard); code != 0 || !strings.HasPrefix(stdout.String(), "pgchaos ") {
+		t.Fatalf("version: %d %q", code, stdout.String())
+	}
+}
+
+// buildBinary compiles pgchaos for the tests that need a real process.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pgchaos")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSignals runs the binary, opens a session through it, and checks that
+// SIGINT and SIGTERM each close the session and exit 0.
+func TestSignals(t *testing.T) {
+	bin := buildBinary(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			listen := freeAddr(t)
+			cmd := exec.Command(bin, "proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", freeAddr(t), "--name", "sig")
+			stderr, _ := cmd.StderrPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			lines := bufio.NewScanner(stderr)
+			waitLine(t, lines, "control API listening")
+			go io.Copy(io.Discard, stderr)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			cmd.Process.Signal(sig)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("exit after %v: %v (want status 0)", sig, err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatalf("still running 15s after %v", sig)
+			}
+			if err := conn.Ping(ctx); err == nil {
+				t.Fatal("session survived the shutdown")
+			}
+		})
+	}
+}
+
+// TestEmbedded checks the README's first command: a throwaway database
+// behind the proxy, reachable with the printed connection string, removed
+// on Ctrl-C.
+func TestEmbedded(t *testing.T) {
+	bin := buildBinary(t)
+	listen := freeAddr(t)
+	cmd := exec.Command(bin, "proxy", "--embedded", "--listen", listen, "--api", freeAddr(t))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stderr)
+	line := waitLine(t, lines, "embedded PostgreSQL is up")
+	waitLine(t, lines, "control API listening")
+	go io.Copy(io.Discard, stderr)
+	dsn := regexp.MustCompile(`psql '([^']+)'`).FindStringSubmatch(line)
+	if dsn == nil {
+		t.Fatalf("no connection string in %q", line)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn[1])
+	if err != nil {
+		t.Fatalf("connect with the printed string %s: %v", dsn[1], err)
+	}
+	var dataDir string
+	if err := conn.QueryRow(ctx, "SHOW data_directory").Scan(&dataDir); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Fatalf("embedded data directory %s left behind (%v)", dataDir, err)
+	}
+}
+
+func waitLine(t *testing.T, lines *bufio.Scanner, want string) string {
+	t.Helper()
+	found := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), want) {
+				found <- lines.Text()
+				return
+			}
+		}
+		close(found)
+	}()
+	select {
+	case l, ok := <-found:
+		if !ok {
+			t.Fatalf("process ended before logging %q", want)
+		}
+		return l
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no %q in the log after 60s", want)
+	}
+	return ""
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
