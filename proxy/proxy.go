@@ -57,6 +57,9 @@ type Proxy struct {
 	ln       net.Listener
 	closed   bool
 	handlers sync.WaitGroup
+	// accepted holds client connections still in their startup phase, so
+	// that Close does not wait for a client that never finishes it.
+	accepted map[net.Conn]struct{}
 }
 
 // New checks cfg and returns a proxy that is not yet listening.
@@ -89,11 +92,12 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Registry = NewRegistry()
 	}
 	p := &Proxy{
-		cfg:   cfg,
-		log:   cfg.Logger.With("proxy", cfg.Name),
-		m:     cfg.Metrics.forProxy(cfg.Name),
-		reg:   cfg.Registry,
-		loops: cfg.Loops,
+		cfg:      cfg,
+		log:      cfg.Logger.With("proxy", cfg.Name),
+		m:        cfg.Metrics.forProxy(cfg.Name),
+		reg:      cfg.Registry,
+		loops:    cfg.Loops,
+		accepted: make(map[net.Conn]struct{}),
 	}
 	up := cfg.Upstream
 	p.upstream.Store(&up)
@@ -187,6 +191,7 @@ func (p *Proxy) Serve() error {
 			return nil
 		}
 		p.handlers.Add(1)
+		p.accepted[c] = struct{}{}
 		p.mu.Unlock()
 		go func() {
 			defer p.handlers.Done()
@@ -205,6 +210,9 @@ func (p *Proxy) Close() error {
 	}
 	p.closed = true
 	ln := p.ln
+	for c := range p.accepted {
+		c.Close()
+	}
 	p.mu.Unlock()
 	var err error
 	if ln != nil {
@@ -233,9 +241,21 @@ func isTemporaryAccept(err error) bool {
 	return errors.As(err, &se) && se.Temporary()
 }
 
+// started marks a client connection as past its startup phase: from now
+// on the session registry ends it. It reports false if the proxy is closing.
+func (p *Proxy) started(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.accepted, c)
+	return !p.closed
+}
+
 // relay runs a session's two pumps until the session ends.
 func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 	p.reg.add(s)
+	if !p.started(s.conn) {
+		s.Kill()
+	}
 	p.m.active.Inc()
 	p.m.total.Inc()
 	defer func() {

@@ -52,6 +52,7 @@ type Session struct {
 	bytes      [2]atomic.Uint64
 
 	owner *Proxy
+	conn  net.Conn // the accepted client connection, before any TLS
 
 	mu     sync.Mutex
 	killed bool

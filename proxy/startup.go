@@ -20,7 +20,10 @@ import (
 // other message.
 func (p *Proxy) handle(c net.Conn) {
 	client := c
-	defer func() { client.Close() }()
+	defer func() {
+		client.Close()
+		p.started(c)
+	}()
 	log := p.log.With("client", c.RemoteAddr().String())
 	fail := func(reason string, args ...any) {
 		msg := fmt.Sprintf(reason, args...)
@@ -96,7 +99,7 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		case code>>16 == 3:
 			client.SetReadDeadline(time.Time{})
-			p.startSession(client, c.RemoteAddr(), pkt, log)
+			p.startSession(client, c, pkt, log)
 			return
 		default:
 			fail("unsupported frontend protocol or request code %d.%d", code>>16, code&0xffff)
@@ -113,7 +116,7 @@ func (p *Proxy) directTLSConfig() *tls.Config {
 	return cfg
 }
 
-func (p *Proxy) startSession(client net.Conn, addr net.Addr, pkt []byte, log interface {
+func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interface {
 	Warn(string, ...any)
 }) {
 	var sm pgproto3.StartupMessage
@@ -125,12 +128,13 @@ func (p *Proxy) startSession(client net.Conn, addr net.Addr, pkt []byte, log int
 	}
 	s := &Session{
 		Proxy:       p.cfg.Name,
-		Client:      addr,
+		Client:      rawClient.RemoteAddr(),
 		Started:     time.Now(),
 		User:        sm.Parameters["user"],
 		Database:    sm.Parameters["database"],
 		Replication: sm.Parameters["replication"],
 		owner:       p,
+		conn:        rawClient,
 	}
 	if s.Database == "" {
 		s.Database = s.User

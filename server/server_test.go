@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -170,6 +171,17 @@ func TestCloseEndsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	// A client that connected but never sent its startup packet must not
+	// hold up the shutdown either.
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	waitSessions := time.Now().Add(5 * time.Second)
+	for len(s.Registry.Sessions()) != 1 && time.Now().Before(waitSessions) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Close() }()
 	select {
