@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,9 @@ type Proxy struct {
 	reg      *Registry
 	loops    *EventLoops
 	upstream atomic.Pointer[string]
+	// directTLS is cfg.TLS plus the ALPN protocol that PG17 clients
+	// require for direct TLS.
+	directTLS *tls.Config
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -98,6 +102,10 @@ func New(cfg Config) (*Proxy, error) {
 		reg:      cfg.Registry,
 		loops:    cfg.Loops,
 		accepted: make(map[net.Conn]struct{}),
+	}
+	if cfg.TLS != nil {
+		p.directTLS = cfg.TLS.Clone()
+		p.directTLS.NextProtos = append(slices.Clip(p.directTLS.NextProtos), "postgresql")
 	}
 	up := cfg.Upstream
 	p.upstream.Store(&up)

@@ -48,7 +48,7 @@ func (p *Proxy) handle(c net.Conn) {
 				log.Warn("closing client: it opened with a TLS handshake (PG17 sslnegotiation=direct) but this proxy has no TLS certificate (--tls-cert/--tls-key)")
 				return
 			}
-			tc := tls.Server(&prefixConn{Conn: client, prefix: hdr[:4]}, p.directTLSConfig())
+			tc := tls.Server(&prefixConn{Conn: client, prefix: hdr[:4]}, p.directTLS)
 			if err := tc.HandshakeContext(context.Background()); err != nil {
 				log.Warn("closing client: direct TLS handshake failed", "err", err)
 				return
@@ -106,14 +106,6 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		}
 	}
-}
-
-// directTLSConfig is the TLS config with the ALPN protocol that PG17
-// clients require for direct TLS.
-func (p *Proxy) directTLSConfig() *tls.Config {
-	cfg := p.cfg.TLS.Clone()
-	cfg.NextProtos = append(cfg.NextProtos, "postgresql")
-	return cfg
 }
 
 func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interface {

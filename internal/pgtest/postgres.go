@@ -27,6 +27,13 @@ type Options struct {
 	// Settings are extra postgresql.conf settings; they override the
 	// defaults, e.g. {"max_connections": "20"}.
 	Settings map[string]string
+	// TLS makes the server accept TLS (ssl=on) with a self-signed
+	// certificate that pgtest generates for 127.0.0.1 and localhost;
+	// CACertPEM and CACertFile give clients what they need to verify it.
+	// Plaintext connections stay allowed, so DSN (sslmode=disable) works
+	// as before and clients choose TLS with their own sslmode. The ssl,
+	// ssl_cert_file and ssl_key_file settings are then managed by pgtest.
+	TLS bool
 	// Logger receives progress messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -49,6 +56,8 @@ type Postgres struct {
 	proc    *proc
 	log     *slog.Logger
 	life    lifecycle
+	// certPEM is the server's certificate, nil without Options.TLS.
+	certPEM []byte
 }
 
 // StartPostgres creates a fresh cluster in a temp dir and starts it on a
@@ -59,7 +68,7 @@ func StartPostgres(ctx context.Context, opts Options) (*Postgres, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	settings, err := postgresSettings(opts.Settings)
+	settings, err := postgresSettings(opts.Settings, opts.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +108,14 @@ func StartPostgres(ctx context.Context, opts Options) (*Postgres, error) {
 	}
 	if err := p.writeHBA(); err != nil {
 		return nil, err
+	}
+	if opts.TLS {
+		certPEM, tlsConf, err := as.writeServerCert(dir)
+		if err != nil {
+			return nil, err
+		}
+		p.certPEM = certPEM
+		maps.Copy(settings, tlsConf)
 	}
 	if err := p.startServer(ctx, settings); err != nil {
 		return nil, err
@@ -340,8 +357,9 @@ var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 
 // postgresSettings merges user settings over the defaults. port and
 // unix_socket_directories are owned by the harness: the port is retried on
-// conflict and the socket must live in the private temp dir.
-func postgresSettings(extra map[string]string) (map[string]string, error) {
+// conflict and the socket must live in the private temp dir. With TLS, so
+// are the settings that choose the certificate.
+func postgresSettings(extra map[string]string, tls bool) (map[string]string, error) {
 	s := maps.Clone(defaultSettings)
 	for k, v := range extra {
 		if !settingName.MatchString(k) || strings.ContainsAny(v, "\r\n") {
@@ -350,6 +368,9 @@ func postgresSettings(extra map[string]string) (map[string]string, error) {
 		switch strings.ToLower(k) {
 		case "port", "unix_socket_directories":
 			return nil, fmt.Errorf("setting %q is managed by pgtest and cannot be overridden", k)
+		}
+		if tls && slices.Contains(tlsSettings, strings.ToLower(k)) {
+			return nil, fmt.Errorf("setting %q is managed by pgtest when Options.TLS is set and cannot be overridden", k)
 		}
 		s[k] = v
 	}
