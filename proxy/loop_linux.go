@@ -277,7 +277,7 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	if p.end == len(p.buf) {
 		p.makeRoom(0)
 	}
-	n, err := syscall.Read(ls.fds[d], p.buf[p.end:])
+	n, err := rawRead(ls.fds[d], p.buf[p.end:])
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		return
 	}
@@ -310,7 +310,7 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 	p := ls.pumps[d]
 	dst := 1 - int(d)
 	for p.start < ls.out[d] {
-		n, err := syscall.Write(ls.fds[dst], p.buf[p.start:ls.out[d]])
+		n, err := rawWrite(ls.fds[dst], p.buf[p.start:ls.out[d]])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -389,3 +389,30 @@ func epollWait(epfd int, events []syscall.EpollEvent) (int, error) {
 }
 
 const epollTimeoutMillis = 5
+
+// rawRead and rawWrite work on the loop's non-blocking sockets as raw
+// system calls, for the same reason as epollWait: a plain syscall.Write
+// that is descheduled while it wakes the peer looks like a blocked system
+// call to sysmon, which then keeps polling every 20 µs. These calls never
+// block, so the scheduler loses nothing by not hearing of them.
+func rawRead(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(n), nil
+}
