@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -53,7 +54,7 @@ func (el *EventLoops) Close() {
 // adopt moves a session's two plain TCP connections onto a loop. The loop
 // works on duplicates of their descriptors and the originals are closed, so
 // that Go's own poller no longer wakes up for the session's traffic.
-func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, p *Proxy) (*loopSession, bool) {
+func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, c2s, s2c *pump) (*loopSession, bool) {
 	cfd, ok1 := dupFD(client)
 	if !ok1 {
 		return nil, false
@@ -74,16 +75,19 @@ func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, p *Proxy) (*l
 		done:         make(chan struct{}),
 		upstreamAddr: upstream.RemoteAddr().String(),
 	}
-	ls.pumps[ClientToServer] = newPump(s, ClientToServer, nil, nil, p.m, p.cfg.MaxMessageSize)
-	ls.pumps[ServerToClient] = newPump(s, ServerToClient, nil, nil, p.m, p.cfg.MaxMessageSize)
-	if !s.setStop(func() { l.request(ls, true) }) {
+	ls.pumps[ClientToServer] = c2s
+	ls.pumps[ServerToClient] = s2c
+	if !s.setStop(func() { l.request(ls, requestKill) }) {
 		syscall.Close(cfd)
 		syscall.Close(ufd)
 		return nil, false
 	}
+	s.mu.Lock()
+	s.release = func() { l.request(ls, requestRelease) }
+	s.mu.Unlock()
 	client.Close()
 	upstream.Close()
-	l.request(ls, false)
+	l.request(ls, requestAdd)
 	return ls, true
 }
 
@@ -119,18 +123,28 @@ type loopSession struct {
 	s            *Session
 	fds          [2]int
 	pumps        [2]*pump
-	out          [2]int // pumps[d].buf[start:out[d]] waits to be written
 	events       [2]uint32
 	done         chan struct{}
 	upstreamAddr string
 	// Why each side ended, read after done is closed.
 	clientErr, serverErr error
 	closed               bool
+	// released: the loop gave the session back (to the fault path) instead
+	// of ending it; fds are still open and owned by the receiver.
+	released bool
 }
+
+type requestKind uint8
+
+const (
+	requestAdd requestKind = iota
+	requestKill
+	requestRelease
+)
 
 type loopRequest struct {
 	ls   *loopSession
-	kill bool
+	kind requestKind
 }
 
 type eventLoop struct {
@@ -159,11 +173,11 @@ func newEventLoop() (*eventLoop, error) {
 	return l, nil
 }
 
-// request hands the loop a new session, or asks it to kill one. It never
-// waits for the loop beyond a mutex held for a slice append.
-func (l *eventLoop) request(ls *loopSession, kill bool) {
+// request hands the loop a new session, or asks it to kill or give back
+// one. It never waits for the loop beyond a mutex held for a slice append.
+func (l *eventLoop) request(ls *loopSession, kind requestKind) {
 	l.mu.Lock()
-	l.requests = append(l.requests, loopRequest{ls, kill})
+	l.requests = append(l.requests, loopRequest{ls, kind})
 	l.mu.Unlock()
 	syscall.Write(l.wake[1], []byte{1})
 }
@@ -223,10 +237,13 @@ func (l *eventLoop) run() {
 		stopping := l.stopping
 		l.mu.Unlock()
 		for _, r := range pending {
-			if r.kill {
-				l.finish(r.ls, nil, nil)
-			} else {
+			switch r.kind {
+			case requestAdd:
 				l.add(r.ls)
+			case requestKill:
+				l.finish(r.ls, nil, nil)
+			case requestRelease:
+				l.release(r.ls)
 			}
 		}
 		clear(pending)
@@ -271,7 +288,7 @@ func (l *eventLoop) setEvents(ls *loopSession, side int, events uint32) {
 // readable reads once from the side that is ready and forwards what can be.
 func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	p := ls.pumps[d]
-	if ls.out[d] > p.start {
+	if p.out > p.start {
 		return // still writing the last read; the peer's EPOLLOUT resumes us
 	}
 	if p.end == len(p.buf) {
@@ -289,8 +306,7 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 		return
 	}
 	p.end += n
-	fwd, need, perr := p.scan()
-	ls.out[d] = fwd
+	perr := p.scan()
 	if !l.flush(ls, d) {
 		return
 	}
@@ -298,9 +314,8 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 		l.end(ls, d, perr)
 		return
 	}
-	if need > 0 {
-		p.makeRoom(need)
-		ls.out[d] = p.start
+	if p.need > 0 {
+		p.makeRoom(p.need)
 	}
 }
 
@@ -309,8 +324,8 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 	p := ls.pumps[d]
 	dst := 1 - int(d)
-	for p.start < ls.out[d] {
-		n, err := rawWrite(ls.fds[dst], p.buf[p.start:ls.out[d]])
+	for p.start < p.out {
+		n, err := rawWrite(ls.fds[dst], p.buf[p.start:p.out])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -330,9 +345,8 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 		p.start += n
 	}
 	if p.start == p.end {
-		p.start, p.end = 0, 0
+		p.start, p.out, p.end = 0, 0, 0
 	}
-	ls.out[d] = p.start
 	l.setEvents(ls, dst, ls.events[dst]&^syscall.EPOLLOUT)
 	l.setEvents(ls, int(d), syscall.EPOLLIN|ls.events[int(d)]&syscall.EPOLLOUT)
 	return true
@@ -357,7 +371,7 @@ func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
 	ls.clientErr, ls.serverErr = clientErr, serverErr
 	var perr *protocolError
 	s2c := ls.pumps[ServerToClient]
-	if errors.As(clientErr, &perr) && s2c.atBoundary() && ls.out[ServerToClient] <= s2c.start {
+	if errors.As(clientErr, &perr) && s2c.atBoundary() && s2c.out <= s2c.start {
 		// Best effort, like the goroutine relay: the socket is non-blocking
 		// and the session is going away either way.
 		syscall.Write(ls.fds[0], errorResponse("FATAL", "08P01", "pgchaos: "+perr.msg))
@@ -389,6 +403,45 @@ func epollWait(epfd int, events []syscall.EpollEvent) (int, error) {
 }
 
 const epollTimeoutMillis = 5
+
+// release takes a session off the loop without ending it: the relay
+// goroutine carries on with the same pumps on the fault path.
+func (l *eventLoop) release(ls *loopSession) {
+	if ls.closed {
+		return
+	}
+	ls.closed, ls.released = true, true
+	for _, fd := range ls.fds {
+		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		if fd < len(l.byFD) && l.byFD[fd] == ls {
+			l.byFD[fd] = nil
+		}
+	}
+	close(ls.done)
+}
+
+// conns turns a released session's descriptors back into net.Conns.
+func (ls *loopSession) conns() (client, upstream net.Conn, err error) {
+	var cs [2]net.Conn
+	for i, fd := range ls.fds {
+		f := os.NewFile(uintptr(fd), "pgchaos-session")
+		c, ferr := net.FileConn(f)
+		f.Close()
+		if ferr != nil {
+			err = ferr
+		}
+		cs[i] = c
+	}
+	if err != nil {
+		for _, c := range cs {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, nil, err
+	}
+	return cs[0], cs[1], nil
+}
 
 // rawRead and rawWrite work on the loop's non-blocking sockets as raw
 // system calls, for the same reason as epollWait: a plain syscall.Write

@@ -14,6 +14,12 @@ type loopSession struct {
 	done                 chan struct{}
 	clientErr, serverErr error
 	upstreamAddr         string
+	released             bool
+	pumps                [2]*pump
+}
+
+func (ls *loopSession) conns() (client, upstream net.Conn, err error) {
+	return nil, nil, errors.New("event loops need Linux")
 }
 
 func NewEventLoops(n int) (*EventLoops, error) {
@@ -22,6 +28,6 @@ func NewEventLoops(n int) (*EventLoops, error) {
 
 func (el *EventLoops) Close() {}
 
-func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, p *Proxy) (*loopSession, bool) {
+func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, c2s, s2c *pump) (*loopSession, bool) {
 	return nil, false
 }

@@ -8,12 +8,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 // Defaults for Config fields left zero.
@@ -43,6 +46,9 @@ type Config struct {
 	// Loops relay plain-TCP sessions on event loops shared between proxies.
 	// Nil relays every session with a pair of goroutines.
 	Loops *EventLoops
+	// Faults, when set, decides what happens to this proxy's traffic.
+	// Sessions that rules may touch leave the event loops for goroutine pumps.
+	Faults *faults.Engine
 }
 
 // Proxy accepts clients on one address and relays them to one upstream.
@@ -52,6 +58,7 @@ type Proxy struct {
 	m        *proxyMetrics
 	reg      *Registry
 	loops    *EventLoops
+	policy   *faults.Policy
 	upstream atomic.Pointer[string]
 	// directTLS is cfg.TLS plus the ALPN protocol that PG17 clients
 	// require for direct TLS.
@@ -102,6 +109,16 @@ func New(cfg Config) (*Proxy, error) {
 		reg:      cfg.Registry,
 		loops:    cfg.Loops,
 		accepted: make(map[net.Conn]struct{}),
+	}
+	if cfg.Faults != nil {
+		p.policy = cfg.Faults.Policy(cfg.Name)
+		cfg.Faults.OnChange(func(proxy string, rs *faults.RuleSet) {
+			if proxy == p.cfg.Name && !rs.Empty() {
+				for _, s := range p.reg.sessionsOf(p) {
+					s.toFaultPath()
+				}
+			}
+		})
 	}
 	if cfg.TLS != nil {
 		p.directTLS = cfg.TLS.Clone()
@@ -273,34 +290,73 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 		p.m.active.Dec()
 		p.m.duration.Observe(time.Since(s.Started).Seconds())
 	}()
-	if p.loops != nil {
-		if ls, ok := p.loops.adopt(s, client, upstream, p); ok {
-			<-ls.done
-			p.logEnd(s, ls.clientErr, ls.serverErr, ls.upstreamAddr)
-			return
-		}
-	}
-	// A Kill that raced with registration must still end the session.
-	if !s.setStop(func() { client.Close(); upstream.Close() }) {
-		return
-	}
-
 	c2s := newPump(s, ClientToServer, client, upstream, p.m, p.cfg.MaxMessageSize)
 	s2c := newPump(s, ServerToClient, upstream, client, p.m, p.cfg.MaxMessageSize)
+	if p.loops != nil && p.policy.Rules().Empty() {
+		if ls, ok := p.loops.adopt(s, client, upstream, c2s, s2c); ok {
+			// A rule that arrived while the session was being adopted
+			// must still find it.
+			if !p.policy.Rules().Empty() {
+				s.toFaultPath()
+			}
+			<-ls.done
+			if !ls.released {
+				p.logEnd(s, ls.clientErr, ls.serverErr, ls.upstreamAddr)
+				return
+			}
+			var err error
+			if client, upstream, err = ls.conns(); err != nil {
+				p.log.Error("could not move a session to the fault path; closing it", "session", s.ID, "err", err)
+				return
+			}
+			defer client.Close()
+			defer upstream.Close()
+			c2s.src, c2s.dst = client, upstream
+			s2c.src, s2c.dst = upstream, client
+			p.log.Debug("session moved to the fault path", "session", s.ID)
+		}
+	}
+	p.runPumps(s, client, upstream, c2s, s2c)
+}
+
+// runPumps relays a session with a goroutine per direction: the path for
+// TLS sessions and for sessions that fault rules may touch.
+func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump) {
+	var fs *faultSession
+	if p.policy != nil {
+		fs = newFaultSession(p.policy, s, client, upstream)
+		c2s.f = &faultPump{fs: fs, dir: ClientToServer}
+		s2c.f = &faultPump{fs: fs, dir: ServerToClient}
+	}
+	if !s.setStop(func() {
+		client.Close()
+		upstream.Close()
+		if fs != nil {
+			fs.kill()
+		}
+	}) {
+		return
+	}
+	lingering := func(which int32) bool { return fs != nil && fs.linger.Load() == which }
+
 	done := make(chan error, 1)
 	go func() {
 		err := c2s.run()
 		// Report before closing the upstream, so that when s2c ends because
 		// of this close, the reason is already waiting in done.
 		done <- err
-		upstream.Close()
+		if !lingering(lingerUpstream) {
+			upstream.Close()
+		}
 	}()
 	s2cErr := s2c.run()
 	var c2sErr error
 	select {
 	case c2sErr = <-done:
 	default:
-		client.Close()
+		if !lingering(lingerClient) {
+			client.Close()
+		}
 		c2sErr = <-done
 	}
 
@@ -309,6 +365,14 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 	var perr *protocolError
 	if errors.As(c2sErr, &perr) && s2c.atBoundary() {
 		writeError(client, "FATAL", "08P01", "pgchaos: "+perr.msg)
+	}
+	// After a one-sided disconnect the other connection stays open and
+	// unanswered until its peer gives up or the session is killed.
+	switch {
+	case lingering(lingerUpstream):
+		io.Copy(io.Discard, upstream)
+	case lingering(lingerClient):
+		io.Copy(io.Discard, client)
 	}
 	p.logEnd(s, c2sErr, s2cErr, upstream.RemoteAddr().String())
 }

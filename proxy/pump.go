@@ -40,11 +40,29 @@ type pump struct {
 	maxMsg int
 	stmts  *statements // client-to-server only
 
-	buf        []byte
-	start, end int // buf[start:end] has been read but not yet forwarded
+	buf []byte
+	// buf[start:out] is scanned and waits to be written; buf[out:end] is
+	// read but not scanned yet, or held back (a tracked message that is not
+	// whole yet; need is then its size).
+	start, out, end int
+	need            int
 	// remaining counts the body bytes of a streamed message that have not
 	// been read yet; while it is non-zero the forwarded stream is mid-message.
 	remaining int
+	// discard: the streamed message is being dropped rather than forwarded.
+	discard bool
+	readErr error
+
+	// syncs: requests sent (client to server) or ReadyForQuery messages
+	// forwarded (server to client). executes: Executes since the last Sync.
+	// completions: results (CommandComplete, EmptyQueryResponse,
+	// PortalSuspended, ErrorResponse) since the last ReadyForQuery.
+	syncs       uint64
+	executes    int
+	completions int
+
+	// f carries out fault verdicts; nil on the fast path.
+	f *faultPump
 }
 
 func newPump(s *Session, dir Direction, src io.Reader, dst io.Writer, m *proxyMetrics, maxMsg int) *pump {
@@ -57,40 +75,58 @@ func newPump(s *Session, dir Direction, src io.Reader, dst io.Writer, m *proxyMe
 
 // atBoundary reports whether everything forwarded so far ends on a message
 // boundary, so that a message of our own could be written next.
-func (p *pump) atBoundary() bool { return p.remaining == 0 }
+func (p *pump) atBoundary() bool { return p.remaining == 0 || p.discard }
 
 // run relays until either side fails or closes. It returns the read or write
 // error, or a *protocolError.
 func (p *pump) run() error {
 	for {
-		if p.end == len(p.buf) {
-			p.makeRoom(0)
-		}
-		n, rerr := p.src.Read(p.buf[p.end:])
-		p.end += n
-		fwd, need, perr := p.scan()
-		if fwd > p.start {
-			if _, err := p.dst.Write(p.buf[p.start:fwd]); err != nil {
+		perr := p.scan()
+		if p.start < p.out {
+			if p.f != nil {
+				p.f.holdIfPartitioned()
+			}
+			if _, err := p.dst.Write(p.buf[p.start:p.out]); err != nil {
 				return err
 			}
-			p.start = fwd
+			p.start = p.out
 		}
 		if perr != nil {
 			return perr
 		}
-		if p.start == p.end {
-			p.start, p.end = 0, 0
-		} else if need > 0 {
-			p.makeRoom(need)
+		if p.f != nil {
+			again, err := p.f.act(p)
+			if err != nil {
+				return err
+			}
+			if again {
+				continue
+			}
 		}
-		if rerr != nil {
-			return rerr
+		if p.readErr != nil {
+			return p.readErr
+		}
+		if p.start == p.end {
+			p.start, p.out, p.end = 0, 0, 0
+		} else if p.need > 0 {
+			p.makeRoom(p.need)
+		}
+		if p.end == len(p.buf) {
+			p.makeRoom(0)
+		}
+		n, err := p.src.Read(p.buf[p.end:])
+		p.end += n
+		if err != nil {
+			if p.f != nil && p.f.wokenUp(err) {
+				continue
+			}
+			p.readErr = err
 		}
 	}
 }
 
-// makeRoom moves a held-back partial message to the front of the buffer and
-// grows the buffer when the message will not fit.
+// makeRoom moves the unwritten bytes to the front of the buffer and grows
+// the buffer when a held-back message will not fit.
 func (p *pump) makeRoom(need int) {
 	pending := p.end - p.start
 	if need < pending+1 {
@@ -103,17 +139,20 @@ func (p *pump) makeRoom(need int) {
 	} else {
 		copy(p.buf, p.buf[p.start:p.end])
 	}
+	p.out -= p.start
 	p.start, p.end = 0, pending
 }
 
-// scan walks the unforwarded bytes and returns how far they may be forwarded
-// now. A tracked message that is only partly read is held back (need is its
-// full size); everything else is forwarded as soon as it is read, even
-// mid-message.
-func (p *pump) scan() (fwd, need int, err error) {
-	buf, i, end := p.buf, p.start, p.end
+// scan walks the unscanned bytes and moves out as far as they may be
+// forwarded now. A tracked message that is only partly read is held back;
+// everything else is forwarded as soon as it is read, even mid-message. With
+// faults, scan also stops in front of a message that a verdict applies to.
+func (p *pump) scan() error {
+	buf, i, end := p.buf, p.out, p.end
+	p.need = 0
 	var msgs, nbytes uint64
 	defer func() {
+		p.out = i
 		if msgs > 0 {
 			p.s.msgs[p.dir].Add(msgs)
 		}
@@ -124,8 +163,17 @@ func (p *pump) scan() (fwd, need int, err error) {
 	for i < end {
 		if p.remaining > 0 {
 			n := min(p.remaining, end-i)
+			if p.discard {
+				if i != p.start {
+					break // write what comes before the dropped bytes first
+				}
+				p.start += n
+			}
 			p.remaining -= n
 			i += n
+			if p.remaining == 0 {
+				p.discard = false
+			}
 			continue
 		}
 		if end-i < 5 {
@@ -134,29 +182,68 @@ func (p *pump) scan() (fwd, need int, err error) {
 		typ := buf[i]
 		length := int(binary.BigEndian.Uint32(buf[i+1 : i+5]))
 		if length < 4 {
-			return i, 0, &protocolError{fmt.Sprintf("invalid length %d in %s message (type %q)", length, MessageName(p.dir, typ), typ)}
+			return &protocolError{fmt.Sprintf("invalid length %d in %s message (type %q)", length, MessageName(p.dir, typ), typ)}
 		}
 		if length > p.maxMsg {
-			return i, 0, &protocolError{fmt.Sprintf("%s message (type %q) of %d bytes exceeds the maximum message size of %d bytes", MessageName(p.dir, typ), typ, length, p.maxMsg)}
+			return &protocolError{fmt.Sprintf("%s message (type %q) of %d bytes exceeds the maximum message size of %d bytes", MessageName(p.dir, typ), typ, length, p.maxMsg)}
 		}
 		total := 1 + length
 		have := end - i
-		if inspected[p.dir][typ] {
-			if have < total && total <= inspectLimit {
-				return i, total, nil
-			}
-			p.observe(typ, buf[i+5:i+min(have, total)])
+		tracked := inspected[p.dir][typ]
+		faulted := p.f != nil && p.f.wants(p.dir, typ)
+		if (tracked || faulted) && have < total && total <= inspectLimit {
+			p.need = total
+			break
+		}
+		body := buf[i+5 : i+min(have, total)]
+		if tracked {
+			p.observe(typ, body)
 		}
 		msgs++
 		nbytes += uint64(total)
 		p.m.count(p.dir, typ, total)
+		if faulted && p.f.stopAt(p, typ, body, total, have) {
+			break // act() carries out the verdict on the message at out
+		}
+		p.tally(typ)
 		if have < total {
 			p.remaining = total - have
-			return end, 0, nil
+			i = end
+			break
 		}
 		i += total
+		if p.f != nil && p.f.pauseAfter(p, typ) {
+			break
+		}
 	}
-	return i, 0, nil
+	return nil
+}
+
+// tally counts the messages that delimit requests and responses: every
+// Query, Sync and FunctionCall the client sends is answered by exactly one
+// ReadyForQuery. Faults use the counts to find the response that belongs to
+// a request; they are kept on the fast path too, so that a session moved to
+// the fault path mid-stream stays in step.
+func (p *pump) tally(typ byte) {
+	if p.dir == ClientToServer {
+		switch typ {
+		case 'Q', 'F':
+			p.syncs++
+		case 'S':
+			p.syncs++
+			p.executes = 0
+		case 'E':
+			p.executes++
+		}
+		return
+	}
+	switch typ {
+	case 'Z':
+		p.syncs++
+		p.completions = 0
+	case 'C', 'I', 's', 'E':
+		p.completions++
+	}
 }
 
 // observe updates the session from a tracked message. body may be a prefix

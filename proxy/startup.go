@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 // handle takes a new client through the startup phase — TLS and GSS
@@ -135,6 +138,28 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 		s.appName.Store(&app)
 	}
 
+	if rs := p.policy.Rules(); rs.WantsConnect() {
+		view := faults.Session{User: s.User, Database: s.Database, ApplicationName: s.ApplicationName()}
+		if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
+			view.Client = ap.Addr()
+		}
+		if v, ok := rs.DecideEvent(&view, faults.EventConnect); ok {
+			switch v.Action {
+			case faults.ActSlowConnect:
+				time.Sleep(v.Delay)
+			case faults.ActRefuse:
+				if v.Error != nil {
+					writeError(client, v.Error.Severity, v.Error.Code, v.Error.Message)
+				}
+				log.Warn("connection refused by fault rule", "rule", v.Rule)
+				return
+			case faults.ActDisconnect:
+				closeConn(client, v.Reset)
+				return
+			}
+		}
+	}
+
 	upstream, err := p.dialUpstream()
 	if err != nil {
 		p.m.connectFailures.Inc()
@@ -198,6 +223,17 @@ func (p *Proxy) forwardCancel(pkt []byte, log interface {
 	Warn(string, ...any)
 	Debug(string, ...any)
 }) {
+	if rs := p.policy.Rules(); rs.WantsCancel() {
+		if v, ok := rs.DecideEvent(&faults.Session{}, faults.EventCancel); ok {
+			switch v.Action {
+			case faults.ActDrop:
+				log.Warn("cancel request dropped by fault rule", "rule", v.Rule)
+				return
+			case faults.ActDelay:
+				time.Sleep(v.Delay)
+			}
+		}
+	}
 	up, err := p.dialUpstream()
 	if err != nil {
 		p.m.connectFailures.Inc()

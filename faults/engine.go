@@ -1,0 +1,639 @@
+// Package faults is pgchaos's fault policy: rules (a matcher, an action and
+// limits) as plain data, and an engine that decides, message by message,
+// what should happen. It has no sockets: the proxy asks for a verdict and
+// carries it out.
+package faults
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Side says which connection a disconnect closes.
+type Side uint8
+
+const (
+	SideBoth Side = iota
+	SideClient
+	SideServer
+)
+
+// ErrorSpec is an ErrorResponse to send.
+type ErrorSpec struct {
+	Severity, Code, Message string
+}
+
+// Verdict is what the engine decided for one message or event.
+type Verdict struct {
+	Action ActionKind
+	Rule   string
+	// After: carry the action out after the message is forwarded.
+	After    bool
+	Delay    time.Duration // delay, slow_connect (jitter applied)
+	Side     Side          // disconnect
+	Reset    bool          // disconnect with RST
+	Error    *ErrorSpec    // error, refuse with a message
+	Duration time.Duration // hang, partition: 0 = until the rule is removed
+	// Released is closed when the rule is removed or changed; a hang
+	// waits on it.
+	Released <-chan struct{}
+}
+
+// Message is what a rule sees of a protocol message.
+type Message struct {
+	Dir  Direction
+	Type byte
+	// SQL of a Query, of the statement an Execute runs, or of a Parse.
+	SQL []byte
+	// Tag of a CommandComplete.
+	Tag []byte
+}
+
+// Session is what a rule sees of the session a message belongs to.
+type Session struct {
+	ID              uint64
+	User            string
+	Database        string
+	ApplicationName string
+	Client          netip.Addr
+	TxStatus        byte // 'I', 'T', 'E' or 0 before the first ReadyForQuery
+	// Fired remembers once_per_session rules that fired in this session.
+	// The proxy keeps it with the session.
+	Fired []uint64
+}
+
+const (
+	txIdle = iota
+	txInTx
+	txFailed
+)
+
+type compiledRule struct {
+	rule  Rule
+	id    uint64
+	state *ruleState
+
+	event   EventKind
+	dir     Direction
+	types   [256]bool
+	sql     *regexp.Regexp
+	classes uint32
+	tag     string
+	tx      uint8
+	appName *regexp.Regexp
+	cidr    netip.Prefix
+	hasCIDR bool
+
+	action   ActionKind
+	after    bool
+	side     Side
+	reset    bool
+	errSpec  *ErrorSpec
+	delay    time.Duration
+	jitter   time.Duration
+	duration time.Duration
+
+	probability float64
+	enabled     bool
+}
+
+// ruleState outlives snapshots: counters, the random stream and the
+// release signal of one rule as added.
+type ruleState struct {
+	added    time.Time
+	matched  atomic.Int64
+	fired    atomic.Int64
+	rng      atomic.Uint64
+	release  chan struct{}
+	released sync.Once
+}
+
+func (s *ruleState) releaseHeld() { s.released.Do(func() { close(s.release) }) }
+
+// RuleSet is an immutable snapshot of the rules that apply to one proxy.
+type RuleSet struct {
+	rules []*compiledRule
+	// wants[d][t]: some message rule looks at type t in direction d.
+	wants   [2][256]bool
+	connect bool
+	cancel  bool
+	engine  *Engine
+	proxy   string
+}
+
+// Empty reports whether no rule applies: the proxy's fast path.
+func (rs *RuleSet) Empty() bool { return rs == nil || len(rs.rules) == 0 }
+
+// Wants reports whether any rule looks at messages of type typ going in
+// direction d. Messages nobody wants are forwarded without a verdict.
+func (rs *RuleSet) Wants(d Direction, typ byte) bool { return rs != nil && rs.wants[d][typ] }
+
+// WantsConnect and WantsCancel report whether event rules exist.
+func (rs *RuleSet) WantsConnect() bool { return rs != nil && rs.connect }
+func (rs *RuleSet) WantsCancel() bool  { return rs != nil && rs.cancel }
+
+// Decide returns the verdict of the first rule that fires for m in session
+// s. ok is false when none does.
+func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
+	if rs == nil || !rs.wants[m.Dir][m.Type] {
+		return Verdict{}, false
+	}
+	var class StatementClass = 255
+	for _, r := range rs.rules {
+		if r.event != EventNone || r.dir != m.Dir || !r.types[m.Type] || !r.matchSession(s) {
+			continue
+		}
+		if r.classes != 0 {
+			if class == 255 {
+				class = Classify(m.SQL)
+			}
+			if r.classes&(1<<class) == 0 {
+				continue
+			}
+		}
+		if r.sql != nil && (m.SQL == nil || !r.sql.Match(m.SQL)) {
+			continue
+		}
+		if r.tag != "" && !tagMatches(m.Tag, r.tag) {
+			continue
+		}
+		if v, ok := rs.fire(r, s, m); ok {
+			return v, true
+		}
+	}
+	return Verdict{}, false
+}
+
+// DecideEvent returns the verdict for a connect or cancel event.
+func (rs *RuleSet) DecideEvent(s *Session, ev EventKind) (Verdict, bool) {
+	if rs == nil {
+		return Verdict{}, false
+	}
+	for _, r := range rs.rules {
+		if r.event != ev || !r.matchSession(s) {
+			continue
+		}
+		if v, ok := rs.fire(r, s, nil); ok {
+			return v, true
+		}
+	}
+	return Verdict{}, false
+}
+
+func (r *compiledRule) matchSession(s *Session) bool {
+	if !r.enabled {
+		return false
+	}
+	m := &r.rule.Match
+	if r.tx != 0 {
+		var bit uint8
+		switch s.TxStatus {
+		case 'I':
+			bit = 1 << txIdle
+		case 'T':
+			bit = 1 << txInTx
+		case 'E':
+			bit = 1 << txFailed
+		}
+		if r.tx&bit == 0 {
+			return false
+		}
+	}
+	if m.User != "" && m.User != s.User {
+		return false
+	}
+	if m.Database != "" && m.Database != s.Database {
+		return false
+	}
+	if r.appName != nil && !r.appName.MatchString(s.ApplicationName) {
+		return false
+	}
+	if r.hasCIDR && !r.cidr.Contains(s.Client.Unmap()) {
+		return false
+	}
+	return true
+}
+
+// tagMatches compares a command tag with a rule's tag: equal, or the rule's
+// words followed by the tag's counts ("INSERT" matches "INSERT 0 1").
+func tagMatches(tag []byte, want string) bool {
+	if len(tag) < len(want) {
+		return false
+	}
+	for i := 0; i < len(want); i++ {
+		c := tag[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return len(tag) == len(want) || tag[len(want)] == ' '
+}
+
+// fire applies a matching rule's limits and, if it fires, accounts for it.
+func (rs *RuleSet) fire(r *compiledRule, s *Session, m *Message) (Verdict, bool) {
+	st := r.state
+	e := rs.engine
+	if exp := time.Duration(r.rule.Limits.Expires); exp > 0 && e.now().Sub(st.added) >= exp {
+		return Verdict{}, false
+	}
+	n := st.matched.Add(1)
+	if n <= r.rule.Limits.Skip {
+		return Verdict{}, false
+	}
+	if r.rule.Limits.OncePerSession && slices.Contains(s.Fired, r.id) {
+		return Verdict{}, false
+	}
+	if r.probability < 1 && st.random() >= r.probability {
+		return Verdict{}, false
+	}
+	if max := r.rule.Limits.Times; max > 0 {
+		for {
+			f := st.fired.Load()
+			if f >= max {
+				return Verdict{}, false
+			}
+			if st.fired.CompareAndSwap(f, f+1) {
+				break
+			}
+		}
+	} else {
+		st.fired.Add(1)
+	}
+	if r.rule.Limits.OncePerSession {
+		s.Fired = append(s.Fired, r.id)
+	}
+	v := Verdict{
+		Action: r.action, Rule: r.rule.Name, After: r.after, Side: r.side, Reset: r.reset,
+		Error: r.errSpec, Duration: r.duration, Released: st.release, Delay: r.delay,
+	}
+	if r.jitter > 0 {
+		v.Delay += time.Duration(st.random() * float64(r.jitter))
+	}
+	e.record(rs.proxy, r, s, m)
+	return v, true
+}
+
+// random returns the rule's next number in [0, 1): a splitmix64 stream
+// seeded from the engine's seed and the rule's name, so a run with the same
+// seed and the same traffic makes the same choices.
+func (st *ruleState) random() float64 {
+	z := st.rng.Add(0x9e3779b97f4a7c15)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float64(z>>11) / (1 << 53)
+}
+
+// Event is one fired fault, as the event log keeps it.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Rule    string    `json:"rule"`
+	Proxy   string    `json:"proxy"`
+	Action  string    `json:"action"`
+	Session uint64    `json:"session,omitempty"`
+	Message string    `json:"message"`
+}
+
+// RuleStatus is a rule with its counters.
+type RuleStatus struct {
+	Rule
+	Added   time.Time `json:"added"`
+	Matched int64     `json:"matched"`
+	Fired   int64     `json:"fired"`
+}
+
+// ErrExists is returned by Add when a rule of that name is already there.
+var ErrExists = errors.New("a rule with this name already exists")
+
+// ErrNotFound is returned for a rule that does not exist.
+var ErrNotFound = errors.New("no such rule")
+
+// Options configure an Engine.
+type Options struct {
+	// Seed makes probabilities and jitter reproducible.
+	Seed int64
+	// Registerer receives pgchaos_fault_fired_total (nil: not registered).
+	Registerer prometheus.Registerer
+	// EventLogSize bounds the event log (default 1000).
+	EventLogSize int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Engine holds the rules of a process and publishes, for each proxy, an
+// immutable snapshot. Changing rules never waits on traffic: a session
+// reads the snapshot that was current when its message went by.
+type Engine struct {
+	seed  int64
+	now   func() time.Time
+	fired *prometheus.CounterVec
+
+	mu       sync.Mutex // serialises writers; readers use snapshots
+	nextID   uint64
+	rules    []*compiledRule
+	policies map[string]*Policy
+	watchers []func(proxy string, rs *RuleSet)
+
+	logMu  sync.Mutex
+	log    []Event
+	logCap int
+	logPos int
+}
+
+// NewEngine returns an engine with no rules.
+func NewEngine(o Options) *Engine {
+	e := &Engine{seed: o.Seed, now: o.Now, logCap: o.EventLogSize, policies: map[string]*Policy{}}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.logCap <= 0 {
+		e.logCap = 1000
+	}
+	e.fired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgchaos_fault_fired_total", Help: "Faults fired, by proxy, rule and action.",
+	}, []string{"proxy", "rule", "action"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(e.fired)
+	}
+	return e
+}
+
+// Policy is one proxy's view of the engine.
+type Policy struct {
+	proxy string
+	cur   atomic.Pointer[RuleSet]
+}
+
+// Rules returns the current snapshot. It never blocks.
+func (p *Policy) Rules() *RuleSet {
+	if p == nil {
+		return nil
+	}
+	return p.cur.Load()
+}
+
+// Policy returns the view for the named proxy, creating it on first use.
+func (e *Engine) Policy(proxy string) *Policy {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.policies[proxy]
+	if !ok {
+		p = &Policy{proxy: proxy}
+		p.cur.Store(e.snapshot(proxy))
+		e.policies[proxy] = p
+	}
+	return p
+}
+
+// OnChange registers f to be called, outside the engine's lock, after a
+// change with each proxy's new snapshot: a proxy uses it to move sessions
+// off its fast path when rules arrive.
+func (e *Engine) OnChange(f func(proxy string, rs *RuleSet)) {
+	e.mu.Lock()
+	e.watchers = append(e.watchers, f)
+	e.mu.Unlock()
+}
+
+func (e *Engine) snapshot(proxy string) *RuleSet {
+	rs := &RuleSet{engine: e, proxy: proxy}
+	for _, r := range e.rules {
+		if r.rule.Proxy != "" && r.rule.Proxy != proxy || !r.enabled {
+			continue
+		}
+		rs.rules = append(rs.rules, r)
+		switch r.event {
+		case EventConnect:
+			rs.connect = true
+		case EventCancel:
+			rs.cancel = true
+		default:
+			for t, want := range r.types {
+				if want {
+					rs.wants[r.dir][t] = true
+				}
+			}
+		}
+	}
+	return rs
+}
+
+// publish installs new snapshots; called with e.mu held. It returns the
+// notifications to deliver once the lock is released.
+func (e *Engine) publish() func() {
+	type change struct {
+		proxy string
+		rs    *RuleSet
+	}
+	var changes []change
+	for name, p := range e.policies {
+		rs := e.snapshot(name)
+		p.cur.Store(rs)
+		changes = append(changes, change{name, rs})
+	}
+	watchers := slices.Clone(e.watchers)
+	return func() {
+		for _, c := range changes {
+			for _, w := range watchers {
+				w(c.proxy, c.rs)
+			}
+		}
+	}
+}
+
+func (e *Engine) find(proxy, name string) int {
+	for i, r := range e.rules {
+		if r.rule.Name == name && r.rule.Proxy == proxy {
+			return i
+		}
+	}
+	return -1
+}
+
+func (e *Engine) newState(name string) *ruleState {
+	st := &ruleState{added: e.now(), release: make(chan struct{})}
+	h := uint64(e.seed)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint64(name[i])) * 0x100000001b3
+	}
+	st.rng.Store(h)
+	return st
+}
+
+// Add adds a rule. It fails with a *FieldError for an invalid rule and
+// ErrExists for a name already used on the same proxy.
+func (e *Engine) Add(r Rule) (RuleStatus, error) {
+	c, err := compile(r)
+	if err != nil {
+		return RuleStatus{}, err
+	}
+	e.mu.Lock()
+	if e.find(r.Proxy, r.Name) >= 0 {
+		e.mu.Unlock()
+		return RuleStatus{}, fmt.Errorf("rule %q: %w", r.Name, ErrExists)
+	}
+	e.nextID++
+	c.id = e.nextID
+	c.state = e.newState(r.Name)
+	e.rules = append(e.rules, c)
+	notify := e.publish()
+	e.mu.Unlock()
+	notify()
+	return c.status(), nil
+}
+
+// Put adds a rule or replaces the one with the same name and proxy.
+// Replacing resets its counters and releases what a hang held.
+func (e *Engine) Put(r Rule) (RuleStatus, error) {
+	c, err := compile(r)
+	if err != nil {
+		return RuleStatus{}, err
+	}
+	e.mu.Lock()
+	e.nextID++
+	c.id = e.nextID
+	c.state = e.newState(r.Name)
+	var old *compiledRule
+	if i := e.find(r.Proxy, r.Name); i >= 0 {
+		old = e.rules[i]
+		e.rules[i] = c
+	} else {
+		e.rules = append(e.rules, c)
+	}
+	notify := e.publish()
+	e.mu.Unlock()
+	if old != nil {
+		old.state.releaseHeld()
+	}
+	notify()
+	return c.status(), nil
+}
+
+// Remove deletes a rule and releases what it held. It never waits on traffic.
+func (e *Engine) Remove(proxy, name string) error {
+	e.mu.Lock()
+	i := e.find(proxy, name)
+	if i < 0 {
+		e.mu.Unlock()
+		return fmt.Errorf("rule %q: %w", name, ErrNotFound)
+	}
+	old := e.rules[i]
+	e.rules = slices.Delete(e.rules, i, i+1)
+	notify := e.publish()
+	e.mu.Unlock()
+	old.state.releaseHeld()
+	notify()
+	return nil
+}
+
+// Reset removes every rule and releases what they held.
+func (e *Engine) Reset() {
+	e.mu.Lock()
+	old := e.rules
+	e.rules = nil
+	notify := e.publish()
+	e.mu.Unlock()
+	for _, r := range old {
+		r.state.releaseHeld()
+	}
+	notify()
+}
+
+// Rules lists the rules with their counters, in the order they are checked.
+func (e *Engine) Rules() []RuleStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]RuleStatus, len(e.rules))
+	for i, r := range e.rules {
+		out[i] = r.status()
+	}
+	return out
+}
+
+// Get returns one rule with its counters.
+func (e *Engine) Get(proxy, name string) (RuleStatus, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := e.find(proxy, name)
+	if i < 0 {
+		return RuleStatus{}, fmt.Errorf("rule %q: %w", name, ErrNotFound)
+	}
+	return e.rules[i].status(), nil
+}
+
+func (r *compiledRule) status() RuleStatus {
+	return RuleStatus{Rule: r.rule, Added: r.state.added, Matched: r.state.matched.Load(), Fired: r.state.fired.Load()}
+}
+
+func (e *Engine) record(proxy string, r *compiledRule, s *Session, m *Message) {
+	e.fired.WithLabelValues(proxy, r.rule.Name, r.rule.Action.Type).Inc()
+	ev := Event{Time: e.now(), Rule: r.rule.Name, Proxy: proxy, Action: r.rule.Action.Type, Message: summarize(r, m)}
+	if s != nil {
+		ev.Session = s.ID
+	}
+	e.logMu.Lock()
+	if len(e.log) < e.logCap {
+		e.log = append(e.log, ev)
+	} else {
+		e.log[e.logPos] = ev
+		e.logPos = (e.logPos + 1) % e.logCap
+	}
+	e.logMu.Unlock()
+}
+
+// Events returns the most recent fired faults, oldest first, at most limit
+// (0: all kept).
+func (e *Engine) Events(limit int) []Event {
+	e.logMu.Lock()
+	out := make([]Event, 0, len(e.log))
+	out = append(out, e.log[e.logPos:]...)
+	out = append(out, e.log[:e.logPos]...)
+	e.logMu.Unlock()
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out
+}
+
+func summarize(r *compiledRule, m *Message) string {
+	if m == nil {
+		if r.event == EventConnect {
+			return "connect"
+		}
+		return "cancel request"
+	}
+	name := "message"
+	for n, t := range messageTypes[m.Dir] {
+		if t == m.Type {
+			name = n
+			break
+		}
+	}
+	switch {
+	case m.Tag != nil:
+		return fmt.Sprintf("%s %q", name, clip(m.Tag))
+	case m.SQL != nil:
+		return fmt.Sprintf("%s %q", name, clip(m.SQL))
+	}
+	return name
+}
+
+func clip(b []byte) string {
+	if len(b) > 120 {
+		return string(b[:120]) + "…"
+	}
+	return string(b)
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -1,0 +1,487 @@
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Rule is one fault: which messages or events it matches, what it does to
+// them, and how often. Rules are plain data; the Engine compiles them.
+type Rule struct {
+	Name string `json:"name" yaml:"name"`
+	// Proxy limits the rule to one named proxy ("" = every proxy).
+	Proxy string `json:"proxy,omitempty" yaml:"proxy,omitempty"`
+	// Enabled defaults to true.
+	Enabled *bool  `json:"enabled,omitempty" yaml:"enabled,omitempty"`
+	Match   Match  `json:"match" yaml:"match"`
+	Action  Action `json:"action" yaml:"action"`
+	Limits  Limits `json:"limits,omitempty" yaml:"limits,omitempty"`
+}
+
+// Match says what a rule applies to. Every field given must hold (AND).
+type Match struct {
+	// Direction is client_to_server or server_to_client. It defaults from
+	// the other fields: sql and statement look at the client's messages,
+	// tag at the server's.
+	Direction string `json:"direction,omitempty" yaml:"direction,omitempty"`
+	// Message is one or more message types: query, parse, bind, execute,
+	// sync, command_complete, ready_for_query, error_response, ...
+	Message StringList `json:"message,omitempty" yaml:"message,omitempty"`
+	// SQL is a regular expression matched against a simple Query's text and
+	// against the SQL of the statement an Execute runs. Case-insensitive
+	// unless SQLCaseSensitive.
+	SQL              string `json:"sql,omitempty" yaml:"sql,omitempty"`
+	SQLCaseSensitive bool   `json:"sql_case_sensitive,omitempty" yaml:"sql_case_sensitive,omitempty"`
+	// Statement is one or more statement classes: begin, commit, rollback,
+	// prepare_transaction, commit_prepared, rollback_prepared, select,
+	// insert, update, delete, ddl, other.
+	Statement StringList `json:"statement,omitempty" yaml:"statement,omitempty"`
+	// Tag matches the command tag of the server's CommandComplete: "COMMIT",
+	// "PREPARE TRANSACTION", "INSERT" (which matches "INSERT 0 1").
+	Tag string `json:"tag,omitempty" yaml:"tag,omitempty"`
+	// TxStatus is one or more of idle, in_transaction, failed: the session's
+	// transaction status when the message goes by.
+	TxStatus        StringList `json:"tx_status,omitempty" yaml:"tx_status,omitempty"`
+	User            string     `json:"user,omitempty" yaml:"user,omitempty"`
+	Database        string     `json:"database,omitempty" yaml:"database,omitempty"`
+	ApplicationName string     `json:"application_name,omitempty" yaml:"application_name,omitempty"` // regular expression
+	ClientCIDR      string     `json:"client_cidr,omitempty" yaml:"client_cidr,omitempty"`
+	// Event matches a session event instead of a message: connect (a new
+	// client, before the upstream is dialed) or cancel (a CancelRequest).
+	Event string `json:"event,omitempty" yaml:"event,omitempty"`
+}
+
+// Action is what a rule does when it fires.
+type Action struct {
+	// Type: delay, disconnect, error, hang, partition, drop, refuse,
+	// slow_connect.
+	Type string `json:"type" yaml:"type"`
+	// When: before the matched message is forwarded (default) or after.
+	When string `json:"when,omitempty" yaml:"when,omitempty"`
+	// Delay and Jitter for delay and slow_connect: the wait is Delay plus
+	// a uniform random part in [0, Jitter).
+	Delay  Duration `json:"delay,omitempty" yaml:"delay,omitempty"`
+	Jitter Duration `json:"jitter,omitempty" yaml:"jitter,omitempty"`
+	// Side for disconnect: both (default), client or server.
+	Side string `json:"side,omitempty" yaml:"side,omitempty"`
+	// Close for disconnect: fin (default, an orderly close) or rst.
+	Close string `json:"close,omitempty" yaml:"close,omitempty"`
+	// SQLState, Severity (ERROR or FATAL) and Message for error and refuse.
+	SQLState string `json:"sqlstate,omitempty" yaml:"sqlstate,omitempty"`
+	Severity string `json:"severity,omitempty" yaml:"severity,omitempty"`
+	Message  string `json:"message,omitempty" yaml:"message,omitempty"`
+	// Duration for hang and partition: how long traffic is held (0: until
+	// the rule is removed).
+	Duration Duration `json:"duration,omitempty" yaml:"duration,omitempty"`
+}
+
+// Limits bound how often a matching rule fires.
+type Limits struct {
+	// Probability that a matching message fires the rule (default 1).
+	Probability *float64 `json:"probability,omitempty" yaml:"probability,omitempty"`
+	// Skip the first N matches.
+	Skip int64 `json:"skip,omitempty" yaml:"skip,omitempty"`
+	// Times: fire at most N times in all (0: no limit).
+	Times int64 `json:"times,omitempty" yaml:"times,omitempty"`
+	// OncePerSession: fire at most once in each session.
+	OncePerSession bool `json:"once_per_session,omitempty" yaml:"once_per_session,omitempty"`
+	// Expires: the rule stops firing this long after it was added.
+	Expires Duration `json:"expires,omitempty" yaml:"expires,omitempty"`
+}
+
+// StringList is a list that may be written as a single string.
+type StringList []string
+
+func (l *StringList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = StringList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("want a string or a list of strings")
+	}
+	*l = many
+	return nil
+}
+
+func (l *StringList) UnmarshalYAML(unmarshal func(any) error) error {
+	var one string
+	if err := unmarshal(&one); err == nil {
+		*l = StringList{one}
+		return nil
+	}
+	var many []string
+	if err := unmarshal(&many); err != nil {
+		return fmt.Errorf("want a string or a list of strings")
+	}
+	*l = many
+	return nil
+}
+
+// Duration is a time.Duration written as "50ms", "2s" (or a number of
+// milliseconds in JSON).
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var ms float64
+	if err := json.Unmarshal(b, &ms); err == nil {
+		*d = Duration(ms * float64(time.Millisecond))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration like \"50ms\"")
+	}
+	return d.parse(s)
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return fmt.Errorf("want a duration like \"50ms\"")
+	}
+	return d.parse(s)
+}
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration like \"50ms\", got %q", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// FieldError names the field of a rule that is wrong.
+type FieldError struct {
+	Field string // e.g. "action.sqlstate"
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Direction of a message through a proxy, as rules name it.
+type Direction uint8
+
+const (
+	ClientToServer Direction = iota
+	ServerToClient
+)
+
+func (d Direction) String() string {
+	if d == ClientToServer {
+		return "client_to_server"
+	}
+	return "server_to_client"
+}
+
+// messageTypes are the message names rules may use, per direction.
+var messageTypes = [2]map[string]byte{
+	ClientToServer: {
+		"query": 'Q', "parse": 'P', "bind": 'B', "execute": 'E', "describe": 'D', "close": 'C',
+		"sync": 'S', "flush": 'H', "function_call": 'F', "copy_data": 'd', "copy_done": 'c',
+		"copy_fail": 'f', "terminate": 'X',
+	},
+	ServerToClient: {
+		"command_complete": 'C', "ready_for_query": 'Z', "error_response": 'E', "row_description": 'T',
+		"data_row": 'D', "notice_response": 'N', "notification_response": 'A', "parse_complete": '1',
+		"bind_complete": '2', "close_complete": '3', "no_data": 'n', "portal_suspended": 's',
+		"parameter_status": 'S', "empty_query_response": 'I', "copy_in_response": 'G',
+		"copy_out_response": 'H', "copy_both_response": 'W', "copy_data": 'd', "copy_done": 'c',
+	},
+}
+
+// ActionKind is the compiled form of Action.Type.
+type ActionKind uint8
+
+const (
+	ActNone ActionKind = iota
+	ActDelay
+	ActDisconnect
+	ActError
+	ActHang
+	ActPartition
+	ActDrop
+	ActRefuse
+	ActSlowConnect
+)
+
+var actionNames = map[string]ActionKind{
+	"delay": ActDelay, "disconnect": ActDisconnect, "error": ActError, "hang": ActHang,
+	"partition": ActPartition, "drop": ActDrop, "refuse": ActRefuse, "slow_connect": ActSlowConnect,
+}
+
+func (k ActionKind) String() string {
+	for n, v := range actionNames {
+		if v == k {
+			return n
+		}
+	}
+	return "none"
+}
+
+// Event kinds a rule can match instead of a message.
+type EventKind uint8
+
+const (
+	EventNone EventKind = iota
+	EventConnect
+	EventCancel
+)
+
+// compile checks a rule and turns it into its matching form. Errors name
+// the field.
+func compile(r Rule) (*compiledRule, error) {
+	c := &compiledRule{rule: r, probability: 1}
+	if strings.TrimSpace(r.Name) == "" {
+		return nil, fieldErr("name", "is empty")
+	}
+	m := r.Match
+	switch m.Event {
+	case "":
+	case "connect":
+		c.event = EventConnect
+	case "cancel":
+		c.event = EventCancel
+	default:
+		return nil, fieldErr("match.event", "%q: want connect or cancel", m.Event)
+	}
+
+	switch m.Direction {
+	case "":
+		c.dir = ClientToServer
+		if m.Tag != "" {
+			c.dir = ServerToClient
+		}
+		if len(m.Message) > 0 {
+			// Take the direction from the first message name known in one direction only.
+			if _, ok := messageTypes[ClientToServer][m.Message[0]]; !ok {
+				if _, ok := messageTypes[ServerToClient][m.Message[0]]; ok {
+					c.dir = ServerToClient
+				}
+			}
+		}
+	case "client_to_server":
+		c.dir = ClientToServer
+	case "server_to_client":
+		c.dir = ServerToClient
+	default:
+		return nil, fieldErr("match.direction", "%q: want client_to_server or server_to_client", m.Direction)
+	}
+	if c.event != EventNone {
+		if len(m.Message) > 0 || m.SQL != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Direction != "" {
+			return nil, fieldErr("match.event", "an event rule cannot also match messages (message, sql, statement, tag, tx_status, direction)")
+		}
+	}
+
+	if c.event == EventNone {
+		for i, name := range m.Message {
+			t, ok := messageTypes[c.dir][name]
+			if !ok {
+				return nil, fieldErr(fmt.Sprintf("match.message[%d]", i), "%q is not a %s message type (known: %s)", name, c.dir, knownMessages(c.dir))
+			}
+			c.types[t] = true
+		}
+		if len(m.Message) == 0 {
+			switch {
+			case c.dir == ClientToServer && (m.SQL != "" || len(m.Statement) > 0):
+				c.types['Q'], c.types['E'] = true, true
+			case c.dir == ServerToClient && m.Tag != "":
+				c.types['C'] = true
+			default:
+				for _, t := range messageTypes[c.dir] {
+					c.types[t] = true
+				}
+			}
+		}
+		if (m.SQL != "" || len(m.Statement) > 0) && c.dir != ClientToServer {
+			return nil, fieldErr("match.sql", "sql and statement match the client's messages; direction is %s", c.dir)
+		}
+		if m.Tag != "" && c.dir != ServerToClient {
+			return nil, fieldErr("match.tag", "tag matches the server's CommandComplete; direction is %s", c.dir)
+		}
+	}
+	if m.SQL != "" {
+		expr := m.SQL
+		if !m.SQLCaseSensitive {
+			expr = "(?i)" + expr
+		}
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			return nil, fieldErr("match.sql", "%v", err)
+		}
+		c.sql = re
+	}
+	for i, name := range m.Statement {
+		cl, ok := parseClass(name)
+		if !ok {
+			return nil, fieldErr(fmt.Sprintf("match.statement[%d]", i), "%q is not a statement class (known: begin, commit, rollback, prepare_transaction, commit_prepared, rollback_prepared, select, insert, update, delete, ddl, other)", name)
+		}
+		c.classes |= 1 << cl
+	}
+	c.tag = strings.ToUpper(strings.TrimSpace(m.Tag))
+	for i, name := range m.TxStatus {
+		switch name {
+		case "idle":
+			c.tx |= 1 << txIdle
+		case "in_transaction":
+			c.tx |= 1 << txInTx
+		case "failed":
+			c.tx |= 1 << txFailed
+		default:
+			return nil, fieldErr(fmt.Sprintf("match.tx_status[%d]", i), "%q: want idle, in_transaction or failed", name)
+		}
+	}
+	if m.ApplicationName != "" {
+		re, err := regexp.Compile(m.ApplicationName)
+		if err != nil {
+			return nil, fieldErr("match.application_name", "%v", err)
+		}
+		c.appName = re
+	}
+	if m.ClientCIDR != "" {
+		p, err := netip.ParsePrefix(m.ClientCIDR)
+		if err != nil {
+			return nil, fieldErr("match.client_cidr", "%v", err)
+		}
+		c.cidr = p.Masked()
+		c.hasCIDR = true
+	}
+
+	if err := compileAction(c, r.Action); err != nil {
+		return nil, err
+	}
+
+	l := r.Limits
+	if l.Probability != nil {
+		if *l.Probability < 0 || *l.Probability > 1 {
+			return nil, fieldErr("limits.probability", "%v is not between 0 and 1", *l.Probability)
+		}
+		c.probability = *l.Probability
+	}
+	if l.Skip < 0 {
+		return nil, fieldErr("limits.skip", "%d is negative", l.Skip)
+	}
+	if l.Times < 0 {
+		return nil, fieldErr("limits.times", "%d is negative", l.Times)
+	}
+	c.enabled = r.Enabled == nil || *r.Enabled
+	return c, nil
+}
+
+func compileAction(c *compiledRule, a Action) error {
+	kind, ok := actionNames[a.Type]
+	if !ok {
+		return fieldErr("action.type", "%q: want delay, disconnect, error, hang, partition, drop, refuse or slow_connect", a.Type)
+	}
+	c.action = kind
+	switch a.When {
+	case "", "before":
+	case "after":
+		c.after = true
+	default:
+		return fieldErr("action.when", "%q: want before or after", a.When)
+	}
+	switch c.event {
+	case EventConnect:
+		if kind != ActRefuse && kind != ActSlowConnect && kind != ActDisconnect {
+			return fieldErr("action.type", "%q cannot apply to a connect event (use refuse, slow_connect or disconnect)", a.Type)
+		}
+	case EventCancel:
+		if kind != ActDrop && kind != ActDelay {
+			return fieldErr("action.type", "%q cannot apply to a cancel event (use drop or delay)", a.Type)
+		}
+	default:
+		if kind == ActRefuse || kind == ActSlowConnect {
+			return fieldErr("action.type", "%q applies to connect events only (match.event: connect)", a.Type)
+		}
+	}
+	if c.after && (kind == ActDrop || kind == ActDelay || kind == ActHang || kind == ActPartition) {
+		return fieldErr("action.when", "\"after\" applies to disconnect and error only")
+	}
+	switch kind {
+	case ActDelay, ActSlowConnect:
+		if a.Delay <= 0 {
+			return fieldErr("action.delay", "must be greater than zero")
+		}
+	case ActDisconnect:
+		switch a.Side {
+		case "", "both":
+			c.side = SideBoth
+		case "client":
+			c.side = SideClient
+		case "server":
+			c.side = SideServer
+		default:
+			return fieldErr("action.side", "%q: want both, client or server", a.Side)
+		}
+		switch a.Close {
+		case "", "fin":
+		case "rst":
+			c.reset = true
+		default:
+			return fieldErr("action.close", "%q: want fin or rst", a.Close)
+		}
+	case ActError, ActRefuse:
+		if kind == ActRefuse && a.SQLState == "" && a.Message == "" {
+			break // refuse by closing the connection at once
+		}
+		if kind == ActError && c.dir != ClientToServer && !c.after {
+			// An error in place of a server message is what "after" means.
+			c.after = true
+		}
+		code := a.SQLState
+		if code == "" {
+			return fieldErr("action.sqlstate", "is required (e.g. 40001)")
+		}
+		if len(code) != 5 || strings.ToUpper(code) != code {
+			return fieldErr("action.sqlstate", "%q is not a five-character SQLSTATE", code)
+		}
+		sev := strings.ToUpper(a.Severity)
+		switch sev {
+		case "":
+			sev = "ERROR"
+			if kind == ActRefuse {
+				sev = "FATAL"
+			}
+		case "ERROR", "FATAL":
+		default:
+			return fieldErr("action.severity", "%q: want ERROR or FATAL", a.Severity)
+		}
+		msg := a.Message
+		if msg == "" {
+			msg = "pgchaos: injected fault (rule " + c.rule.Name + ")"
+		}
+		c.errSpec = &ErrorSpec{Severity: sev, Code: code, Message: msg}
+	}
+	c.delay = time.Duration(a.Delay)
+	c.jitter = time.Duration(a.Jitter)
+	c.duration = time.Duration(a.Duration)
+	return nil
+}
+
+func knownMessages(d Direction) string {
+	var names []string
+	for n := range messageTypes[d] {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return strings.Join(names, ", ")
+}

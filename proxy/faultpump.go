@@ -1,0 +1,505 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgchaos/pgchaos/faults"
+)
+
+// errFaultDisconnect ends a pump because a disconnect fault fired.
+var errFaultDisconnect = errors.New("disconnected by a fault rule")
+
+// What a disconnect leaves open: after cutting only one side, the other
+// connection stays up, silent, until its peer closes it or the session is
+// killed — a half-open link.
+const (
+	lingerNone int32 = iota
+	lingerUpstream
+	lingerClient
+)
+
+// faultSession is what the two pumps of a session on the fault path share:
+// the rules' view of the session, replies the proxy owes the client, and
+// changes to make to the server's responses.
+type faultSession struct {
+	policy   *faults.Policy
+	sess     *Session
+	client   net.Conn
+	upstream net.Conn
+	killed   chan struct{}
+	killOnce sync.Once
+
+	mu         sync.Mutex // guards view, injections, overrides
+	view       faults.Session
+	injections []injection
+	overrides  []override
+	// pending is len(injections)+len(overrides), read without the lock by
+	// the server pump to skip all of this when nothing is owed.
+	pending   atomic.Int32
+	partition atomic.Pointer[hold]
+	linger    atomic.Int32
+}
+
+// injection is a reply the proxy makes up for the client: it goes out
+// after the server's afterZ-th ReadyForQuery, followed by a ReadyForQuery.
+type injection struct {
+	afterZ uint64
+	msg    []byte
+}
+
+type overrideMode uint8
+
+const (
+	// replaceResult puts msg in place of the (skip+1)-th result of the
+	// response, then drops what follows until ReadyForQuery.
+	replaceResult overrideMode = iota
+	// errorBeforeReady puts msg just before the response's ReadyForQuery.
+	errorBeforeReady
+)
+
+// override changes the server's response that ends with its response-th
+// ReadyForQuery.
+type override struct {
+	response uint64
+	mode     overrideMode
+	skip     int
+	msg      []byte
+	fired    bool
+}
+
+type hold struct {
+	released <-chan struct{}
+	until    time.Time // zero: until released
+}
+
+func newFaultSession(policy *faults.Policy, s *Session, client, upstream net.Conn) *faultSession {
+	fs := &faultSession{policy: policy, sess: s, client: client, upstream: upstream, killed: make(chan struct{})}
+	fs.view = faults.Session{ID: s.ID, User: s.User, Database: s.Database}
+	if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
+		fs.view.Client = ap.Addr()
+	}
+	return fs
+}
+
+func (fs *faultSession) kill() { fs.killOnce.Do(func() { close(fs.killed) }) }
+
+// wait blocks for d, or until released is closed, or the session is
+// killed. d == 0 waits for release alone.
+func (fs *faultSession) wait(d time.Duration, released <-chan struct{}) {
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-timer:
+	case <-released:
+	case <-fs.killed:
+	}
+}
+
+func (fs *faultSession) decide(p *pump, typ byte, body []byte) (faults.Verdict, bool) {
+	rs := fs.policy.Rules()
+	if !rs.Wants(faults.Direction(p.dir), typ) {
+		return faults.Verdict{}, false
+	}
+	m := faults.Message{Dir: faults.Direction(p.dir), Type: typ}
+	switch {
+	case p.dir == ClientToServer && typ == 'Q':
+		m.SQL = trimNul(body)
+	case p.dir == ClientToServer && typ == 'E':
+		if portal, _, ok := cstring(body); ok {
+			m.SQL = p.stmts.portalSQL(portal)
+		}
+	case p.dir == ClientToServer && typ == 'P':
+		if _, rest, ok := cstring(body); ok {
+			m.SQL, _, _ = cstring(rest)
+		}
+	case p.dir == ServerToClient && typ == 'C':
+		m.Tag = trimNul(body)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.view.TxStatus = byte(fs.sess.TxStatus())
+	fs.view.ApplicationName = fs.sess.ApplicationName()
+	return rs.Decide(&fs.view, &m)
+}
+
+func trimNul(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == 0 {
+		return b[:n-1]
+	}
+	return b
+}
+
+// inject queues a reply for the client after the server's afterZ-th
+// ReadyForQuery and wakes the server pump, which may be waiting for a
+// server that has nothing to say.
+func (fs *faultSession) inject(afterZ uint64, msg []byte) {
+	fs.mu.Lock()
+	fs.injections = append(fs.injections, injection{afterZ, msg})
+	fs.pending.Add(1)
+	fs.mu.Unlock()
+	fs.upstream.SetReadDeadline(time.Now())
+}
+
+func (fs *faultSession) addOverride(o override) {
+	fs.mu.Lock()
+	fs.overrides = append(fs.overrides, o)
+	fs.pending.Add(1)
+	fs.mu.Unlock()
+}
+
+func (fs *faultSession) disconnect(side faults.Side, reset bool) {
+	switch side {
+	case faults.SideClient:
+		fs.linger.Store(lingerUpstream)
+		closeConn(fs.client, reset)
+	case faults.SideServer:
+		fs.linger.Store(lingerClient)
+		closeConn(fs.upstream, reset)
+	default:
+		closeConn(fs.client, reset)
+		closeConn(fs.upstream, reset)
+	}
+}
+
+// closeConn closes c, with a TCP RST instead of a FIN when reset is set.
+func closeConn(c net.Conn, reset bool) {
+	if reset {
+		raw := c
+		if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			raw = nc.NetConn()
+		}
+		if tc, ok := raw.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	}
+	c.Close()
+}
+
+type stopKind uint8
+
+const (
+	stopNone    stopKind = iota
+	stopVerdict          // a rule fired on the message
+	stopDrop             // the message goes nowhere
+	stopReplace          // the message is replaced by msg
+	stopReady            // a ReadyForQuery that ends a changed response
+)
+
+type stop struct {
+	kind        stopKind
+	verdict     faults.Verdict
+	typ         byte
+	total, have int
+	msg         []byte
+}
+
+// faultPump is one pump's side of the fault path.
+type faultPump struct {
+	fs            *faultSession
+	dir           Direction
+	st            stop
+	skipUntilSync bool // client to server: an injected error swallows the rest of the batch
+	pause         bool
+}
+
+// wants reports whether scan must look at (and so hold whole) a message.
+func (fp *faultPump) wants(d Direction, typ byte) bool {
+	if fp.skipUntilSync || fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
+		return true
+	}
+	return fp.fs.policy.Rules().Wants(faults.Direction(d), typ)
+}
+
+// stopAt decides whether scan stops in front of the message at p.out
+// (which is not yet counted by tally), recording what act() must do.
+func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) bool {
+	st := stop{typ: typ, total: total, have: have}
+	if fp.dir == ClientToServer && fp.skipUntilSync {
+		if typ != 'S' {
+			st.kind = stopDrop
+			fp.st = st
+			return true
+		}
+		fp.skipUntilSync = false
+	}
+	if fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
+		if k, msg := fp.fs.changeResponse(p, typ); k != stopNone {
+			st.kind, st.msg = k, msg
+			fp.st = st
+			return true
+		}
+	}
+	if v, ok := fp.fs.decide(p, typ, body); ok {
+		st.kind, st.verdict = stopVerdict, v
+		fp.st = st
+		return true
+	}
+	return false
+}
+
+// changeResponse applies the overrides of the response the server pump is
+// in to one of its messages.
+func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	current := p.syncs + 1
+	for i := range fs.overrides {
+		o := &fs.overrides[i]
+		if o.response != current {
+			continue
+		}
+		if typ == 'Z' {
+			msg := o.msg
+			if o.mode == replaceResult {
+				msg = nil // already sent in place of the result
+				if !o.fired {
+					fs.dropOverride(i)
+					return stopNone, nil // the response ended before the result came
+				}
+			}
+			fs.dropOverride(i)
+			return stopReady, msg
+		}
+		if o.mode != replaceResult {
+			continue
+		}
+		if o.fired {
+			switch typ {
+			case 'N', 'A', 'S': // asynchronous messages still reach the client
+				return stopNone, nil
+			}
+			return stopDrop, nil
+		}
+		switch typ {
+		case 'C', 'I', 's':
+			if p.completions == o.skip {
+				o.fired = true
+				return stopReplace, o.msg
+			}
+		case 'E':
+			if p.completions == o.skip {
+				// The server failed the statement itself: nothing to fake.
+				fs.dropOverride(i)
+				return stopNone, nil
+			}
+		}
+	}
+	return stopNone, nil
+}
+
+func (fs *faultSession) dropOverride(i int) {
+	fs.overrides = append(fs.overrides[:i], fs.overrides[i+1:]...)
+	fs.pending.Add(-1)
+}
+
+// pauseAfter ends a scan after a ReadyForQuery when a made-up reply is due.
+func (fp *faultPump) pauseAfter(p *pump, typ byte) bool {
+	return fp.dir == ServerToClient && typ == 'Z' && fp.fs.pending.Load() > 0
+}
+
+// act runs after everything before the stop has been written. It reports
+// whether the pump should scan again before reading.
+func (fp *faultPump) act(p *pump) (bool, error) {
+	if fp.dir == ServerToClient {
+		if err := fp.injectDue(p); err != nil {
+			return false, err
+		}
+	}
+	st := fp.st
+	if st.kind == stopNone {
+		return false, nil
+	}
+	fp.st = stop{}
+	switch st.kind {
+	case stopDrop:
+		p.dropMessage(st)
+	case stopReplace:
+		if _, err := p.dst.Write(st.msg); err != nil {
+			return false, err
+		}
+		p.dropMessage(st)
+		p.tally(st.typ)
+	case stopReady:
+		if st.msg != nil {
+			if _, err := p.dst.Write(st.msg); err != nil {
+				return false, err
+			}
+		}
+		p.setReadyStatusAfterError()
+		p.forwardMessage(st)
+	case stopVerdict:
+		return fp.execute(p, st)
+	}
+	return true, nil
+}
+
+// setReadyStatusAfterError makes the ReadyForQuery at p.out say what the
+// server would after an error: a transaction block is now failed.
+func (p *pump) setReadyStatusAfterError() {
+	if p.out+5 < p.end && p.buf[p.out+5] == 'T' {
+		p.buf[p.out+5] = 'E'
+		p.s.txStatus.Store(uint32('E'))
+	}
+}
+
+// forwardMessage lets the stopped message at p.out through.
+func (p *pump) forwardMessage(st stop) {
+	p.tally(st.typ)
+	if st.have < st.total {
+		p.remaining = st.total - st.have
+		p.out = p.end
+		return
+	}
+	p.out += st.total
+}
+
+// dropMessage discards the stopped message at p.out (== p.start).
+func (p *pump) dropMessage(st stop) {
+	if st.have < st.total {
+		p.remaining = st.total - st.have
+		p.discard = true
+		p.start, p.out = p.end, p.end
+		return
+	}
+	p.start += st.total
+	p.out = p.start
+}
+
+func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
+	v := st.verdict
+	fs := fp.fs
+	switch v.Action {
+	case faults.ActDelay:
+		fs.wait(v.Delay, nil)
+		p.forwardMessage(st)
+	case faults.ActDrop:
+		p.dropMessage(st)
+	case faults.ActHang:
+		fs.wait(v.Duration, v.Released)
+		p.forwardMessage(st)
+	case faults.ActPartition:
+		h := &hold{released: v.Released}
+		if v.Duration > 0 {
+			h.until = time.Now().Add(v.Duration)
+		}
+		fs.partition.Store(h)
+		fs.wait(v.Duration, v.Released)
+		fs.partition.CompareAndSwap(h, nil)
+		p.forwardMessage(st)
+	case faults.ActDisconnect:
+		if v.After {
+			p.forwardMessage(st)
+			if _, err := p.dst.Write(p.buf[p.start:p.out]); err != nil {
+				return false, err
+			}
+			p.start = p.out
+		}
+		fs.disconnect(v.Side, v.Reset)
+		return false, errFaultDisconnect
+	case faults.ActError:
+		msg := errorResponse(v.Error.Severity, v.Error.Code, v.Error.Message)
+		if fp.dir == ServerToClient {
+			// In place of the server's message, as if the statement failed.
+			if _, err := p.dst.Write(msg); err != nil {
+				return false, err
+			}
+			if st.typ == 'Z' {
+				p.setReadyStatusAfterError()
+				p.forwardMessage(st)
+				break
+			}
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, fired: true})
+			p.dropMessage(st)
+			p.tally(st.typ)
+			break
+		}
+		switch {
+		case v.After:
+			// The server runs the statement; the client hears an error.
+			skip := 0
+			if st.typ == 'E' {
+				skip = p.executes
+			}
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg})
+			p.forwardMessage(st)
+		case st.typ == 'Q':
+			// The server never sees the query: answer it ourselves once the
+			// server has answered everything sent before it.
+			p.dropMessage(st)
+			fs.inject(p.syncs, msg)
+		default:
+			// Extended protocol: like the server, skip to the Sync; the Sync
+			// still goes to the server so it answers the earlier messages.
+			p.dropMessage(st)
+			fp.skipUntilSync = true
+			fs.addOverride(override{response: p.syncs + 1, mode: errorBeforeReady, msg: msg})
+		}
+	default:
+		p.forwardMessage(st)
+	}
+	return true, nil
+}
+
+// injectDue writes the made-up replies whose turn has come.
+func (fp *faultPump) injectDue(p *pump) error {
+	fs := fp.fs
+	if fs.pending.Load() == 0 || !p.atBoundary() {
+		return nil
+	}
+	for {
+		fs.mu.Lock()
+		if len(fs.injections) == 0 || fs.injections[0].afterZ > p.syncs {
+			fs.mu.Unlock()
+			return nil
+		}
+		inj := fs.injections[0]
+		fs.injections = fs.injections[1:]
+		fs.pending.Add(-1)
+		fs.mu.Unlock()
+		status := byte('I')
+		if t := p.s.TxStatus(); t == TxInTx || t == TxFailed {
+			status = 'E'
+		}
+		msg := append(inj.msg, 'Z', 0, 0, 0, 5, status)
+		if _, err := p.dst.Write(msg); err != nil {
+			return err
+		}
+		p.s.txStatus.Store(uint32(status))
+	}
+}
+
+// wokenUp tells a read interrupted by inject (a deadline in the past) from
+// a real failure.
+func (fp *faultPump) wokenUp(err error) bool {
+	if fp.dir != ServerToClient || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	fp.fs.upstream.SetReadDeadline(time.Time{})
+	return true
+}
+
+// holdIfPartitioned stops a direction while a partition fault holds the session.
+func (fp *faultPump) holdIfPartitioned() {
+	h := fp.fs.partition.Load()
+	if h == nil {
+		return
+	}
+	var d time.Duration
+	if !h.until.IsZero() {
+		d = time.Until(h.until)
+		if d <= 0 {
+			return
+		}
+	}
+	fp.fs.wait(d, h.released)
+}
