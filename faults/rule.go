@@ -133,6 +133,9 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var ms float64
 	if err := json.Unmarshal(b, &ms); err == nil {
+		if ms < 0 {
+			return fmt.Errorf("duration %v is negative", ms)
+		}
 		*d = Duration(ms * float64(time.Millisecond))
 		return nil
 	}
@@ -311,8 +314,11 @@ func compile(r Rule) (*compiledRule, error) {
 				}
 			}
 		}
-		if (m.SQL != "" || len(m.Statement) > 0) && c.dir != ClientToServer {
-			return nil, fieldErr("match.sql", "sql and statement match the client's messages; direction is %s", c.dir)
+		if m.SQL != "" && c.dir != ClientToServer {
+			return nil, fieldErr("match.sql", "sql matches the client's messages; direction is %s", c.dir)
+		}
+		if len(m.Statement) > 0 && c.dir != ClientToServer {
+			return nil, fieldErr("match.statement", "statement matches the client's messages; direction is %s", c.dir)
 		}
 		if m.Tag != "" && c.dir != ServerToClient {
 			return nil, fieldErr("match.tag", "tag matches the server's CommandComplete; direction is %s", c.dir)
@@ -360,6 +366,10 @@ func compile(r Rule) (*compiledRule, error) {
 		p, err := netip.ParsePrefix(m.ClientCIDR)
 		if err != nil {
 			return nil, fieldErr("match.client_cidr", "%v", err)
+		}
+		// Clients are compared unmapped, so an IPv4-mapped range must be too.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		c.cidr = p.Masked()
 		c.hasCIDR = true
@@ -413,7 +423,7 @@ func compileAction(c *compiledRule, a Action) error {
 			return fieldErr("action.type", "%q applies to connect events only (match.event: connect)", a.Type)
 		}
 	}
-	if c.after && (kind == ActDrop || kind == ActDelay || kind == ActHang || kind == ActPartition) {
+	if c.after && kind != ActDisconnect && kind != ActError {
 		return fieldErr("action.when", "\"after\" applies to disconnect and error only")
 	}
 	switch kind {

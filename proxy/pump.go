@@ -60,6 +60,7 @@ type pump struct {
 	syncs       uint64
 	executes    int
 	completions int
+	startupDone bool
 
 	// f carries out fault verdicts; nil on the fast path.
 	f *faultPump
@@ -239,7 +240,12 @@ func (p *pump) tally(typ byte) {
 	}
 	switch typ {
 	case 'Z':
-		p.syncs++
+		// The first ReadyForQuery ends the startup phase and answers no
+		// request of the client's.
+		if p.startupDone {
+			p.syncs++
+		}
+		p.startupDone = true
 		p.completions = 0
 	case 'C', 'I', 's', 'E':
 		p.completions++

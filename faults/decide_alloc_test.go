@@ -1,0 +1,177 @@
+package faults
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// noMatchRules are 20 rules, none of which fires for pgbenchSession's
+// pgbenchQuery: SQL regexes, statement classes, tags and session
+// attributes. Several of them do want Query messages, so Decide has to
+// look at each.
+func noMatchRules() []Rule {
+	ms := Duration(time.Millisecond)
+	delay := Action{Type: "delay", Delay: ms}
+	return []Rule{
+		{Name: "tellers", Match: Match{SQL: `pgbench_tellers`}, Action: delay},
+		{Name: "branches", Match: Match{SQL: `UPDATE\s+pgbench_branches`}, Action: delay},
+		{Name: "history", Match: Match{SQL: `^INSERT INTO pgbench_history`}, Action: Action{Type: "error", SQLState: "40001"}},
+		{Name: "aid-99", Match: Match{SQL: `aid = 99\b`}, Action: delay},
+		{Name: "cs", Match: Match{SQL: `select abalance`, SQLCaseSensitive: true}, Action: delay},
+		{Name: "ddl", Match: Match{Statement: StringList{"ddl"}}, Action: Action{Type: "disconnect"}},
+		{Name: "writes", Match: Match{Statement: StringList{"insert", "update", "delete"}}, Action: delay},
+		{Name: "2pc", Match: Match{Statement: StringList{"prepare_transaction", "commit_prepared"}}, Action: Action{Type: "disconnect", Side: "server"}},
+		{Name: "commit", Match: Match{Statement: StringList{"commit"}, TxStatus: StringList{"in_transaction"}}, Action: Action{Type: "error", SQLState: "40001"}},
+		{Name: "tag-commit", Match: Match{Tag: "COMMIT"}, Action: Action{Type: "error", SQLState: "40001"}},
+		{Name: "tag-insert", Match: Match{Tag: "INSERT"}, Action: delay},
+		{Name: "tag-pt", Match: Match{Tag: "PREPARE TRANSACTION"}, Action: Action{Type: "disconnect"}},
+		{Name: "admin", Match: Match{User: "admin", SQL: "select"}, Action: Action{Type: "drop"}},
+		{Name: "otherdb", Match: Match{Database: "postgres"}, Action: Action{Type: "drop"}},
+		{Name: "psql", Match: Match{ApplicationName: `^psql$`}, Action: delay},
+		{Name: "lan", Match: Match{ClientCIDR: "192.168.0.0/16", SQL: "pgbench"}, Action: delay},
+		{Name: "failed", Match: Match{TxStatus: StringList{"failed"}}, Action: Action{Type: "disconnect"}},
+		{Name: "parse", Match: Match{Message: StringList{"parse"}, SQL: "accounts"}, Action: delay},
+		{Name: "other-proxy", Proxy: "elsewhere", Match: Match{SQL: "accounts"}, Action: Action{Type: "drop"}},
+		{Name: "never", Match: Match{SQL: "accounts"}, Action: Action{Type: "drop"}, Limits: Limits{Probability: floatPtr(0)}},
+	}
+}
+
+func pgbenchSession() *Session {
+	return &Session{
+		ID: 1, User: "bench", Database: "bench", ApplicationName: "pgbench",
+		Client: netip.MustParseAddr("10.0.0.5"), TxStatus: 'I',
+	}
+}
+
+var pgbenchQuery = &Message{Dir: ClientToServer, Type: 'Q', SQL: []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 42")}
+
+func noMatchRuleSet(tb testing.TB) *RuleSet {
+	tb.Helper()
+	e := NewEngine(Options{Seed: 1})
+	rules := noMatchRules()
+	if len(rules) != 20 {
+		tb.Fatalf("%d rules, want 20", len(rules))
+	}
+	for _, r := range rules {
+		mustAdd(tb, e, r)
+	}
+	return e.Policy("pgbench").Rules()
+}
+
+func TestNoMatchRulesDoNotFire(t *testing.T) {
+	rs := noMatchRuleSet(t)
+	if !rs.Wants(ClientToServer, 'Q') {
+		t.Fatal("the benchmark's rules do not want queries: it would measure nothing")
+	}
+	s := pgbenchSession()
+	for i := 0; i < 100; i++ {
+		if v, ok := rs.Decide(s, pgbenchQuery); ok {
+			t.Fatalf("rule %q fired on the pgbench query", v.Rule)
+		}
+	}
+}
+
+func TestDecideUnwantedAllocatesNothing(t *testing.T) {
+	e := newTestEngine(t, Options{})
+	mustAdd(t, e, Rule{Name: "sql", Match: Match{SQL: "accounts"}, Action: Action{Type: "drop"}})
+	mustAdd(t, e, Rule{Name: "tag", Match: Match{Tag: "COMMIT"}, Action: Action{Type: "drop"}})
+	mustAdd(t, e, Rule{Name: "conn", Match: Match{Event: "connect"}, Action: Action{Type: "refuse"}})
+	rs := e.Policy("p").Rules()
+	s := pgbenchSession()
+	msgs := []*Message{
+		{Dir: ClientToServer, Type: 'P', SQL: pgbenchQuery.SQL}, // parse: nobody wants it
+		{Dir: ClientToServer, Type: 'S'},
+		{Dir: ServerToClient, Type: 'D'},
+		{Dir: ServerToClient, Type: 'Z'},
+	}
+	for _, m := range msgs {
+		if rs.Wants(m.Dir, m.Type) {
+			t.Fatalf("Wants(%v, %q) is true", m.Dir, m.Type)
+		}
+		allocs := testing.AllocsPerRun(1000, func() {
+			if _, ok := rs.Decide(s, m); ok {
+				panic("fired")
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("Decide on unwanted %v %q: %v allocs per run, want 0", m.Dir, m.Type, allocs)
+		}
+	}
+	// The empty snapshot too.
+	empty := newTestEngine(t, Options{}).Policy("p").Rules()
+	if allocs := testing.AllocsPerRun(1000, func() { empty.Decide(s, pgbenchQuery) }); allocs != 0 {
+		t.Errorf("Decide on an empty snapshot: %v allocs per run", allocs)
+	}
+}
+
+func TestDecideNoMatchAllocatesNothing(t *testing.T) {
+	// The wanted-but-no-match path: every rule is looked at, none fires.
+	if raceEnabled {
+		t.Skip("regexp allocates under -race (sync.Pool is randomized)")
+	}
+	rs := noMatchRuleSet(t)
+	s := pgbenchSession()
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, ok := rs.Decide(s, pgbenchQuery); ok {
+			panic("fired")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Decide with 20 non-matching rules: %v allocs per run, want 0", allocs)
+	}
+	tags := []*Message{tagMsg("SELECT 1"), tagMsg("UPDATE 1")}
+	for _, m := range tags {
+		if a := testing.AllocsPerRun(1000, func() { rs.Decide(s, m) }); a != 0 {
+			t.Errorf("Decide(%q): %v allocs per run, want 0", m.Tag, a)
+		}
+	}
+}
+
+func BenchmarkDecideNoMatch(b *testing.B) {
+	rs := noMatchRuleSet(b)
+	s := pgbenchSession()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, ok := rs.Decide(s, pgbenchQuery); ok {
+			b.Fatal("fired")
+		}
+	}
+}
+
+func BenchmarkDecideNoMatchParallel(b *testing.B) {
+	rs := noMatchRuleSet(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		s := pgbenchSession()
+		for pb.Next() {
+			if _, ok := rs.Decide(s, pgbenchQuery); ok {
+				panic("fired")
+			}
+		}
+	})
+}
+
+func BenchmarkDecideUnwanted(b *testing.B) {
+	rs := noMatchRuleSet(b)
+	s := pgbenchSession()
+	m := &Message{Dir: ServerToClient, Type: 'D'}
+	b.ReportAllocs()
+	for b.Loop() {
+		rs.Decide(s, m)
+	}
+}
+
+func BenchmarkClassify(b *testing.B) {
+	for _, sql := range []string{"SELECT abalance FROM pgbench_accounts WHERE aid = 42", "/* c */ COMMIT PREPARED 'x'"} {
+		in := []byte(sql)
+		b.Run(fmt.Sprintf("%.12s", sql), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Classify(in)
+			}
+		})
+	}
+}
