@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/proxy"
 )
 
@@ -23,6 +24,7 @@ type Server struct {
 	proxies  []*proxy.Proxy
 	registry *proxy.Registry
 	gatherer prometheus.Gatherer
+	faults   *faults.Engine
 	log      *slog.Logger
 	started  time.Time
 	mux      *http.ServeMux
@@ -33,6 +35,7 @@ type Config struct {
 	Proxies  []*proxy.Proxy
 	Registry *proxy.Registry
 	Gatherer prometheus.Gatherer // what /metrics exposes; nil: no metrics
+	Faults   *faults.Engine      // rules and events; nil: no fault endpoints
 	Logger   *slog.Logger
 }
 
@@ -50,6 +53,7 @@ func New(cfg Config) *Server {
 		proxies:  cfg.Proxies,
 		registry: cfg.Registry,
 		gatherer: cfg.Gatherer,
+		faults:   cfg.Faults,
 		log:      cfg.Logger,
 		started:  time.Now(),
 		mux:      http.NewServeMux(),
@@ -62,6 +66,9 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /sessions", s.listSessions)
 	s.mux.HandleFunc("GET /sessions/{id}", s.getSession)
 	s.mux.HandleFunc("DELETE /sessions/{id}", s.killSession)
+	if s.faults != nil {
+		s.rulesRoutes()
+	}
 	if s.gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}

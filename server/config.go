@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 // DefaultAPI is where the control API listens unless told otherwise.
@@ -33,6 +35,11 @@ type Config struct {
 	// Loops is how many event loops run (0: one per two CPUs).
 	Loops   int           `yaml:"loops"`
 	Proxies []ProxyConfig `yaml:"proxies"`
+	// Rules are fault rules active from the start.
+	Rules []faults.Rule `yaml:"rules"`
+	// Seed makes rule probabilities and jitter reproducible.
+	Seed      int64 `yaml:"seed"`
+	ruleLines []int
 }
 
 // ProxyConfig names one proxy: where it listens and where it relays to.
@@ -59,15 +66,21 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	// Remember each proxy's line so that validation errors can point at it.
+	// Remember each proxy's and rule's line so that validation errors can
+	// point at it.
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
 		for i := 0; i+1 < len(root.Content); i += 2 {
-			if root.Content[i].Value == "proxies" {
+			switch root.Content[i].Value {
+			case "proxies":
 				for j, item := range root.Content[i+1].Content {
 					if j < len(cfg.Proxies) {
 						cfg.Proxies[j].line = item.Line
 					}
+				}
+			case "rules":
+				for _, item := range root.Content[i+1].Content {
+					cfg.ruleLines = append(cfg.ruleLines, item.Line)
 				}
 			}
 		}
@@ -126,6 +139,27 @@ func (c *Config) Validate() error {
 	}
 	if c.Loops < 0 {
 		return fmt.Errorf(" loops %d is negative", c.Loops)
+	}
+	names := map[string]bool{}
+	for _, p := range c.Proxies {
+		names[p.Name] = true
+	}
+	if err := faults.CheckRules(c.Rules, func(i int) string {
+		if i < len(c.ruleLines) {
+			return fmt.Sprintf("%d: rules[%d]", c.ruleLines[i], i)
+		}
+		return fmt.Sprintf(" rules[%d]", i)
+	}); err != nil {
+		return err
+	}
+	for i, r := range c.Rules {
+		if r.Proxy != "" && !names[r.Proxy] {
+			where := fmt.Sprintf(" rules[%d]", i)
+			if i < len(c.ruleLines) {
+				where = fmt.Sprintf("%d: rules[%d]", c.ruleLines[i], i)
+			}
+			return fmt.Errorf("%s (%s): proxy: no proxy named %q", where, r.Name, r.Proxy)
+		}
 	}
 	if c.MaxMessageSize < 0 {
 		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)

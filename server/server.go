@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/proxy"
 )
 
@@ -21,6 +22,7 @@ import (
 type Server struct {
 	Proxies  []*proxy.Proxy
 	Registry *proxy.Registry
+	Faults   *faults.Engine
 	api      *http.Server
 	apiLn    net.Listener
 	loops    *proxy.EventLoops
@@ -51,6 +53,12 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg)
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
+	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg})
+	for _, r := range cfg.Rules {
+		if _, err := s.Faults.Add(r); err != nil {
+			return nil, fmt.Errorf("config: rule %q: %w", r.Name, err)
+		}
+	}
 	if cfg.Relay == "loop" && runtime.GOOS == "linux" {
 		loops, err := proxy.NewEventLoops(cfg.Loops)
 		if err != nil {
@@ -62,7 +70,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		p, err := proxy.New(proxy.Config{
 			Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream,
 			TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
-			Logger: log, Metrics: metrics, Registry: s.Registry, Loops: s.loops,
+			Logger: log, Metrics: metrics, Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
 		})
 		if err == nil {
 			err = p.Listen()
@@ -80,7 +88,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.apiLn = ln
 	s.api = &http.Server{
-		Handler:           control.New(control.Config{Proxies: s.Proxies, Registry: s.Registry, Gatherer: reg, Logger: log}),
+		Handler:           control.New(control.Config{Proxies: s.Proxies, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	for _, p := range s.Proxies {
@@ -98,8 +106,12 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 // APIAddr is the bound control API address.
 func (s *Server) APIAddr() net.Addr { return s.apiLn.Addr() }
 
-// Close stops accepting, closes every session and the control API.
+// Close removes every fault rule first (releasing whatever a hang holds),
+// then stops accepting, closes every session and the control API.
 func (s *Server) Close() error {
+	if s.Faults != nil {
+		s.Faults.Reset()
+	}
 	var errs []error
 	for _, p := range s.Proxies {
 		errs = append(errs, p.Close())

@@ -26,6 +26,9 @@ const usage = `pgchaos — a PostgreSQL wire-protocol chaos proxy
 Usage:
   pgchaos proxy --listen 127.0.0.1:6543 --upstream 127.0.0.1:5432 [--name pg] [--api 127.0.0.1:8474]
   pgchaos proxy --config FILE
+  pgchaos fault add|list|rm|reset [--api ADDR] ...
+  pgchaos sessions [--kill ID]
+  pgchaos events
   pgchaos version
 
 Run "pgchaos COMMAND --help" for a command's flags.
@@ -49,6 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "proxy":
 		err = runProxy(args[1:], stderr)
+	case "fault", "faults":
+		err = runFault(args[1:], stdout, stderr)
+	case "sessions":
+		err = runSessions(args[1:], stdout, stderr)
+	case "events":
+		err = runEvents(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pgchaos", versionString())
 	case "help", "-h", "--help":
@@ -104,6 +113,7 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<30, "largest protocol message accepted, in bytes")
 	fs.StringVar(&cfg.Relay, "relay", "loop", "how sessions are relayed: loop (epoll event loops, Linux) or goroutine")
 	fs.IntVar(&cfg.Loops, "loops", 0, "number of event loops (0: one per two CPUs)")
+	fs.Int64Var(&cfg.Seed, "seed", 0, "seed for rule probabilities and jitter, for reproducible runs")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.Usage = func() {
@@ -149,6 +159,8 @@ func runProxy(args []string, stderr io.Writer) error {
 				fileCfg.Relay = cfg.Relay
 			case "loops":
 				fileCfg.Loops = cfg.Loops
+			case "seed":
+				fileCfg.Seed = cfg.Seed
 			case "max-message-size":
 				fileCfg.MaxMessageSize = cfg.MaxMessageSize
 			}
