@@ -45,8 +45,8 @@ func TestFaultCommands(t *testing.T) {
 	if !strings.Contains(out, "added rule nope") {
 		t.Fatal(out)
 	}
-	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "nope", "--action", "drop")                      // exists
-	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "bad", "--action", "error")                      // no sqlstate
+	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "nope", "--action", "drop")                       // exists
+	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "bad", "--action", "error")                       // no sqlstate
 	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "bad", "--action", "delay", "--statement", "sel") // bad class
 
 	_, err = conn.Exec(ctx, "SELECT 7")
