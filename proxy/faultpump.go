@@ -78,8 +78,11 @@ type hold struct {
 	until    time.Time // zero: until released
 }
 
-func newFaultSession(policy *faults.Policy, s *Session, client, upstream net.Conn) *faultSession {
-	fs := &faultSession{policy: policy, sess: s, client: client, upstream: upstream, killed: make(chan struct{})}
+// newFaultSession starts a session's fault state. The connections are set
+// when the session reaches the goroutine pumps: on an event loop, faults
+// are only decided, never carried out.
+func newFaultSession(policy *faults.Policy, s *Session) *faultSession {
+	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{})}
 	fs.view = faults.Session{ID: s.ID, User: s.User, Database: s.Database}
 	if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
 		fs.view.Client = ap.Addr()
@@ -306,6 +309,9 @@ func (fs *faultSession) dropOverride(i int) {
 func (fp *faultPump) pauseAfter(p *pump, typ byte) bool {
 	return fp.dir == ServerToClient && typ == 'Z' && fp.fs.pending.Load() > 0
 }
+
+// stopped reports whether a verdict waits to be carried out.
+func (fp *faultPump) stopped() bool { return fp != nil && fp.st.kind != stopNone }
 
 // act runs after everything before the stop has been written. It reports
 // whether the pump should scan again before reading.

@@ -82,9 +82,6 @@ func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, c2s, s2c *pum
 		syscall.Close(ufd)
 		return nil, false
 	}
-	s.mu.Lock()
-	s.release = func() { l.request(ls, requestRelease) }
-	s.mu.Unlock()
 	client.Close()
 	upstream.Close()
 	l.request(ls, requestAdd)
@@ -139,7 +136,6 @@ type requestKind uint8
 const (
 	requestAdd requestKind = iota
 	requestKill
-	requestRelease
 )
 
 type loopRequest struct {
@@ -173,8 +169,7 @@ func newEventLoop() (*eventLoop, error) {
 	return l, nil
 }
 
-// request hands the loop a new session, or asks it to kill or give back
-// one. It never waits for the loop beyond a mutex held for a slice append.
+// request hands the loop a new session, or asks it to kill one. It never waits for the loop beyond a mutex held for a slice append.
 func (l *eventLoop) request(ls *loopSession, kind requestKind) {
 	l.mu.Lock()
 	l.requests = append(l.requests, loopRequest{ls, kind})
@@ -242,8 +237,6 @@ func (l *eventLoop) run() {
 				l.add(r.ls)
 			case requestKill:
 				l.finish(r.ls, nil, nil)
-			case requestRelease:
-				l.release(r.ls)
 			}
 		}
 		clear(pending)
@@ -307,6 +300,12 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	}
 	p.end += n
 	perr := p.scan()
+	if p.f.stopped() {
+		// A fault verdict: the goroutine pumps carry it out, from the
+		// message the scan stopped at.
+		l.release(ls)
+		return
+	}
 	if !l.flush(ls, d) {
 		return
 	}

@@ -112,13 +112,6 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Faults != nil {
 		p.policy = cfg.Faults.Policy(cfg.Name)
-		cfg.Faults.OnChange(func(proxy string, rs *faults.RuleSet) {
-			if proxy == p.cfg.Name && !rs.Empty() {
-				for _, s := range p.reg.sessionsOf(p) {
-					s.toFaultPath()
-				}
-			}
-		})
 	}
 	if cfg.TLS != nil {
 		p.directTLS = cfg.TLS.Clone()
@@ -292,13 +285,16 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 	}()
 	c2s := newPump(s, ClientToServer, client, upstream, p.m, p.cfg.MaxMessageSize)
 	s2c := newPump(s, ServerToClient, upstream, client, p.m, p.cfg.MaxMessageSize)
-	if p.loops != nil && p.policy.Rules().Empty() {
+	var fs *faultSession
+	if p.policy != nil {
+		fs = newFaultSession(p.policy, s)
+		c2s.f = &faultPump{fs: fs, dir: ClientToServer}
+		s2c.f = &faultPump{fs: fs, dir: ServerToClient}
+	}
+	if p.loops != nil {
+		// The loop checks the rules too; the first verdict that needs
+		// acting on hands the session to goroutine pumps, stop included.
 		if ls, ok := p.loops.adopt(s, client, upstream, c2s, s2c); ok {
-			// A rule that arrived while the session was being adopted
-			// must still find it.
-			if !p.policy.Rules().Empty() {
-				s.toFaultPath()
-			}
 			<-ls.done
 			if !ls.released {
 				p.logEnd(s, ls.clientErr, ls.serverErr, ls.upstreamAddr)
@@ -316,17 +312,14 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 			p.log.Debug("session moved to the fault path", "session", s.ID)
 		}
 	}
-	p.runPumps(s, client, upstream, c2s, s2c)
+	p.runPumps(s, client, upstream, c2s, s2c, fs)
 }
 
 // runPumps relays a session with a goroutine per direction: the path for
-// TLS sessions and for sessions that fault rules may touch.
-func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump) {
-	var fs *faultSession
-	if p.policy != nil {
-		fs = newFaultSession(p.policy, s, client, upstream)
-		c2s.f = &faultPump{fs: fs, dir: ClientToServer}
-		s2c.f = &faultPump{fs: fs, dir: ServerToClient}
+// TLS sessions and for sessions a fault verdict acts on.
+func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump, fs *faultSession) {
+	if fs != nil {
+		fs.client, fs.upstream = client, upstream
 	}
 	if !s.setStop(func() {
 		client.Close()

@@ -82,7 +82,12 @@ func (p *pump) atBoundary() bool { return p.remaining == 0 || p.discard }
 // error, or a *protocolError.
 func (p *pump) run() error {
 	for {
-		perr := p.scan()
+		var perr error
+		// A session handed over by an event loop may arrive with a verdict
+		// already decided for the message at out.
+		if !p.f.stopped() {
+			perr = p.scan()
+		}
 		if p.start < p.out {
 			if p.f != nil {
 				p.f.holdIfPartitioned()

@@ -59,8 +59,6 @@ type Session struct {
 	// stop ends the session the way its relay needs: closing sockets for
 	// goroutine pumps, a request to the event loop for loop sessions.
 	stop func()
-	// release, for a session on an event loop, moves it to the fault path.
-	release func()
 }
 
 // SessionInfo is a point-in-time copy of a session, as the control plane shows it.
@@ -129,25 +127,12 @@ func (s *Session) Kill() {
 	}
 }
 
-// toFaultPath moves a session off the event loops, where faults cannot
-// act, to goroutine pumps. Sessions already there are left alone.
-func (s *Session) toFaultPath() {
-	s.mu.Lock()
-	release := s.release
-	s.release = nil
-	s.mu.Unlock()
-	if release != nil {
-		release()
-	}
-}
-
 // setStop installs how Kill ends the session. It reports false when the
 // session was killed before its relay started.
 func (s *Session) setStop(stop func()) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stop = stop
-	s.release = nil
 	return !s.killed
 }
 
