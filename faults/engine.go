@@ -85,7 +85,7 @@ type compiledRule struct {
 	event   EventKind
 	dir     Direction
 	types   [256]bool
-	sql     *regexp.Regexp
+	sql     *sqlMatcher
 	classes uint32
 	tag     string
 	tx      uint8
@@ -148,6 +148,8 @@ func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 		return Verdict{}, false
 	}
 	var class StatementClass = 255
+	var lowered loweredSQL
+	defer lowered.release()
 	for _, r := range rs.rules {
 		if r.event != EventNone || r.dir != m.Dir || !r.types[m.Type] || !r.matchSession(s) {
 			continue
@@ -160,7 +162,7 @@ func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 				continue
 			}
 		}
-		if r.sql != nil && (m.SQL == nil || !r.sql.Match(m.SQL)) {
+		if r.sql != nil && (m.SQL == nil || !r.sql.match(m.SQL, &lowered)) {
 			continue
 		}
 		if r.tag != "" && !tagMatches(m.Tag, r.tag) {

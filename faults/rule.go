@@ -325,15 +325,11 @@ func compile(r Rule) (*compiledRule, error) {
 		}
 	}
 	if m.SQL != "" {
-		expr := m.SQL
-		if !m.SQLCaseSensitive {
-			expr = "(?i)" + expr
-		}
-		re, err := regexp.Compile(expr)
+		sm, err := compileSQL(m.SQL, m.SQLCaseSensitive)
 		if err != nil {
 			return nil, fieldErr("match.sql", "%v", err)
 		}
-		c.sql = re
+		c.sql = sm
 	}
 	for i, name := range m.Statement {
 		cl, ok := parseClass(name)

@@ -1,0 +1,31 @@
+package faults
+
+import (
+	"regexp"
+	"testing"
+)
+
+// The lowercasing rewrite must answer exactly like Go's own (?i) matching.
+func TestSQLMatcherAgreesWithFoldCase(t *testing.T) {
+	patterns := []string{
+		`^\s*SELECT`, `pgbench_tellers`, `DELETE\s+FROM\s+audit`, `[A-Z]+_id`, `[^a-z]`, `\bCOMMIT\b`,
+		`(?-i)SELECT`, `Straße`, `prepare transaction '[^']+'`, `^(BEGIN|START TRANSACTION)`, `x{2,}Y`, `\QA.B\E`,
+	}
+	inputs := []string{
+		"SELECT 1", "  select abalance FROM pgbench_accounts", "UPDATE PGBENCH_TELLERS SET x=1", "delete   from AUDIT",
+		"USER_ID", "abc", "123", "COMMIT", "commitment", "select 1", "STRASSE", "straße", "STRAßE",
+		"PREPARE TRANSACTION 'g1'", "begin", "start transaction", "xxY", "XXy", "a.b", "AxB", "",
+	}
+	for _, p := range patterns {
+		want := regexp.MustCompile("(?i)" + p)
+		got, err := compileSQL(p, false)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for _, in := range inputs {
+			if w, g := want.MatchString(in), got.match([]byte(in), &loweredSQL{}); w != g {
+				t.Errorf("pattern %q on %q: (?i) says %v, rewritten says %v (rewritten to %s)", p, in, w, g, got.re)
+			}
+		}
+	}
+}
