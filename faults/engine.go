@@ -104,6 +104,9 @@ type compiledRule struct {
 
 	probability float64
 	enabled     bool
+
+	toxicType  string
+	toxicAttrs []byte
 }
 
 // ruleState outlives snapshots: counters, the random stream and the
@@ -126,12 +129,15 @@ type RuleSet struct {
 	wants   [2][256]bool
 	connect bool
 	cancel  bool
+	toxics  [2][]*compiledRule
 	engine  *Engine
 	proxy   string
 }
 
 // Empty reports whether no rule applies: the proxy's fast path.
-func (rs *RuleSet) Empty() bool { return rs == nil || len(rs.rules) == 0 }
+func (rs *RuleSet) Empty() bool {
+	return rs == nil || len(rs.rules) == 0 && len(rs.toxics[0]) == 0 && len(rs.toxics[1]) == 0
+}
 
 // Wants reports whether any rule looks at messages of type typ going in
 // direction d. Messages nobody wants are forwarded without a verdict.
@@ -414,6 +420,10 @@ func (e *Engine) snapshot(proxy string) *RuleSet {
 		if r.rule.Proxy != "" && r.rule.Proxy != proxy || !r.enabled {
 			continue
 		}
+		if r.action == ActToxic {
+			rs.toxics[r.dir] = append(rs.toxics[r.dir], r)
+			continue
+		}
 		rs.rules = append(rs.rules, r)
 		switch r.event {
 		case EventConnect:
@@ -610,10 +620,13 @@ func (e *Engine) Events(limit int) []Event {
 
 func summarize(r *compiledRule, m *Message) string {
 	if m == nil {
-		if r.event == EventConnect {
+		switch {
+		case r.event == EventConnect:
 			return "connect"
+		case r.event == EventCancel:
+			return "cancel request"
 		}
-		return "cancel request"
+		return r.toxicType + " toxic on the " + r.dir.String() + " stream"
 	}
 	name := "message"
 	for n, t := range messageTypes[m.Dir] {

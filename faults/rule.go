@@ -77,6 +77,10 @@ type Action struct {
 	// Duration for hang and partition: how long traffic is held (0: until
 	// the rule is removed).
 	Duration Duration `json:"duration,omitempty" yaml:"duration,omitempty"`
+	// Attributes configure a byte-level toxic (latency, bandwidth, slicer,
+	// slow_close, timeout, reset_peer, limit_data), with toxiproxy's names
+	// and units: {"latency": 100, "jitter": 10} in milliseconds, ...
+	Attributes map[string]any `json:"attributes,omitempty" yaml:"attributes,omitempty"`
 }
 
 // Limits bound how often a matching rule fires.
@@ -224,11 +228,25 @@ const (
 	ActDrop
 	ActRefuse
 	ActSlowConnect
+	// ActToxic is one of toxiproxy's byte-level toxics on a session's stream.
+	ActToxic
 )
 
 var actionNames = map[string]ActionKind{
 	"delay": ActDelay, "disconnect": ActDisconnect, "error": ActError, "hang": ActHang,
 	"partition": ActPartition, "drop": ActDrop, "refuse": ActRefuse, "slow_connect": ActSlowConnect,
+}
+
+// ToxicTypes are the byte-level toxics a rule can apply, by toxiproxy's names.
+var ToxicTypes = []string{"latency", "bandwidth", "slicer", "slow_close", "timeout", "reset_peer", "limit_data"}
+
+func isToxic(typ string) bool {
+	for _, t := range ToxicTypes {
+		if t == typ {
+			return true
+		}
+	}
+	return false
 }
 
 func (k ActionKind) String() string {
@@ -270,6 +288,11 @@ func compile(r Rule) (*compiledRule, error) {
 	switch m.Direction {
 	case "":
 		c.dir = ClientToServer
+		// Byte toxics default to the server's stream, like toxiproxy's
+		// "downstream".
+		if isToxic(r.Action.Type) {
+			c.dir = ServerToClient
+		}
 		if m.Tag != "" {
 			c.dir = ServerToClient
 		}
@@ -294,7 +317,11 @@ func compile(r Rule) (*compiledRule, error) {
 		}
 	}
 
-	if c.event == EventNone {
+	if isToxic(r.Action.Type) {
+		if len(m.Message) > 0 || m.SQL != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Event != "" {
+			return nil, fieldErr("match", "a byte-level toxic (%s) acts on a session's stream: it can match proxy, direction, user, database, application_name and client_cidr only", r.Action.Type)
+		}
+	} else if c.event == EventNone {
 		for i, name := range m.Message {
 			t, ok := messageTypes[c.dir][name]
 			if !ok {
@@ -393,9 +420,15 @@ func compile(r Rule) (*compiledRule, error) {
 }
 
 func compileAction(c *compiledRule, a Action) error {
+	if isToxic(a.Type) {
+		return compileToxic(c, a)
+	}
+	if len(a.Attributes) > 0 {
+		return fieldErr("action.attributes", "only byte-level toxics (%s) take attributes", strings.Join(ToxicTypes, ", "))
+	}
 	kind, ok := actionNames[a.Type]
 	if !ok {
-		return fieldErr("action.type", "%q: want delay, disconnect, error, hang, partition, drop, refuse or slow_connect", a.Type)
+		return fieldErr("action.type", "%q: want delay, disconnect, error, hang, partition, drop, refuse, slow_connect, or a byte-level toxic: %s", a.Type, strings.Join(ToxicTypes, ", "))
 	}
 	c.action = kind
 	switch a.When {

@@ -1,0 +1,80 @@
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/Shopify/toxiproxy/v2/toxics"
+)
+
+// compileToxic checks a byte-level toxic's attributes by configuring one.
+func compileToxic(c *compiledRule, a Action) error {
+	if a.When != "" || a.Delay != 0 || a.Jitter != 0 || a.Side != "" || a.Close != "" || a.SQLState != "" || a.Duration != 0 {
+		return fieldErr("action", "a byte-level toxic (%s) is configured by attributes only", a.Type)
+	}
+	attrs := []byte("{}")
+	if len(a.Attributes) > 0 {
+		var err error
+		if attrs, err = json.Marshal(a.Attributes); err != nil {
+			return fieldErr("action.attributes", "%v", err)
+		}
+	}
+	c.action = ActToxic
+	c.toxicType = a.Type
+	c.toxicAttrs = attrs
+	if _, err := c.newToxic(); err != nil {
+		return fieldErr("action.attributes", "%v", err)
+	}
+	return nil
+}
+
+// newToxic makes a fresh, configured instance of the rule's toxic: each
+// session stream gets its own, since toxics keep state.
+func (c *compiledRule) newToxic() (*toxics.ToxicWrapper, error) {
+	w := &toxics.ToxicWrapper{Name: c.rule.Name, Type: c.toxicType, Toxicity: 1}
+	if toxics.New(w) == nil {
+		return nil, fmt.Errorf("unknown toxic type %q", c.toxicType)
+	}
+	if err := json.Unmarshal(c.toxicAttrs, w.Toxic); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Toxic is a byte-level toxic for one session stream.
+type Toxic struct {
+	Rule    string
+	Wrapper *toxics.ToxicWrapper
+}
+
+// HasToxics reports whether byte-level toxics apply to this proxy's
+// streams in direction d.
+func (rs *RuleSet) HasToxics(d Direction) bool { return rs != nil && len(rs.toxics[d]) > 0 }
+
+// SessionToxics returns fresh toxics for one direction of a session, in
+// rule order. Each rule's probability is drawn once per session stream (as
+// toxiproxy's toxicity is per connection); a toxic that applies counts as
+// fired.
+func (rs *RuleSet) SessionToxics(d Direction, s *Session) []Toxic {
+	if rs == nil {
+		return nil
+	}
+	var out []Toxic
+	for _, r := range rs.toxics[d] {
+		if !r.matchSession(s) {
+			continue
+		}
+		if r.probability < 1 && r.state.random() >= r.probability {
+			continue
+		}
+		w, err := r.newToxic()
+		if err != nil {
+			continue // validated when the rule was added
+		}
+		r.state.matched.Add(1)
+		r.state.fired.Add(1)
+		rs.engine.record(rs.proxy, r, s, nil)
+		out = append(out, Toxic{Rule: r.rule.Name, Wrapper: w})
+	}
+	return out
+}
