@@ -3,6 +3,7 @@ package faults
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/Shopify/toxiproxy/v2/toxics"
 )
@@ -50,6 +51,20 @@ type Toxic struct {
 // HasToxics reports whether byte-level toxics apply to this proxy's
 // streams in direction d.
 func (rs *RuleSet) HasToxics(d Direction) bool { return rs != nil && len(rs.toxics[d]) > 0 }
+
+// ToxicsKey identifies the set of toxics for direction d: when it has not
+// changed, a session keeps the toxics it has.
+func (rs *RuleSet) ToxicsKey(d Direction) string {
+	if rs == nil || len(rs.toxics[d]) == 0 {
+		return ""
+	}
+	var b []byte
+	for _, r := range rs.toxics[d] {
+		b = strconv.AppendUint(b, r.id, 10)
+		b = append(b, ',')
+	}
+	return string(b)
+}
 
 // SessionToxics returns fresh toxics for one direction of a session, in
 // rule order. Each rule's probability is drawn once per session stream (as

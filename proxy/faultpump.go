@@ -34,6 +34,9 @@ type faultSession struct {
 	upstream net.Conn
 	killed   chan struct{}
 	killOnce sync.Once
+	// wake interrupts the server pump's wait for the upstream when it reads
+	// through byte toxics (a read deadline does that for a plain socket).
+	wake chan struct{}
 
 	mu         sync.Mutex // guards view, injections, overrides
 	view       faults.Session
@@ -82,7 +85,7 @@ type hold struct {
 // when the session reaches the goroutine pumps: on an event loop, faults
 // are only decided, never carried out.
 func newFaultSession(policy *faults.Policy, s *Session) *faultSession {
-	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{})}
+	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	fs.view = faults.Session{ID: s.ID, User: s.User, Database: s.Database}
 	if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
 		fs.view.Client = ap.Addr()
@@ -151,6 +154,10 @@ func (fs *faultSession) inject(afterZ uint64, msg []byte) {
 	fs.pending.Add(1)
 	fs.mu.Unlock()
 	fs.upstream.SetReadDeadline(time.Now())
+	select {
+	case fs.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (fs *faultSession) addOverride(o override) {

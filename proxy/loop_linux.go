@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 // EventLoops relay sessions on a few threads that wait in epoll, instead of
@@ -281,6 +283,13 @@ func (l *eventLoop) setEvents(ls *loopSession, side int, events uint32) {
 // readable reads once from the side that is ready and forwards what can be.
 func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	p := ls.pumps[d]
+	if p.f != nil {
+		if rs := p.f.fs.policy.Rules(); rs.HasToxics(faults.ClientToServer) || rs.HasToxics(faults.ServerToClient) {
+			// Byte-level toxics work on goroutines and channels.
+			l.release(ls)
+			return
+		}
+	}
 	if p.out > p.start {
 		return // still writing the last read; the peer's EPOLLOUT resumes us
 	}

@@ -320,6 +320,10 @@ func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
 func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump, fs *faultSession) {
 	if fs != nil {
 		fs.client, fs.upstream = client, upstream
+		up, down := newToxicReader(client, ClientToServer, fs), newToxicReader(upstream, ServerToClient, fs)
+		c2s.src, s2c.src = up, down
+		defer up.close()
+		defer down.close()
 	}
 	if !s.setStop(func() {
 		client.Close()
