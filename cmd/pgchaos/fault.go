@@ -164,7 +164,7 @@ func faultAdd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		probability             float64
 		messages, stmts, txs    []string
 	)
-	fs.StringVar(&file, "file", "", "read the rule(s) from a YAML or JSON file")
+	fs.StringVar(&file, "file", "", "read the rule(s) from a YAML or JSON file (- for standard input)")
 	fs.BoolVar(&replace, "replace", false, "replace a rule of the same name instead of failing")
 	fs.StringVar(&r.Name, "name", "", "rule name")
 	fs.StringVar(&r.Proxy, "proxy", "", "apply to this proxy only (default: every proxy)")
@@ -204,7 +204,13 @@ func faultAdd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var rules []faults.Rule
 	if file != "" {
-		data, err := os.ReadFile(file)
+		var data []byte
+		var err error
+		if file == "-" {
+			data, err = io.ReadAll(os.Stdin)
+		} else {
+			data, err = os.ReadFile(file)
+		}
 		if err != nil {
 			return errUsage{err}
 		}
