@@ -113,10 +113,10 @@ func (fs *faultSession) wait(d time.Duration, released <-chan struct{}) {
 
 func (fs *faultSession) decide(p *pump, typ byte, body []byte) (faults.Verdict, bool) {
 	rs := fs.policy.Rules()
-	if !rs.Wants(faults.Direction(p.dir), typ) {
+	if !rs.Wants(p.dir, typ) {
 		return faults.Verdict{}, false
 	}
-	m := faults.Message{Dir: faults.Direction(p.dir), Type: typ}
+	m := faults.Message{Dir: p.dir, Type: typ}
 	switch {
 	case p.dir == ClientToServer && typ == 'Q':
 		m.SQL = trimNul(body)
@@ -227,7 +227,7 @@ func (fp *faultPump) wants(d Direction, typ byte) bool {
 	if fp.skipUntilSync || fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
 		return true
 	}
-	return fp.fs.policy.Rules().Wants(faults.Direction(d), typ)
+	return fp.fs.policy.Rules().Wants(d, typ)
 }
 
 // stopAt decides whether scan stops in front of the message at p.out

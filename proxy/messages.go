@@ -1,21 +1,17 @@
 package proxy
 
-// Direction says which way a message travels through a session.
-type Direction uint8
+import "github.com/pgchaos/pgchaos/faults"
+
+// Direction says which way a message travels through a session; the fault
+// rules use the same type.
+type Direction = faults.Direction
 
 const (
 	// ClientToServer is the frontend's stream: queries, Parse/Bind/Execute, COPY data.
-	ClientToServer Direction = iota
+	ClientToServer = faults.ClientToServer
 	// ServerToClient is the backend's stream: rows, command tags, ReadyForQuery.
-	ServerToClient
+	ServerToClient = faults.ServerToClient
 )
-
-func (d Direction) String() string {
-	if d == ClientToServer {
-		return "client_to_server"
-	}
-	return "server_to_client"
-}
 
 // messageNames maps a message type byte to its protocol name, per direction.
 // The same byte means different things each way ('C' is Close from the

@@ -33,7 +33,7 @@ type toxicReader struct {
 }
 
 func newToxicReader(conn net.Conn, d Direction, fs *faultSession) *toxicReader {
-	return &toxicReader{conn: conn, dir: faults.Direction(d), fs: fs}
+	return &toxicReader{conn: conn, dir: d, fs: fs}
 }
 
 func (r *toxicReader) Read(b []byte) (int, error) {
