@@ -393,7 +393,13 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 	fs := fp.fs
 	switch v.Action {
 	case faults.ActDelay:
-		fs.wait(v.Delay, nil)
+		arrived := p.readAt
+		if arrived.IsZero() {
+			arrived = time.Now()
+		}
+		if d := time.Until(arrived.Add(v.Delay)); d > 0 {
+			fs.wait(d, nil)
+		}
 		p.forwardMessage(st)
 	case faults.ActDrop:
 		p.dropMessage(st)

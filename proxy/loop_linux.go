@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/pgchaos/pgchaos/faults"
@@ -308,6 +309,9 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 		return
 	}
 	p.end += n
+	if p.f != nil {
+		p.readAt = time.Now()
+	}
 	perr := p.scan()
 	if p.f.stopped() {
 		// A fault verdict: the goroutine pumps carry it out, from the

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"time"
 )
 
 const (
@@ -52,6 +53,9 @@ type pump struct {
 	// discard: the streamed message is being dropped rather than forwarded.
 	discard bool
 	readErr error
+	// readAt is when the last read returned, kept on the fault path so a
+	// delay counts from the message's arrival, not from when it was looked at.
+	readAt time.Time
 
 	// syncs: requests sent (client to server) or ReadyForQuery messages
 	// forwarded (server to client). executes: Executes since the last Sync.
@@ -122,6 +126,9 @@ func (p *pump) run() error {
 		}
 		n, err := p.src.Read(p.buf[p.end:])
 		p.end += n
+		if p.f != nil && n > 0 {
+			p.readAt = time.Now()
+		}
 		if err != nil {
 			if p.f != nil && p.f.wokenUp(err) {
 				continue
