@@ -34,6 +34,9 @@ type faultSession struct {
 	upstream net.Conn
 	killed   chan struct{}
 	killOnce sync.Once
+	// timers serve delays, one per direction, made when first needed and
+	// closed by kill (which ends a wait).
+	timers [2]*preciseTimer
 	// wake interrupts the server pump's wait for the upstream when it reads
 	// through byte toxics (a read deadline does that for a plain socket).
 	wake chan struct{}
@@ -93,7 +96,35 @@ func newFaultSession(policy *faults.Policy, s *Session) *faultSession {
 	return fs
 }
 
-func (fs *faultSession) kill() { fs.killOnce.Do(func() { close(fs.killed) }) }
+func (fs *faultSession) kill() {
+	fs.killOnce.Do(func() {
+		close(fs.killed)
+		fs.mu.Lock()
+		for _, t := range fs.timers {
+			t.close()
+		}
+		fs.mu.Unlock()
+	})
+}
+
+// sleep holds direction d for exactly d as far as the machine allows; the
+// session's end cuts it short.
+func (fs *faultSession) sleep(dir Direction, d time.Duration) {
+	fs.mu.Lock()
+	select {
+	case <-fs.killed:
+		fs.mu.Unlock()
+		return
+	default:
+	}
+	t := fs.timers[dir]
+	if t == nil {
+		t = newPreciseTimer()
+		fs.timers[dir] = t
+	}
+	fs.mu.Unlock()
+	t.sleep(d, fs.killed)
+}
 
 // wait blocks for d, or until released is closed, or the session is
 // killed. d == 0 waits for release alone.
@@ -398,7 +429,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			arrived = time.Now()
 		}
 		if d := time.Until(arrived.Add(v.Delay)); d > 0 {
-			fs.wait(d, nil)
+			fs.sleep(fp.dir, d)
 		}
 		p.forwardMessage(st)
 	case faults.ActDrop:
