@@ -1,10 +1,11 @@
 // Command bench is pgchaos's throughput benchmark: it measures what putting
 // pgchaos (with no faults injected) between pgbench and PostgreSQL costs, next
-// to PgBouncer and, when installed, toxiproxy.
+// to PgBouncer and, when installed, toxiproxy; what fault rules that match
+// none of the traffic cost; and how accurately a delay rule delays.
 //
 // Usage, from anywhere inside the module:
 //
-//	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients
+//	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients, about 6 min
 //	go run ./bench --rounds 3 --duration 5 --json bench.json
 //
 // It needs PostgreSQL's server binaries, pgbench and pgbouncer installed (see
@@ -12,7 +13,7 @@
 // on $PATH. Everything runs on 127.0.0.1 in temp dirs that are removed on
 // exit, Ctrl-C included.
 //
-// Two measurements, both interleaved round by round so that drift in a
+// Three measurements interleaved round by round, so that drift in a
 // shared, noisy machine hits every target alike:
 //
 //   - Throughput: `pgbench -n -S -T DURATION -c C` against each target. The
@@ -21,6 +22,18 @@
 //   - Proxy CPU per transaction at a fixed --rate (16 clients), from the
 //     proxy process's utime+stime in /proc/PID/stat: unlike TPS it does not
 //     depend on how the cores were shared.
+//   - Rules phase: throughput at 16 clients and proxy CPU at --rate through
+//     pgchaos with no rules, then with 20 rules that match none of
+//     pgbench's traffic (loaded with POST /rules before the run and removed
+//     with DELETE /rules after it). The target is a with/without TPS ratio
+//     of at least 0.95. A rule that matches anything fails the run.
+//
+// Then, once, the delay phase: for delays of 10, 50 and 100 ms, a delay
+// rule on `^SELECT /\*delay\*/` and --delay-samples timings each of
+// `SELECT /*delay*/ 1` and `SELECT 1` (the baseline) on one pgx connection
+// through pgchaos, simple protocol. It reports the median and p99 of the
+// delayed latency less the baseline median; the target is a p99 within
+// 1 ms of the delay.
 //
 // Flags:
 //
@@ -32,6 +45,9 @@
 //	--scale N         pgbench -i scale factor (default 10)
 //	--mode M          pgbench -M: simple, extended or prepared (default simple)
 //	--pool-mode M     PgBouncer pool_mode (default transaction)
+//	--rules-phase     measure 20 rules that match nothing (default true)
+//	--delay-phase     measure delay accuracy (default true)
+//	--delay-samples N timings per delay in the delay phase (default 200)
 //	--json FILE       also write the results as JSON
 //	--keep-going      record failed runs (and targets other than Postgres and
 //	                  pgchaos that fail to start) and carry on; still exits 1
@@ -97,6 +113,10 @@ type config struct {
 	poolMode  string
 	jsonPath  string
 	keepGoing bool
+	// rulesPhase and delayPhase enable the fault-rule measurements.
+	rulesPhase   bool
+	delayPhase   bool
+	delaySamples int
 }
 
 func main() {
@@ -153,6 +173,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.poolMode, "pool-mode", "transaction", "PgBouncer pool_mode")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to `FILE`")
 	fs.BoolVar(&cfg.keepGoing, "keep-going", false, "record failures and carry on (exit status is still 1)")
+	fs.BoolVar(&cfg.rulesPhase, "rules-phase", true, "measure pgchaos with 20 fault rules that match none of the traffic against no rules")
+	fs.BoolVar(&cfg.delayPhase, "delay-phase", true, "measure how accurately delay rules of 10, 50 and 100 ms delay a query")
+	fs.IntVar(&cfg.delaySamples, "delay-samples", 200, "timings per delay in the delay phase")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -167,6 +190,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.rate < 0 {
 		return cfg, fmt.Errorf("--rate %d: want 0 (skip) or more", cfg.rate)
+	}
+	if cfg.delaySamples < 1 {
+		return cfg, fmt.Errorf("--delay-samples %d: want at least 1", cfg.delaySamples)
 	}
 	if cfg.scale < 1 {
 		return cfg, fmt.Errorf("--scale %d: want at least 1", cfg.scale)
@@ -290,12 +316,13 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	progress("starting pgchaos")
-	chaos, chaosPort, err := startPgchaos(ctx, pgchaosBin, tmp, pg.Addr())
+	chaos, chaosPort, chaosAPI, err := startPgchaos(ctx, pgchaosBin, tmp, pg.Addr())
 	if err != nil {
 		return fmt.Errorf("starting pgchaos: %w", err)
 	}
 	cl.add(func() error { return chaos.stop(syscall.SIGTERM) })
-	targets = append(targets, target{name: "pgchaos", port: chaosPort, pid: chaos.pid()})
+	chaosTarget := target{name: "pgchaos", port: chaosPort, pid: chaos.pid()}
+	targets = append(targets, chaosTarget)
 
 	progress("starting PgBouncer (%s pooling)", cfg.poolMode)
 	if tg, stop, err := startPgBouncer(ctx, cfg, pg.Addr(), logger); err != nil {
@@ -325,14 +352,14 @@ func run(ctx context.Context, cfg config) (err error) {
 		Config: jsonConfig{
 			Rounds: cfg.rounds, DurationSeconds: seconds(cfg.duration), Clients: cfg.clients,
 			Rate: cfg.rate, RateClients: rateClients, Scale: cfg.scale, Mode: cfg.mode,
-			PgBouncerPoolMode: cfg.poolMode,
+			PgBouncerPoolMode: cfg.poolMode, RulesPhase: cfg.rulesPhase, DelayPhase: cfg.delayPhase,
 		},
-		Environment: environment(ctx, bench, pg),
+		Environment: environment(ctx, root, bench, pg),
 	}
 	for _, t := range targets {
 		res.Config.Targets = append(res.Config.Targets, t.name)
 	}
-	failures = append(failures, measure(ctx, cfg, bench, targets, res)...)
+	failures = append(failures, measure(ctx, cfg, bench, targets, chaosTarget, newRulesAPI(chaosAPI), res)...)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -355,9 +382,11 @@ func run(ctx context.Context, cfg config) (err error) {
 	return nil
 }
 
-// measure runs the warm-up and every round, filling res. It returns the
-// failed runs when --keep-going is set, and stops at the first otherwise.
-func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, res *results) []string {
+// measure runs the warm-up, every round and the delay phase, filling res.
+// chaos is the pgchaos target and api its control API, for the fault-rule
+// measurements. It returns the failed runs when --keep-going is set, and
+// stops at the first otherwise.
+func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, chaos target, api rulesAPI, res *results) []string {
 	var failures []string
 	// fail records a failed run; it reports whether to stop measuring.
 	fail := func(what string, err error) bool {
@@ -403,8 +432,22 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 		}
 	}
 
+	var rules *rulesOverhead
+	runsPerRound := len(cfg.clients)*len(targets) + len(cpu)
+	if cfg.rulesPhase {
+		// Start from no rules, whatever pgchaos was started with.
+		if err := api.reset(ctx); err != nil {
+			if fail("removing fault rules", err) {
+				return failures
+			}
+		}
+		rules = newRulesOverhead(cfg.rounds, cfg.rate)
+		res.Rules = rules
+		runsPerRound += rules.runs()
+	}
+
 	progress("measuring: %d rounds, about %s", cfg.rounds,
-		time.Duration(cfg.rounds*(len(cfg.clients)*len(targets)+len(cpu)))*time.Duration(seconds(cfg.duration))*time.Second)
+		time.Duration(cfg.rounds*runsPerRound)*time.Duration(seconds(cfg.duration))*time.Second)
 	for r := range cfg.rounds {
 		for _, c := range cfg.clients {
 			for _, t := range targets {
@@ -436,6 +479,9 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 			pc.RoundMicros[r], pc.RoundTPS[r] = &us, &out.tps
 			progress("%s: %.1f µs/txn (%.0f tps achieved)", what, us, out.tps)
 		}
+		if rules != nil && rules.round(ctx, r, cfg, bench, chaos, api, fail) {
+			return failures
+		}
 	}
 
 	for _, c := range cfg.clients {
@@ -446,6 +492,17 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 	}
 	for _, pc := range cpu {
 		pc.summarise(cfg.rate)
+	}
+	if rules != nil {
+		rules.summarise(cfg.rate)
+	}
+
+	if cfg.delayPhase {
+		var stop bool
+		res.Delay, stop = measureDelays(ctx, cfg, addrOf(chaos.port), api, fail)
+		if stop {
+			return failures
+		}
 	}
 	return failures
 }
@@ -709,22 +766,24 @@ func (c *child) waitReady(ctx context.Context, probe func(context.Context) error
 	}
 }
 
-func startPgchaos(ctx context.Context, bin, dir, upstream string) (*child, int, error) {
+// startPgchaos starts pgchaos and returns it, its port and the address of
+// its control API.
+func startPgchaos(ctx context.Context, bin, dir, upstream string) (*child, int, string, error) {
 	for attempt := 1; ; attempt++ {
 		port, err := pgtest.FreePort()
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		apiPort, err := pgtest.FreePort()
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		addr := addrOf(port)
 		api := addrOf(apiPort)
 		c, err := startChild("pgchaos", filepath.Join(dir, "pgchaos.log"), bin, "proxy",
 			"--listen", addr, "--upstream", upstream, "--name", "pg", "--api", api, "--log-level", "warn")
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		err = c.waitReady(ctx, func(ctx context.Context) error {
 			if err := httpOK(ctx, "http://"+api+"/healthz"); err != nil {
@@ -733,11 +792,11 @@ func startPgchaos(ctx context.Context, bin, dir, upstream string) (*child, int, 
 			return pgLogin(ctx, addr)
 		})
 		if err == nil {
-			return c, port, nil
+			return c, port, api, nil
 		}
 		_ = c.stop(syscall.SIGTERM)
 		if attempt == portAttempts || !strings.Contains(c.logTail(), "address already in use") {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 	}
 }
@@ -973,6 +1032,8 @@ type results struct {
 	Environment map[string]string `json:"environment"`
 	Throughput  []*throughput     `json:"throughput"`
 	CPU         []*proxyCPU       `json:"proxy_cpu,omitempty"`
+	Rules       *rulesOverhead    `json:"rules_phase,omitempty"`
+	Delay       *delayResults     `json:"delay_phase,omitempty"`
 	Failures    []string          `json:"failures,omitempty"`
 }
 
@@ -986,6 +1047,8 @@ type jsonConfig struct {
 	Mode              string   `json:"mode"`
 	PgBouncerPoolMode string   `json:"pgbouncer_pool_mode"`
 	Targets           []string `json:"targets"`
+	RulesPhase        bool     `json:"rules_phase"`
+	DelayPhase        bool     `json:"delay_phase"`
 }
 
 // throughput is one client count and target. Round values are nil where
@@ -1075,7 +1138,7 @@ func minMax(xs []*float64) (float64, float64) {
 	return v[0], v[len(v)-1]
 }
 
-func environment(ctx context.Context, bench *pgbench, pg *pgtest.Postgres) map[string]string {
+func environment(ctx context.Context, root string, bench *pgbench, pg *pgtest.Postgres) map[string]string {
 	env := map[string]string{
 		"go":       runtime.Version(),
 		"os_arch":  runtime.GOOS + "/" + runtime.GOARCH,
@@ -1086,6 +1149,14 @@ func environment(ctx context.Context, bench *pgbench, pg *pgtest.Postgres) map[s
 	}
 	if out, err := exec.CommandContext(ctx, "pgbouncer", "--version").Output(); err == nil {
 		env["pgbouncer"], _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
+	}
+	// The pgchaos measured is built from the working tree, which may
+	// differ from its commit.
+	if out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		env["pgchaos_commit"] = strings.TrimSpace(string(out))
+		if st, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+			env["pgchaos_commit"] += "-dirty"
+		}
 	}
 	return env
 }
@@ -1120,12 +1191,21 @@ func printResults(w io.Writer, cfg config, res *results) {
 	}
 	tw.Flush()
 
-	if len(res.CPU) == 0 {
-		return
+	if len(res.CPU) > 0 {
+		printCPU(w, cfg, res)
 	}
+	if res.Rules != nil {
+		printRulesOverhead(w, cfg, res.Rules)
+	}
+	if res.Delay != nil {
+		printDelays(w, res.Delay)
+	}
+}
+
+func printCPU(w io.Writer, cfg config, res *results) {
 	fmt.Fprintf(w, "\nProxy CPU (user+system) per transaction at -R %d, %d clients, %d round(s) × %ds; tick %d ms\n",
 		cfg.rate, rateClients, cfg.rounds, seconds(cfg.duration), 1000/clockTicks)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "target\tmedian µs/txn\tmin..max\tachieved tps\t")
 	for _, p := range res.CPU {
 		note := ""
