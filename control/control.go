@@ -1,5 +1,6 @@
 // Package control is pgchaos's HTTP control plane: health, the proxies and
-// their sessions as JSON, and Prometheus metrics.
+// their sessions as JSON, fault rules, a toxiproxy-compatible API, and
+// Prometheus metrics.
 package control
 
 import (
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +23,7 @@ import (
 
 // Server serves the control API for a set of proxies.
 type Server struct {
-	proxies  []*proxy.Proxy
+	proxies  ProxyManager
 	registry *proxy.Registry
 	gatherer prometheus.Gatherer
 	faults   *faults.Engine
@@ -32,19 +34,11 @@ type Server struct {
 
 // Config wires a Server to the data plane.
 type Config struct {
-	Proxies  []*proxy.Proxy
+	Proxies  ProxyManager
 	Registry *proxy.Registry
 	Gatherer prometheus.Gatherer // what /metrics exposes; nil: no metrics
 	Faults   *faults.Engine      // rules and events; nil: no fault endpoints
 	Logger   *slog.Logger
-}
-
-// ProxyInfo is how GET /proxies shows a proxy.
-type ProxyInfo struct {
-	Name     string `json:"name"`
-	Listen   string `json:"listen"`
-	Upstream string `json:"upstream"`
-	Sessions int    `json:"sessions"`
 }
 
 // New returns the control API handler.
@@ -62,7 +56,7 @@ func New(cfg Config) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /proxies", s.listProxies)
+	s.toxiproxyRoutes()
 	s.mux.HandleFunc("GET /sessions", s.listSessions)
 	s.mux.HandleFunc("GET /sessions/{id}", s.getSession)
 	s.mux.HandleFunc("DELETE /sessions/{id}", s.killSession)
@@ -72,36 +66,46 @@ func New(cfg Config) *Server {
 	if s.gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc("/", s.noRoute)
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A web page must not change faults or proxies through the visitor's
+	// browser (toxiproxy refuses browsers outright; reading stays allowed).
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.UserAgent(), "Mozilla/") {
+		writeError(w, http.StatusForbidden, "user agent not allowed: browsers may only read the control API")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// noRoute answers a request no endpoint takes: 405 with the methods the
+// path takes, or 404. Both are JSON, since toxiproxy's clients decode every
+// error body.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := *r
+		probe.Method = m
+		if _, pattern := s.mux.Handler(&probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+		return
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+}
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"status":  "ok",
-		"proxies": len(s.proxies),
+		"proxies": len(s.proxies.ListProxies()),
 		"uptime":  time.Since(s.started).Round(time.Millisecond).String(),
 	})
-}
-
-func (s *Server) listProxies(w http.ResponseWriter, r *http.Request) {
-	counts := map[string]int{}
-	for _, si := range s.registry.Sessions() {
-		counts[si.Proxy]++
-	}
-	out := make([]ProxyInfo, 0, len(s.proxies))
-	for _, p := range s.proxies {
-		listen := ""
-		if a := p.Addr(); a != nil {
-			listen = a.String()
-		}
-		out = append(out, ProxyInfo{Name: p.Name(), Listen: listen, Upstream: p.Upstream(), Sessions: counts[p.Name()]})
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {

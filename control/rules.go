@@ -70,10 +70,8 @@ func (s *Server) checkProxy(w http.ResponseWriter, name string) bool {
 	if name == "" {
 		return true
 	}
-	for _, p := range s.proxies {
-		if p.Name() == name {
-			return true
-		}
+	if _, err := s.proxies.GetProxy(name); err == nil {
+		return true
 	}
 	writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("invalid rule: proxy: no proxy named %q", name), "field": "proxy", "status": http.StatusBadRequest})
 	return false

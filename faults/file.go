@@ -77,3 +77,17 @@ func CheckRules(rules []Rule, where func(i int) string) error {
 	}
 	return nil
 }
+
+// Direction is the direction a rule looks at, with the defaults the engine
+// applies (sql and statement: the client's messages; tag and byte toxics:
+// the server's). An invalid rule reports client_to_server.
+func (r Rule) Direction() Direction {
+	if r.Name == "" {
+		r.Name = "unnamed" // the direction does not depend on it
+	}
+	c, err := compile(r)
+	if err != nil {
+		return ClientToServer
+	}
+	return c.dir
+}

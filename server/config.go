@@ -33,7 +33,9 @@ type Config struct {
 	// Relay is "loop" (event loops, the default on Linux) or "goroutine".
 	Relay string `yaml:"relay"`
 	// Loops is how many event loops run (0: one per two CPUs).
-	Loops   int           `yaml:"loops"`
+	Loops int `yaml:"loops"`
+	// Proxies are started with the server; more can be added, changed and
+	// removed through the control API.
 	Proxies []ProxyConfig `yaml:"proxies"`
 	// Rules are fault rules active from the start.
 	Rules []faults.Rule `yaml:"rules"`
@@ -97,9 +99,8 @@ func (c *Config) Validate() error {
 	if c.API == "" {
 		c.API = DefaultAPI
 	}
-	if len(c.Proxies) == 0 {
-		return errors.New(" no proxies configured (give --listen and --upstream, or a proxies: list)")
-	}
+	// No proxies is fine: they can be added through the control API, as
+	// with toxiproxy.
 	seenName := map[string]bool{}
 	seenListen := map[string]bool{}
 	for i, p := range c.Proxies {

@@ -46,7 +46,7 @@ func TestRulesAPI(t *testing.T) {
 	api := "http://" + s.APIAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestRemoveHangReleases(t *testing.T) {
 	api := "http://" + s.APIAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ rules:
 	s := start(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = pgx.Connect(ctx, pgtest.ConnString(s.Proxies[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
+	_, err = pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "57P03" {
 		t.Fatalf("rule from the config file: want 57P03, got %v", err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,15 +20,33 @@ import (
 	"github.com/pgchaos/pgchaos/proxy"
 )
 
-// Server is a started pgchaos: proxies plus control API.
+// Server is a started pgchaos: named proxies, which the control API can
+// add, change and remove while it runs, plus the control API.
 type Server struct {
-	Proxies  []*proxy.Proxy
 	Registry *proxy.Registry
 	Faults   *faults.Engine
 	api      *http.Server
 	apiLn    net.Listener
 	loops    *proxy.EventLoops
 	log      *slog.Logger
+	// base is what every proxy shares: TLS, limits, metrics, registry,
+	// event loops and the fault engine.
+	base proxy.Config
+
+	// mu serialises changes to the set of proxies; a change holds it while
+	// it binds or closes listeners, so two changes never race on a port.
+	mu      sync.Mutex
+	closed  bool
+	proxies []*namedProxy
+}
+
+// namedProxy is one proxy of the set, enabled or not.
+type namedProxy struct {
+	spec control.ProxySpec // Listen is the bound address once it has listened
+	// asked is the listen address as given (e.g. "127.0.0.1:0"): asking
+	// for it again is no change.
+	asked string
+	run   *proxy.Proxy // nil while disabled
 }
 
 // Start validates cfg, binds every listener (failing before anything is
@@ -51,7 +71,6 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := proxy.NewMetrics(reg)
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
 	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg})
 	for _, r := range cfg.Rules {
@@ -66,20 +85,17 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		s.loops = loops
 	}
+	s.base = proxy.Config{
+		TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
+		Logger: log, Metrics: proxy.NewMetrics(reg), Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
+	}
 	for _, pc := range cfg.Proxies {
-		p, err := proxy.New(proxy.Config{
-			Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream,
-			TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
-			Logger: log, Metrics: metrics, Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
-		})
-		if err == nil {
-			err = p.Listen()
-		}
-		if err != nil {
+		np := &namedProxy{spec: control.ProxySpec{Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream, Enabled: true}, asked: pc.Listen}
+		if err := s.listen(np); err != nil {
 			s.Close()
 			return nil, err
 		}
-		s.Proxies = append(s.Proxies, p)
+		s.proxies = append(s.proxies, np)
 	}
 	ln, err := net.Listen("tcp", cfg.API)
 	if err != nil {
@@ -88,11 +104,11 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.apiLn = ln
 	s.api = &http.Server{
-		Handler:           control.New(control.Config{Proxies: s.Proxies, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log}),
+		Handler:           control.New(control.Config{Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	for _, p := range s.Proxies {
-		go p.Serve()
+	for _, np := range s.proxies {
+		go np.run.Serve()
 	}
 	go func() {
 		if err := s.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -100,7 +116,216 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}()
 	log.Info("control API listening", "addr", ln.Addr().String())
+	if len(s.proxies) == 0 {
+		log.Info("no proxies configured yet: add them through the control API (POST /proxies)")
+	}
 	return s, nil
+}
+
+// listen makes np's proxy and binds its listen address, remembering the
+// bound address. The caller starts serving.
+func (s *Server) listen(np *namedProxy) error {
+	cfg := s.base
+	cfg.Name, cfg.Listen, cfg.Upstream = np.spec.Name, np.spec.Listen, np.spec.Upstream
+	p, err := proxy.New(cfg)
+	if err == nil {
+		err = p.Listen()
+	}
+	if err != nil {
+		np.spec.Enabled = false
+		return err
+	}
+	np.run = p
+	np.spec.Listen = p.Addr().String()
+	np.spec.Enabled = true
+	return nil
+}
+
+// stop closes np's proxy and its sessions; np keeps its settings.
+func (s *Server) stop(np *namedProxy) {
+	if np.run != nil {
+		if err := np.run.Close(); err != nil {
+			s.log.Warn("closing proxy", "proxy", np.spec.Name, "err", err)
+		}
+		np.run = nil
+	}
+	np.spec.Enabled = false
+}
+
+// dropRules removes the rules bound to the named proxy (its toxics).
+func (s *Server) dropRules(name string) {
+	for _, rs := range s.Faults.Rules() {
+		if rs.Proxy == name {
+			s.Faults.Remove(name, rs.Name)
+		}
+	}
+}
+
+// sameListen reports whether addr asks for what np listens on already.
+func sameListen(np *namedProxy, addr string) bool {
+	if addr == np.spec.Listen || addr == np.asked {
+		return true
+	}
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	return err == nil && a.String() == np.spec.Listen
+}
+
+var errClosed = errors.New("pgchaos is shutting down")
+
+func (s *Server) find(name string) (int, *namedProxy) {
+	for i, np := range s.proxies {
+		if np.spec.Name == name {
+			return i, np
+		}
+	}
+	return -1, nil
+}
+
+// Proxies returns the proxies that are listening, in the order added.
+func (s *Server) Proxies() []*proxy.Proxy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*proxy.Proxy
+	for _, np := range s.proxies {
+		if np.run != nil {
+			out = append(out, np.run)
+		}
+	}
+	return out
+}
+
+// ListProxies returns every proxy, enabled or not, in the order added.
+func (s *Server) ListProxies() []control.ProxySpec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]control.ProxySpec, len(s.proxies))
+	for i, np := range s.proxies {
+		out[i] = np.spec
+	}
+	return out
+}
+
+// GetProxy returns one proxy's settings.
+func (s *Server) GetProxy(name string) (control.ProxySpec, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, np := s.find(name); np != nil {
+		return np.spec, nil
+	}
+	return control.ProxySpec{}, control.ErrProxyNotFound
+}
+
+// AddProxy adds a proxy; an enabled one is listening when AddProxy returns.
+func (s *Server) AddProxy(spec control.ProxySpec) (control.ProxySpec, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return control.ProxySpec{}, errClosed
+	}
+	if _, np := s.find(spec.Name); np != nil {
+		return control.ProxySpec{}, fmt.Errorf("proxy %q: %w", spec.Name, control.ErrProxyExists)
+	}
+	np, err := s.open(spec)
+	if err != nil {
+		return control.ProxySpec{}, err
+	}
+	s.proxies = append(s.proxies, np)
+	return np.spec, nil
+}
+
+// open makes a proxy from spec, listening and serving if it is enabled.
+func (s *Server) open(spec control.ProxySpec) (*namedProxy, error) {
+	np := &namedProxy{spec: spec, asked: spec.Listen}
+	np.spec.Enabled = false
+	if spec.Enabled {
+		if err := s.listen(np); err != nil {
+			return nil, err
+		}
+		go np.run.Serve()
+		s.log.Info("proxy added", "proxy", spec.Name, "listen", np.spec.Listen, "upstream", spec.Upstream)
+	}
+	return np, nil
+}
+
+// PutProxy adds a proxy or replaces the one of the same name. One with the
+// same listen address and upstream is kept as it is; a replaced one loses
+// its sessions and its rules.
+func (s *Server) PutProxy(spec control.ProxySpec) (control.ProxySpec, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return control.ProxySpec{}, errClosed
+	}
+	i, old := s.find(spec.Name)
+	if old != nil {
+		if sameListen(old, spec.Listen) && old.spec.Upstream == spec.Upstream {
+			return old.spec, nil
+		}
+		s.dropRules(spec.Name)
+		s.stop(old)
+		s.proxies = slices.Delete(s.proxies, i, i+1)
+	}
+	np, err := s.open(spec)
+	if err != nil {
+		return control.ProxySpec{}, err
+	}
+	if i >= 0 {
+		s.proxies = slices.Insert(s.proxies, i, np)
+	} else {
+		s.proxies = append(s.proxies, np)
+	}
+	return np.spec, nil
+}
+
+// UpdateProxy gives the proxy named spec.Name spec's listen address,
+// upstream and enabled state. A new listen address or upstream restarts it
+// (closing its sessions); disabling closes its listener and sessions and
+// keeps its rules; enabling listens again on the address it had.
+func (s *Server) UpdateProxy(spec control.ProxySpec) (control.ProxySpec, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return control.ProxySpec{}, errClosed
+	}
+	_, np := s.find(spec.Name)
+	if np == nil {
+		return control.ProxySpec{}, control.ErrProxyNotFound
+	}
+	if !sameListen(np, spec.Listen) || np.spec.Upstream != spec.Upstream {
+		s.stop(np)
+		np.spec.Listen, np.asked, np.spec.Upstream = spec.Listen, spec.Listen, spec.Upstream
+	}
+	switch {
+	case spec.Enabled && np.run == nil:
+		if err := s.listen(np); err != nil {
+			return np.spec, err
+		}
+		go np.run.Serve()
+		s.log.Info("proxy enabled", "proxy", spec.Name, "listen", np.spec.Listen, "upstream", np.spec.Upstream)
+	case !spec.Enabled && np.run != nil:
+		s.stop(np)
+		s.log.Info("proxy disabled", "proxy", spec.Name)
+	}
+	return np.spec, nil
+}
+
+// RemoveProxy closes a proxy and its sessions and removes its rules.
+func (s *Server) RemoveProxy(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	i, np := s.find(name)
+	if np == nil {
+		return control.ErrProxyNotFound
+	}
+	// Rules first: removing one releases what a hang holds.
+	s.dropRules(name)
+	s.stop(np)
+	s.proxies = slices.Delete(s.proxies, i, i+1)
+	s.log.Info("proxy removed", "proxy", name)
+	return nil
 }
 
 // APIAddr is the bound control API address.
@@ -113,9 +338,14 @@ func (s *Server) Close() error {
 		s.Faults.Reset()
 	}
 	var errs []error
-	for _, p := range s.Proxies {
-		errs = append(errs, p.Close())
+	s.mu.Lock()
+	s.closed = true
+	for _, np := range s.proxies {
+		if np.run != nil {
+			errs = append(errs, np.run.Close())
+		}
 	}
+	s.mu.Unlock()
 	if s.loops != nil {
 		s.loops.Close()
 	}

@@ -74,15 +74,17 @@ func TestControlAPI(t *testing.T) {
 	if health["status"] != "ok" {
 		t.Fatalf("healthz: %v", health)
 	}
-	var proxies []map[string]any
+	// toxiproxy's shape: an object keyed by name, plus live sessions.
+	var proxies map[string]map[string]any
 	get(t, api+"/proxies", 200, &proxies)
-	if len(proxies) != 2 || proxies[0]["name"] != "a" || proxies[0]["upstream"] != pg.Addr() || proxies[1]["name"] != "b" {
+	if a := proxies["a"]; len(proxies) != 2 || a["name"] != "a" || a["upstream"] != pg.Addr() || a["listen"] != s.Proxies()[0].Addr().String() ||
+		a["enabled"] != true || a["sessions"] != float64(0) || fmt.Sprint(a["toxics"]) != "[]" || proxies["b"]["name"] != "b" {
 		t.Fatalf("proxies: %v", proxies)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	addrA := s.Proxies[0].Addr().String()
+	addrA := s.Proxies()[0].Addr().String()
 	conn, err := pgx.Connect(ctx, pgtest.ConnString(addrA, pgtest.SuperUser, "", "postgres")+"&application_name=api_test")
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +133,14 @@ func TestControlAPI(t *testing.T) {
 	}
 	get(t, api+"/sessions/99999", 404, &apiErr)
 	get(t, api+"/no/such/thing", 404, &apiErr)
+	do(t, http.MethodPut, api+"/healthz", 405, &apiErr)
+	if apiErr.Status != 405 || !strings.Contains(apiErr.Error, "GET") {
+		t.Fatalf("405 shape: %+v", apiErr)
+	}
+	get(t, api+"/proxies", 200, &proxies)
+	if proxies["a"]["sessions"] != float64(1) {
+		t.Fatalf("sessions of a: %v", proxies["a"])
+	}
 
 	do(t, http.MethodDelete, fmt.Sprintf("%s/sessions/%d", api, sess.ID), 204, nil)
 	if err := conn.Ping(ctx); err == nil {
@@ -165,7 +175,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	addr := s.Proxies[0].Addr().String()
+	addr := s.Proxies()[0].Addr().String()
 	conn, err := pgx.Connect(ctx, pgtest.ConnString(addr, pgtest.SuperUser, "", "postgres"))
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +216,6 @@ func TestLoadConfig(t *testing.T) {
 		{"missing upstream", "api: 127.0.0.1:8474\nproxies:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n  - name: b\n    listen: 127.0.0.1:3\n", ":6: proxies[1] (b): upstream is empty"},
 		{"duplicate name", "proxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n  - {name: a, listen: '127.0.0.1:3', upstream: '127.0.0.1:2'}\n", `:3: proxies[1]: name "a" is used twice`},
 		{"bad address", "proxies:\n  - {name: a, listen: 'nope', upstream: '127.0.0.1:2'}\n", `:2: proxies[0] (a): listen "nope"`},
-		{"no proxies", "api: 127.0.0.1:8474\n", "no proxies configured"},
 		{"bad relay", "relay: threads\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `relay "threads": want loop or goroutine`},
 		{"not yaml", "proxies: [\n", "pgchaos.yaml"},
 	}
@@ -227,5 +236,11 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("want an error starting with the path and containing %q, got %v", tc.want, err)
 			}
 		})
+	}
+	// No proxies is a valid start: they come through the control API.
+	path := filepath.Join(t.TempDir(), "pgchaos.yaml")
+	os.WriteFile(path, []byte("api: 127.0.0.1:8474\n"), 0o644)
+	if cfg, err := server.LoadConfig(path); err != nil || len(cfg.Proxies) != 0 {
+		t.Fatalf("a file without proxies: %+v, %v", cfg, err)
 	}
 }

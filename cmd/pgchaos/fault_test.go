@@ -35,7 +35,7 @@ func TestFaultCommands(t *testing.T) {
 	api := s.APIAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name=cli_test")
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name=cli_test")
 	if err != nil {
 		t.Fatal(err)
 	}
