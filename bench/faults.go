@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -343,18 +345,23 @@ func printRulesOverhead(w io.Writer, cfg config, ro *rulesOverhead) {
 // is a delayed query's latency less the median latency of the undelayed
 // query on the same connection.
 type delayAccuracy struct {
-	DelayMS          float64   `json:"delay_ms"`
-	Samples          int       `json:"samples"`
-	BaselineMedianMS float64   `json:"baseline_median_ms"`
-	BaselineP99MS    float64   `json:"baseline_p99_ms"`
-	ExcessMedianMS   float64   `json:"excess_median_ms"`
-	ExcessP99MS      float64   `json:"excess_p99_ms"`
-	ExcessMaxMS      float64   `json:"excess_max_ms"`
-	ExcessMinMS      float64   `json:"excess_min_ms"`
-	P99ErrorMS       float64   `json:"p99_error_ms"`
-	MeetsTarget      bool      `json:"meets_target"`
-	Fired            int64     `json:"fired"`
-	ExcessMS         []float64 `json:"excess_ms,omitempty"`
+	DelayMS          float64 `json:"delay_ms"`
+	Samples          int     `json:"samples"`
+	BaselineMedianMS float64 `json:"baseline_median_ms"`
+	BaselineP99MS    float64 `json:"baseline_p99_ms"`
+	ExcessMedianMS   float64 `json:"excess_median_ms"`
+	ExcessP99MS      float64 `json:"excess_p99_ms"`
+	ExcessMaxMS      float64 `json:"excess_max_ms"`
+	ExcessMinMS      float64 `json:"excess_min_ms"`
+	P99ErrorMS       float64 `json:"p99_error_ms"`
+	MeetsTarget      bool    `json:"meets_target"`
+	// ProxyLatenessP99MS bounds, from pgchaos's own histogram, how late the
+	// proxy forwarded the delayed queries (arrival + delay): the delay's
+	// precision without the client's and the server's jitter.
+	ProxyLatenessP99MS float64   `json:"proxy_lateness_p99_ms"`
+	ProxyLatenessMeets bool      `json:"proxy_lateness_meets_target"`
+	Fired              int64     `json:"fired"`
+	ExcessMS           []float64 `json:"excess_ms,omitempty"`
 }
 
 type delayResults struct {
@@ -398,6 +405,10 @@ func measureDelay(ctx context.Context, addr string, api rulesAPI, d time.Duratio
 		"match":  map[string]any{"sql": delayPattern},
 		"action": map[string]any{"type": "delay", "delay": d.String()},
 	})
+	if err != nil {
+		return nil, err
+	}
+	before, err := api.lateness(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -460,7 +471,68 @@ func measureDelay(ctx context.Context, addr string, api rulesAPI, d time.Duratio
 	}
 	da.P99ErrorMS = da.ExcessP99MS - da.DelayMS
 	da.MeetsTarget = math.Abs(da.P99ErrorMS) <= ms(delayTolerance)
+	after, err := api.lateness(ctx)
+	if err != nil {
+		return nil, err
+	}
+	da.ProxyLatenessP99MS = 1000 * bucketQuantile(before, after, 0.99)
+	da.ProxyLatenessMeets = da.ProxyLatenessP99MS <= ms(delayTolerance)
 	return da, nil
+}
+
+// lateness reads pgchaos's pgchaos_fault_delay_lateness_seconds histogram:
+// cumulative counts by upper bound (seconds; +Inf as math.Inf(1)).
+func (a rulesAPI) lateness(ctx context.Context) (map[float64]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading pgchaos metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[float64]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, "pgchaos_fault_delay_lateness_seconds_bucket{") {
+			continue
+		}
+		i := strings.Index(line, `le="`)
+		j := strings.Index(line[i+4:], `"`)
+		if i < 0 || j < 0 {
+			continue
+		}
+		le, err1 := strconv.ParseFloat(line[i+4:i+4+j], 64)
+		v, err2 := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " ")+1:]), 64)
+		if err1 == nil && err2 == nil {
+			out[le] += v
+		}
+	}
+	return out, nil
+}
+
+// bucketQuantile returns the upper bound of the histogram bucket holding
+// quantile q of the observations made between two scrapes.
+func bucketQuantile(before, after map[float64]float64, q float64) float64 {
+	bounds := make([]float64, 0, len(after))
+	for le := range after {
+		bounds = append(bounds, le)
+	}
+	slices.Sort(bounds)
+	total := after[math.Inf(1)] - before[math.Inf(1)]
+	if total <= 0 {
+		return math.NaN()
+	}
+	for _, le := range bounds {
+		if after[le]-before[le] >= q*total {
+			return le
+		}
+	}
+	return math.Inf(1)
 }
 
 func printDelays(w io.Writer, res *delayResults) {
@@ -469,12 +541,14 @@ func printDelays(w io.Writer, res *delayResults) {
 	fmt.Fprintf(w, "excess = latency - median latency of %q on the same connection; p99 error = excess p99 - delay; target |p99 error| ≤ %g ms\n",
 		res.BaselineQuery, res.ToleranceMS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "delay ms\tbaseline median ms\tbaseline p99 ms\texcess median ms\texcess p99 ms\texcess min..max ms\tp99 error ms\ttarget\t")
+	fmt.Fprintln(tw, "delay ms\tbaseline median ms\tbaseline p99 ms\texcess median ms\texcess p99 ms\texcess min..max ms\tp99 error ms\ttarget\tproxy lateness p99 ≤ ms\ttarget\t")
 	for _, d := range res.Delays {
-		fmt.Fprintf(tw, "%g\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f..%.3f\t%+.3f\t%s\t\n", d.DelayMS, d.BaselineMedianMS, d.BaselineP99MS,
-			d.ExcessMedianMS, d.ExcessP99MS, d.ExcessMinMS, d.ExcessMaxMS, d.P99ErrorMS, verdict(d.MeetsTarget, ""))
+		fmt.Fprintf(tw, "%g\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f..%.3f\t%+.3f\t%s\t%g\t%s\t\n", d.DelayMS, d.BaselineMedianMS, d.BaselineP99MS,
+			d.ExcessMedianMS, d.ExcessP99MS, d.ExcessMinMS, d.ExcessMaxMS, d.P99ErrorMS, verdict(d.MeetsTarget, ""),
+			d.ProxyLatenessP99MS, verdict(d.ProxyLatenessMeets, ""))
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "proxy lateness: pgchaos_fault_delay_lateness_seconds, how late the proxy forwarded a delayed message relative to arrival + delay (histogram bucket bound)")
 }
 
 func verdict(ok bool, what string) string {

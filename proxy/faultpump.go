@@ -428,9 +428,11 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		if arrived.IsZero() {
 			arrived = time.Now()
 		}
-		if d := time.Until(arrived.Add(v.Delay)); d > 0 {
+		due := arrived.Add(v.Delay)
+		if d := time.Until(due); d > 0 {
 			fs.sleep(fp.dir, d)
 		}
+		p.m.delayLateness.Observe(max(time.Since(due), 0).Seconds())
 		p.forwardMessage(st)
 	case faults.ActDrop:
 		p.dropMessage(st)

@@ -16,6 +16,7 @@ type Metrics struct {
 	protocolErrors  *prometheus.CounterVec
 	cancelRequests  *prometheus.CounterVec
 	sessionDuration *prometheus.HistogramVec
+	delayLateness   *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -47,10 +48,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long client sessions lasted.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
 		}, []string{"proxy"}),
+		delayLateness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgchaos_fault_delay_lateness_seconds",
+			Help:    "How much later than intended a delayed message was forwarded (arrival + delay).",
+			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.005, 0.01, 0.05},
+		}, []string{"proxy"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
-			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration)
+			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness)
 	}
 	return m
 }
@@ -66,6 +72,7 @@ type proxyMetrics struct {
 	protocolErrors  prometheus.Counter
 	cancels         prometheus.Counter
 	duration        prometheus.Observer
+	delayLateness   prometheus.Observer
 }
 
 func (m *Metrics) forProxy(name string) *proxyMetrics {
@@ -76,6 +83,7 @@ func (m *Metrics) forProxy(name string) *proxyMetrics {
 		protocolErrors:  m.protocolErrors.WithLabelValues(name),
 		cancels:         m.cancelRequests.WithLabelValues(name),
 		duration:        m.sessionDuration.WithLabelValues(name),
+		delayLateness:   m.delayLateness.WithLabelValues(name),
 	}
 	for _, d := range []Direction{ClientToServer, ServerToClient} {
 		unknownMsgs := m.messages.WithLabelValues(name, d.String(), "unknown")
