@@ -352,7 +352,6 @@ type Engine struct {
 	nextID   uint64
 	rules    []*compiledRule
 	policies map[string]*Policy
-	watchers []func(proxy string, rs *RuleSet)
 
 	logMu  sync.Mutex
 	log    []Event
@@ -405,15 +404,6 @@ func (e *Engine) Policy(proxy string) *Policy {
 	return p
 }
 
-// OnChange registers f to be called, outside the engine's lock, after a
-// change with each proxy's new snapshot: a proxy uses it to move sessions
-// off its fast path when rules arrive.
-func (e *Engine) OnChange(f func(proxy string, rs *RuleSet)) {
-	e.mu.Lock()
-	e.watchers = append(e.watchers, f)
-	e.mu.Unlock()
-}
-
 func (e *Engine) snapshot(proxy string) *RuleSet {
 	rs := &RuleSet{engine: e, proxy: proxy}
 	for _, r := range e.rules {
@@ -441,26 +431,10 @@ func (e *Engine) snapshot(proxy string) *RuleSet {
 	return rs
 }
 
-// publish installs new snapshots; called with e.mu held. It returns the
-// notifications to deliver once the lock is released.
-func (e *Engine) publish() func() {
-	type change struct {
-		proxy string
-		rs    *RuleSet
-	}
-	var changes []change
+// publish installs new snapshots; called with e.mu held.
+func (e *Engine) publish() {
 	for name, p := range e.policies {
-		rs := e.snapshot(name)
-		p.cur.Store(rs)
-		changes = append(changes, change{name, rs})
-	}
-	watchers := slices.Clone(e.watchers)
-	return func() {
-		for _, c := range changes {
-			for _, w := range watchers {
-				w(c.proxy, c.rs)
-			}
-		}
+		p.cur.Store(e.snapshot(name))
 	}
 }
 
@@ -499,9 +473,8 @@ func (e *Engine) Add(r Rule) (RuleStatus, error) {
 	c.id = e.nextID
 	c.state = e.newState(r.Name)
 	e.rules = append(e.rules, c)
-	notify := e.publish()
+	e.publish()
 	e.mu.Unlock()
-	notify()
 	return c.status(), nil
 }
 
@@ -523,12 +496,11 @@ func (e *Engine) Put(r Rule) (RuleStatus, error) {
 	} else {
 		e.rules = append(e.rules, c)
 	}
-	notify := e.publish()
+	e.publish()
 	e.mu.Unlock()
 	if old != nil {
 		old.state.releaseHeld()
 	}
-	notify()
 	return c.status(), nil
 }
 
@@ -542,10 +514,9 @@ func (e *Engine) Remove(proxy, name string) error {
 	}
 	old := e.rules[i]
 	e.rules = slices.Delete(e.rules, i, i+1)
-	notify := e.publish()
+	e.publish()
 	e.mu.Unlock()
 	old.state.releaseHeld()
-	notify()
 	return nil
 }
 
@@ -554,12 +525,11 @@ func (e *Engine) Reset() {
 	e.mu.Lock()
 	old := e.rules
 	e.rules = nil
-	notify := e.publish()
+	e.publish()
 	e.mu.Unlock()
 	for _, r := range old {
 		r.state.releaseHeld()
 	}
-	notify()
 }
 
 // Rules lists the rules with their counters, in the order they are checked.
