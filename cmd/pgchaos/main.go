@@ -29,6 +29,7 @@ Usage:
   pgchaos fault add|list|rm|reset [--api ADDR] ...
   pgchaos sessions [--kill ID]
   pgchaos events
+  pgchaos validate EXPERIMENT.yaml... [--var KEY=VALUE]...
   pgchaos version
 
 Run "pgchaos COMMAND --help" for a command's flags.
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runSessions(args[1:], stdout, stderr)
 	case "events":
 		err = runEvents(args[1:], stdout, stderr)
+	case "validate":
+		err = runValidate(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pgchaos", versionString())
 	case "help", "-h", "--help":

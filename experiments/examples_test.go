@@ -1,0 +1,85 @@
+package experiments
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestExamples parses every shipped example, with no variables and an
+// empty environment, as a user's first `pgchaos validate` would.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed := map[string]*Experiment{}
+	for _, f := range files {
+		e, err := ParseFile(f, nil, noEnv)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		parsed[filepath.Base(f)] = e
+	}
+	for _, name := range []string{"2pc-mid-prepare.yaml", "commit-ack-lost.yaml", "latency-spike.yaml"} {
+		if parsed[name] == nil {
+			t.Fatalf("examples/%s is missing or invalid", name)
+		}
+	}
+
+	e := parsed["2pc-mid-prepare.yaml"]
+	if e.Target.Embedded == nil || len(e.Proxies) != 1 || e.Proxies[0].Name != "pg" || e.Proxies[0].Upstream != UpstreamTarget {
+		t.Errorf("2pc: target %+v, proxies %+v", e.Target, e.Proxies)
+	}
+	if w := e.Workloads[0]; w.Type != WorkloadLedger || !w.Ledger.TwoPhase || w.Through != "pg" {
+		t.Errorf("2pc: workload %+v", w)
+	}
+	in, ok := e.Method[0].Action.(*Inject)
+	if !ok || in.Rule.Match.Tag != "PREPARE TRANSACTION" || in.Rule.Action.Type != "disconnect" ||
+		in.Rule.Limits.Times != 5 || time.Duration(in.Duration) != 10*time.Second {
+		t.Errorf("2pc: first step %+v", e.Method[0].Action)
+	}
+	if time.Duration(e.Recovery.Deadline) != 30*time.Second {
+		t.Errorf("2pc: recovery %v", e.Recovery.Deadline)
+	}
+	wantTypes(t, "2pc", e, "durability", "prepared_transactions", "fault_fired")
+	if pt := e.Verify[1].Check.(*PreparedTransactions); !pt.ExpectInDoubt {
+		t.Errorf("2pc: %+v", pt)
+	}
+	if rp, ok := e.Rollbacks[0].Action.(*ResolvePrepared); !ok || rp.Policy != PolicyHistory {
+		t.Errorf("2pc: rollbacks %+v", e.Rollbacks)
+	}
+
+	e = parsed["commit-ack-lost.yaml"]
+	in = e.Method[0].Action.(*Inject)
+	if in.Rule.Action.Type != "error" || in.Rule.Action.SQLState != "40001" || in.Rule.Action.When != "after" {
+		t.Errorf("commit-ack-lost: rule %+v", in.Rule)
+	}
+	if d := e.Verify[0].Check.(*Durability); d.AllowedGhost != 0 || d.Workload != "ledger" {
+		t.Errorf("commit-ack-lost: %+v", d)
+	}
+
+	e = parsed["latency-spike.yaml"]
+	in = e.Method[0].Action.(*Inject)
+	if in.Rule.Action.Type != "delay" || time.Duration(in.Rule.Action.Delay) != 200*time.Millisecond {
+		t.Errorf("latency-spike: rule %+v", in.Rule)
+	}
+	if l := e.Verify[0].Check.(*Latency); time.Duration(l.P99Max) != 400*time.Millisecond {
+		t.Errorf("latency-spike: %+v", l)
+	}
+}
+
+// wantTypes checks the verifiers' types, implicit ones included.
+func wantTypes(t *testing.T, name string, e *Experiment, types ...string) {
+	t.Helper()
+	if len(e.Verify) != len(types) {
+		t.Errorf("%s: %d verifiers, want %d", name, len(e.Verify), len(types))
+		return
+	}
+	for i, v := range e.Verify {
+		if v.Check.Type() != types[i] {
+			t.Errorf("%s: verify[%d] is %s, want %s", name, i, v.Check.Type(), types[i])
+		}
+	}
+}

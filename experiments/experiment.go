@@ -1,0 +1,414 @@
+// Package experiments reads chaos experiments: YAML files that say what to
+// run against PostgreSQL (target, proxies, workloads), which faults to inject
+// and when (method), and how to judge the outcome (steady state, verifiers).
+//
+// Parse checks a file completely and reports every problem with its file,
+// line, column and field path, so that a runner can take the Experiment it
+// returns as given: defaults are filled in and cross-references resolved.
+package experiments
+
+import (
+	"time"
+
+	"github.com/pgchaos/pgchaos/faults"
+)
+
+// Experiment is one chaos experiment, as written in its file with defaults
+// filled in.
+type Experiment struct {
+	// Source is the file the experiment was read from.
+	Source      string
+	Name        string
+	Description string
+	Tags        []string
+	Target      Target
+	// Proxies are pgchaos proxies started in-process or reached through a
+	// running pgchaos's control API.
+	Proxies []Proxy
+	// Setup steps run once, in order, before the workloads start. Each has
+	// a *RunSQL or *RunCommand action.
+	Setup       []Step
+	Workloads   []Workload
+	SteadyState SteadyState
+	// Method is the ordered list of timed steps while the workloads run.
+	Method   []Step
+	Recovery Recovery
+	// Verify holds the verifiers as written, followed by an implicit
+	// FaultFired check for each injected rule that has no explicit one
+	// (unless FaultFired is false).
+	Verify []Verifier
+	// Rollbacks always run, in order, at the end, even when an earlier
+	// phase failed.
+	Rollbacks []Step
+	// FaultFired, true unless the file says fault_fired: false, adds a
+	// fault_fired verifier for every injected rule.
+	FaultFired bool
+}
+
+// Pos is where something is written in the experiment's file.
+type Pos struct {
+	Line, Column int
+}
+
+// Duration is a time.Duration written as "30s" or "500ms".
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes the duration as Parse reads it.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Target is the PostgreSQL the experiment runs against: given by DSNs, or
+// started for the run (Embedded).
+type Target struct {
+	// DSN is where workloads connect ("direct"), and what the word target
+	// means as a proxy's upstream. Empty with Embedded.
+	DSN string
+	// SetupDSN runs setup steps and VerifyDSN runs probes and verifiers;
+	// both default to DSN.
+	SetupDSN  string
+	VerifyDSN string
+	Embedded  *Embedded
+}
+
+// Embedded is a throwaway PostgreSQL started for the run, optionally with a
+// PgBouncer in front of it.
+type Embedded struct {
+	PgBouncer bool
+	// PoolMode is PgBouncer's pool_mode: session (default) or transaction.
+	PoolMode string
+	// Settings are postgresql.conf parameters.
+	Settings map[string]string
+}
+
+// Pool modes of an embedded PgBouncer.
+const (
+	PoolSession     = "session"
+	PoolTransaction = "transaction"
+)
+
+// Words a proxy's upstream may be instead of host:port.
+const (
+	// UpstreamTarget is the target server (the embedded PostgreSQL, or the
+	// host and port of Target.DSN).
+	UpstreamTarget = "target"
+	// UpstreamPgBouncer is the embedded PgBouncer.
+	UpstreamPgBouncer = "pgbouncer"
+)
+
+// Direct is the Workload.Through that bypasses every proxy.
+const Direct = "direct"
+
+// Proxy is a pgchaos proxy: started in-process (Listen, Upstream) or
+// already running behind a control API (URL).
+type Proxy struct {
+	Name string
+	// Listen defaults to 127.0.0.1:0 (any free port).
+	Listen string
+	// Upstream is host:port, UpstreamTarget or UpstreamPgBouncer.
+	Upstream string
+	// URL of a running pgchaos's control API, whose proxy of this Name is
+	// used.
+	URL string
+	Pos Pos
+}
+
+// Remote reports whether the proxy is reached through a control API rather
+// than started in-process.
+func (p Proxy) Remote() bool { return p.URL != "" }
+
+// Workload types.
+const (
+	WorkloadLedger = "ledger"
+	WorkloadBank   = "bank"
+	WorkloadSQL    = "sql"
+	WorkloadExec   = "exec"
+)
+
+// Workload is load that runs while the method does, recording every
+// operation as ok, failed or unknown.
+type Workload struct {
+	Name string
+	Type string
+	// Clients is the number of concurrent clients (default 1).
+	Clients int
+	// Rate is operations per second over all clients (0: as fast as they go).
+	Rate float64
+	// Duration bounds the workload (0: the whole run).
+	Duration Duration
+	// Through is a proxy's name, or Direct.
+	Through string
+	// Exactly the options of Type are set.
+	Ledger *LedgerOptions
+	Bank   *BankOptions
+	SQL    *SQLOptions
+	Exec   *ExecOptions
+	Pos    Pos
+}
+
+// LedgerOptions configure an append-only ledger whose every acknowledged
+// insert must survive, and every insert reported failed must not.
+type LedgerOptions struct {
+	// Table defaults to pgchaos_ledger.
+	Table string
+	// TwoPhase writes each entry with PREPARE TRANSACTION and COMMIT
+	// PREPARED.
+	TwoPhase bool
+}
+
+// BankOptions configure transfers between accounts whose total must not
+// change.
+type BankOptions struct {
+	Accounts       int   // default 10
+	InitialBalance int64 // default 100
+	// Isolation: read_committed (default), repeatable_read or serializable.
+	Isolation string
+}
+
+// SQLOptions configure a workload of weighted statements.
+type SQLOptions struct {
+	Statements []Statement
+	Retry      Retry
+}
+
+// Statement is one statement of a SQL workload.
+type Statement struct {
+	SQL string
+	// Weight is its relative frequency (default 1).
+	Weight int
+	// Transaction wraps it in BEGIN ... COMMIT.
+	Transaction bool
+	Pos         Pos
+}
+
+// Retry says how often a failed statement is retried, and on which errors.
+type Retry struct {
+	Max int
+	// On are SQLSTATEs worth a retry (default 40001 and 40P01).
+	On []string
+}
+
+// ExecOptions configure a workload that is a command.
+type ExecOptions struct {
+	Command string
+	Env     map[string]string
+}
+
+// SteadyState is what must hold before the method starts and again after
+// recovery.
+type SteadyState struct {
+	Probes []Probe
+}
+
+// Probe is a query whose single value must meet Expect.
+type Probe struct {
+	Name   string
+	SQL    string
+	Expect Expect
+	// Tolerance is how far a number may be from Expect.Equals.
+	Tolerance float64
+	Pos       Pos
+}
+
+// Expect is what a query's value must be: equal to Equals (when HasEquals),
+// and within Min and Max when they are set.
+type Expect struct {
+	// Equals is a string, int, float64, bool or nil.
+	Equals    any
+	HasEquals bool
+	Min, Max  *float64
+}
+
+// Step is one step of the setup, the method or the rollbacks.
+type Step struct {
+	Name string
+	// At is the offset from the start of the method at which the step
+	// starts; nil when not given.
+	At *Duration
+	// After is a wait before the step.
+	After  Duration
+	Action Action
+	Pos    Pos
+}
+
+// Action is what a step does: *Inject, *Remove, *Wait, *RunSQL,
+// *RunCommand, *KillSessions, *SwitchUpstream, *PauseWorkload,
+// *ResumeWorkload or *ResolvePrepared.
+type Action interface {
+	// Kind is the action's key in the file, e.g. "inject".
+	Kind() string
+}
+
+// Inject adds a fault rule, and removes it after Duration when that is set.
+type Inject struct {
+	Rule     faults.Rule
+	Duration Duration
+}
+
+// Remove removes a rule injected by an earlier step.
+type Remove struct{ Rule string }
+
+// Wait does nothing for a while.
+type Wait struct{ Duration Duration }
+
+// RunSQL runs statements on DSN (default: the target's setup DSN in setup,
+// its DSN elsewhere).
+type RunSQL struct{ SQL, DSN string }
+
+// RunCommand runs a shell command.
+type RunCommand struct {
+	Command string
+	// Timeout defaults to 60s.
+	Timeout Duration
+}
+
+// KillSessions ends a proxy's sessions, all of them or those of an
+// application_name (a regular expression) and user.
+type KillSessions struct{ Proxy, ApplicationName, User string }
+
+// SwitchUpstream points a proxy at another upstream (host:port,
+// UpstreamTarget or UpstreamPgBouncer).
+type SwitchUpstream struct{ Proxy, Upstream string }
+
+// PauseWorkload stops a workload's clients until ResumeWorkload.
+type PauseWorkload struct{ Workload string }
+
+// ResumeWorkload resumes a paused workload.
+type ResumeWorkload struct{ Workload string }
+
+// Policies for resolving prepared transactions.
+const (
+	PolicyCommit   = "commit"
+	PolicyRollback = "rollback"
+	// PolicyHistory decides each transaction from the workload's history.
+	PolicyHistory = "history"
+)
+
+// ResolvePrepared commits or rolls back prepared transactions whose gid
+// starts with GIDPrefix.
+type ResolvePrepared struct{ GIDPrefix, Policy string }
+
+func (*Inject) Kind() string          { return "inject" }
+func (*Remove) Kind() string          { return "remove" }
+func (*Wait) Kind() string            { return "wait" }
+func (*RunSQL) Kind() string          { return "sql" }
+func (*RunCommand) Kind() string      { return "exec" }
+func (*KillSessions) Kind() string    { return "kill_sessions" }
+func (*SwitchUpstream) Kind() string  { return "switch_upstream" }
+func (*PauseWorkload) Kind() string   { return "pause_workload" }
+func (*ResumeWorkload) Kind() string  { return "resume_workload" }
+func (*ResolvePrepared) Kind() string { return "resolve_prepared" }
+
+// Recovery is the phase after the method: every fault is removed and the
+// steady state must hold again within Deadline (default 60s).
+type Recovery struct {
+	Deadline Duration
+}
+
+// Verifier is one judgement of the run.
+type Verifier struct {
+	// Name defaults to the check's type.
+	Name  string
+	Check Check
+	// Implicit marks a fault_fired check that the file did not write.
+	Implicit bool
+	Pos      Pos
+}
+
+// Check is what a verifier checks: *Durability, *BankInvariant,
+// *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
+// *Availability, *Latency, *FaultFired or *Sessions.
+type Check interface {
+	// Type is the verifier's type in the file, e.g. "durability".
+	Type() string
+}
+
+// Durability checks a ledger workload: acknowledged entries missing from
+// the table are lost; entries the client was told failed yet present are
+// ghosts.
+type Durability struct {
+	Workload     string
+	AllowedLost  int
+	AllowedGhost int
+}
+
+// BankInvariant checks that a bank workload's total balance is unchanged.
+type BankInvariant struct{ Workload string }
+
+// PreparedTransactions checks pg_prepared_xacts for transactions whose gid
+// starts with GIDPrefix and that are older than OlderThan: none may be left,
+// or, with ExpectInDoubt, at least one must be (the fault did leave one in
+// doubt).
+type PreparedTransactions struct {
+	GIDPrefix     string
+	OlderThan     Duration
+	ExpectInDoubt bool
+}
+
+// SQLCheck runs a query on DSN (default: the verify DSN) and checks its
+// value, or that it returns no rows.
+type SQLCheck struct {
+	SQL          string
+	DSN          string
+	Expect       Expect
+	ExpectNoRows bool
+}
+
+// SQLEqual checks that two queries return the same rows.
+type SQLEqual struct {
+	Left, Right string
+	DSN         string
+}
+
+// RecoveryTime checks that the steady state came back within Max of the
+// faults being healed.
+type RecoveryTime struct{ Max Duration }
+
+// Windows of a run that availability and latency are judged over.
+const (
+	// WindowFault is from the first fault injected until recovery starts.
+	WindowFault = "fault"
+	// WindowRun is the whole time the workload ran.
+	WindowRun = "run"
+)
+
+// Availability checks the share of a workload's operations that succeeded.
+type Availability struct {
+	Workload   string
+	MinOKRatio float64
+	Window     string // default WindowFault
+}
+
+// Latency checks a workload's 99th percentile latency.
+type Latency struct {
+	Workload string
+	P99Max   Duration
+	Window   string // default WindowFault
+}
+
+// FaultFired checks that a rule fired at least Min times (default 1).
+type FaultFired struct {
+	Rule string
+	Min  int
+}
+
+// Sessions checks the target's sessions after the run.
+type Sessions struct {
+	// NoIdleInTransaction: no session is left idle in transaction
+	// (default true).
+	NoIdleInTransaction bool
+	// NoWaitingClients: no client is waiting for a server connection in
+	// PgBouncer or on a lock (default true).
+	NoWaitingClients bool
+}
+
+func (*Durability) Type() string           { return "durability" }
+func (*BankInvariant) Type() string        { return "bank_invariant" }
+func (*PreparedTransactions) Type() string { return "prepared_transactions" }
+func (*SQLCheck) Type() string             { return "sql" }
+func (*SQLEqual) Type() string             { return "sql_equal" }
+func (*RecoveryTime) Type() string         { return "recovery_time" }
+func (*Availability) Type() string         { return "availability" }
+func (*Latency) Type() string              { return "latency" }
+func (*FaultFired) Type() string           { return "fault_fired" }
+func (*Sessions) Type() string             { return "sessions" }

@@ -1,0 +1,565 @@
+package experiments
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// sections are the top-level keys of an experiment, in the order the runner
+// goes through them.
+func sections() []string {
+	return []string{"name", "description", "tags", "target", "proxies", "setup", "workloads",
+		"steady_state", "method", "recovery", "verify", "rollbacks", "fault_fired"}
+}
+
+// Defaults filled in by Parse.
+const (
+	DefaultListen        = "127.0.0.1:0"
+	DefaultLedgerTable   = "pgchaos_ledger"
+	DefaultExecTimeout   = Duration(60 * time.Second)
+	DefaultDeadline      = Duration(60 * time.Second)
+	defaultAccounts      = 10
+	defaultInitial       = 100
+	defaultRetryOnSerial = "40001"
+	defaultRetryOnDead   = "40P01"
+)
+
+// ParseFile reads and parses an experiment file; see Parse.
+func ParseFile(path string, vars map[string]string, env func(string) (string, bool)) (*Experiment, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read experiment: %w", err)
+	}
+	return Parse(data, path, vars, env)
+}
+
+// Parse reads an experiment from YAML. source names the file in errors.
+// ${var:KEY} is replaced from vars and ${env:NAME} by env (nil: the
+// process's environment).
+//
+// When anything is wrong the error is an Errors listing every problem,
+// each as "FILE:LINE:COLUMN: field.path: message", sorted by position.
+func Parse(data []byte, source string, vars map[string]string, env func(string) (string, bool)) (*Experiment, error) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	d := &decoder{src: source, vars: vars, env: env}
+	root := d.document(data)
+	if root == nil {
+		return nil, sorted(d.probs)
+	}
+	e := d.experiment(root)
+	if len(d.probs) > 0 {
+		return nil, sorted(d.probs)
+	}
+	return e, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parserProblem tells the YAML parser's problems from its scanner's: they
+// number lines differently.
+func parserProblem(msg string) bool {
+	return strings.HasPrefix(msg, "did not find expected ',' or") ||
+		strings.HasPrefix(msg, "did not find expected <") ||
+		msg == "did not find expected key" || msg == "did not find expected node content" ||
+		msg == "did not find expected '-' indicator" || msg == "found incompatible YAML document" ||
+		msg == "found undefined tag handle" || strings.HasPrefix(msg, "found duplicate %")
+}
+
+// document parses the YAML of a file holding one experiment.
+func (d *decoder) document(data []byte) *yaml.Node {
+	syntax := func(err error) {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		line := 0
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		}
+		if parserProblem(msg) {
+			// The YAML parser (not its scanner) counts lines from 0.
+			line++
+		}
+		d.probs = append(d.probs, Problem{Source: d.src, Line: line, Msg: msg})
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			d.probs = append(d.probs, Problem{Source: d.src, Msg: "the file is empty (an experiment needs at least a name and a target)"})
+		} else {
+			syntax(err)
+		}
+		return nil
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		d.errAt(&next, "", "one experiment per file: this second YAML document is not read")
+	} else if !errors.Is(err, io.EOF) {
+		syntax(err)
+	}
+	if len(doc.Content) == 0 {
+		d.probs = append(d.probs, Problem{Source: d.src, Msg: "the file is empty (an experiment needs at least a name and a target)"})
+		return nil
+	}
+	root := deref(doc.Content[0])
+	if root.Kind != yaml.MappingNode {
+		d.errAt(root, "", "want a mapping of sections (%s), got %s", strings.Join(sections(), ", "), describe(root))
+		return nil
+	}
+	return root
+}
+
+// refs are the names steps and verifiers may refer to, gathered as the
+// file is read.
+type refs struct {
+	proxies   map[string]*Proxy
+	proxyList []string
+	workloads map[string]*Workload
+	loadList  []string
+	embedded  *Embedded
+	// injected maps a rule name to where a step first injected it.
+	injected  map[string]Pos
+	ruleOrder []string
+}
+
+func (d *decoder) experiment(root *yaml.Node) *Experiment {
+	e := &Experiment{Source: d.src, FaultFired: true}
+	o := d.object(root, "")
+	r := &refs{proxies: map[string]*Proxy{}, workloads: map[string]*Workload{}, injected: map[string]Pos{}}
+
+	o.reqStr("name", &e.Name)
+	o.str("description", &e.Description)
+	if n := o.get("tags"); n != nil {
+		e.Tags, _ = d.strings(n, "tags")
+	}
+	if n := o.get("target"); n != nil {
+		e.Target = d.target(n, "target")
+		r.embedded = e.Target.Embedded
+	} else {
+		o.missing("target", " (dsn: ... or embedded: {})")
+	}
+	if n := o.get("proxies"); n != nil {
+		e.Proxies = d.proxies(n, "proxies", r)
+	}
+	for i, item := range d.list(o.get("setup"), "setup") {
+		e.Setup = append(e.Setup, d.setupStep(item, index("setup", i)))
+	}
+	if n := o.get("workloads"); n != nil {
+		e.Workloads = d.workloads(n, "workloads", r)
+	}
+	if n := o.get("steady_state"); n != nil {
+		so := d.object(n, "steady_state")
+		for i, item := range d.list(so.get("probes"), "steady_state.probes") {
+			e.SteadyState.Probes = append(e.SteadyState.Probes, d.probe(item, index("steady_state.probes", i)))
+		}
+		so.done()
+	}
+	e.Method = d.steps(o.get("method"), "method", r, true)
+	e.Recovery.Deadline = DefaultDeadline
+	if n := o.get("recovery"); n != nil {
+		ro := d.object(n, "recovery")
+		ro.positive("deadline", &e.Recovery.Deadline)
+		ro.done()
+	}
+	// Rollbacks may remove rules the method injected, but verifiers judge
+	// the method's rules only.
+	methodRules := append([]string(nil), r.ruleOrder...)
+	e.Rollbacks = d.steps(o.get("rollbacks"), "rollbacks", r, false)
+	o.boolean("fault_fired", &e.FaultFired)
+	e.Verify = d.verifiers(o.get("verify"), "verify", r, methodRules)
+	if e.FaultFired {
+		explicit, disabled := map[string]bool{}, map[string]bool{}
+		for _, st := range e.Method {
+			if in, ok := st.Action.(*Inject); ok && in.Rule.Enabled != nil && !*in.Rule.Enabled {
+				disabled[in.Rule.Name] = true
+			}
+		}
+		for _, v := range e.Verify {
+			if ff, ok := v.Check.(*FaultFired); ok {
+				explicit[ff.Rule] = true
+			}
+		}
+		for _, name := range methodRules {
+			// A rule injected disabled is not meant to fire.
+			if !explicit[name] && !disabled[name] {
+				e.Verify = append(e.Verify, Verifier{Name: "fault_fired " + name, Check: &FaultFired{Rule: name, Min: 1}, Implicit: true, Pos: r.injected[name]})
+			}
+		}
+	}
+	// x- keys are for the user (a place for YAML anchors), as in Compose
+	// files.
+	for _, k := range o.keys {
+		if strings.HasPrefix(k.Value, "x-") {
+			o.know(k.Value)
+		}
+	}
+	o.done()
+	return e
+}
+
+func (d *decoder) target(n *yaml.Node, path string) Target {
+	var t Target
+	o := d.object(n, path)
+	switch en := o.get("embedded"); {
+	case en != nil:
+		if o.str("dsn", &t.DSN) {
+			d.errAt(o.keyNode("embedded"), o.at("embedded"), "give dsn or embedded, not both")
+		}
+		t.Embedded = d.embedded(en, o.at("embedded"))
+	case o.has("dsn"):
+		o.reqStr("dsn", &t.DSN)
+	default:
+		o.know("dsn")
+		d.errAt(o.node, path, "want dsn (a server to use) or embedded (a throwaway server started for the run)")
+	}
+	for _, k := range []string{"setup_dsn", "verify_dsn"} {
+		dst := &t.SetupDSN
+		if k == "verify_dsn" {
+			dst = &t.VerifyDSN
+		}
+		if o.str(k, dst) && t.Embedded != nil {
+			d.errAt(o.keyNode(k), o.at(k), "applies to a dsn target (an embedded target's DSNs are known when it starts)")
+		}
+		if *dst == "" {
+			*dst = t.DSN
+		}
+	}
+	o.done()
+	return t
+}
+
+func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
+	e := &Embedded{PoolMode: PoolSession, Settings: map[string]string{}}
+	if s := deref(n); s.Kind == yaml.ScalarNode && s.ShortTag() == "!!bool" {
+		// embedded: true is embedded: {}.
+		if b, _ := d.boolean(s, path); !b {
+			d.errAt(s, path, "want a mapping (or true), got false")
+		}
+		return e
+	}
+	o := d.object(n, path)
+	o.boolean("pgbouncer", &e.PgBouncer)
+	if o.enum("pool_mode", &e.PoolMode, PoolSession, PoolTransaction) && !e.PgBouncer {
+		d.errAt(o.keyNode("pool_mode"), o.at("pool_mode"), "applies with pgbouncer: true")
+	}
+	if s := o.get("settings"); s != nil {
+		e.Settings = d.stringMap(s, o.at("settings"))
+	}
+	o.done()
+	return e
+}
+
+// upstream checks an upstream: host:port or one of the words.
+func (d *decoder) upstream(n *yaml.Node, path, v string, r *refs) {
+	switch v {
+	case UpstreamTarget:
+		return
+	case UpstreamPgBouncer:
+		if r.embedded == nil || !r.embedded.PgBouncer {
+			d.errAt(deref(n), path, "pgbouncer means the embedded PgBouncer: set target.embedded.pgbouncer: true")
+		}
+		return
+	}
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		d.errAt(deref(n), path, "want host:port, target or pgbouncer, got %q%s", v, didYouMean(v, []string{UpstreamTarget, UpstreamPgBouncer}))
+	}
+}
+
+func (d *decoder) proxies(n *yaml.Node, path string, r *refs) []Proxy {
+	var out []Proxy
+	listens := map[string]int{}
+	names := map[string]int{}
+	items := d.list(n, path)
+	for i, item := range items {
+		at := index(path, i)
+		o := d.object(item, at)
+		p := Proxy{Pos: posOf(deref(item))}
+		if o.reqStr("name", &p.Name) {
+			switch line, dup := names[p.Name]; {
+			case dup:
+				d.errAt(deref(o.get("name")), o.at("name"), "duplicate proxy name %q (first at line %d)", p.Name, line)
+			case p.Name == Direct:
+				d.errAt(deref(o.get("name")), o.at("name"), "%q is reserved: through: direct bypasses the proxies", Direct)
+			default:
+				names[p.Name] = deref(o.get("name")).Line
+			}
+		}
+		if o.str("url", &p.URL) {
+			for _, k := range []string{"listen", "upstream"} {
+				if o.get(k) != nil {
+					d.errAt(o.keyNode(k), o.at(k), "a proxy with url is already running; %s applies to a proxy started in-process", k)
+				}
+			}
+			if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				d.errAt(deref(o.get("url")), o.at("url"), "want the control API's URL, like http://127.0.0.1:8474, got %q", p.URL)
+			}
+		} else {
+			p.Listen = DefaultListen
+			if o.str("listen", &p.Listen) {
+				if _, _, err := net.SplitHostPort(p.Listen); err != nil {
+					d.errAt(deref(o.get("listen")), o.at("listen"), "want host:port, got %q", p.Listen)
+				} else if j, dup := listens[p.Listen]; dup && !strings.HasSuffix(p.Listen, ":0") {
+					d.errAt(deref(o.get("listen")), o.at("listen"), "%s is also the listen address of proxies[%d]", p.Listen, j)
+				}
+				listens[p.Listen] = i
+			}
+			if o.reqStr("upstream", &p.Upstream) {
+				d.upstream(o.get("upstream"), o.at("upstream"), p.Upstream, r)
+			}
+		}
+		o.done()
+		out = append(out, p)
+	}
+	for i := range out {
+		if out[i].Name != "" {
+			if _, dup := r.proxies[out[i].Name]; !dup {
+				r.proxies[out[i].Name] = &out[i]
+				r.proxyList = append(r.proxyList, out[i].Name)
+			}
+		}
+	}
+	return out
+}
+
+// setupStep reads {sql, dsn} or {exec, timeout}.
+func (d *decoder) setupStep(n *yaml.Node, path string) Step {
+	s := Step{Pos: posOf(deref(n))}
+	o := d.object(n, path)
+	o.str("name", &s.Name)
+	hasSQL, hasExec := o.has("sql"), o.has("exec")
+	switch {
+	case hasSQL && hasExec:
+		d.errAt(o.keyNode("exec"), o.at("exec"), "a setup step runs sql or exec, not both (split it into two steps)")
+	case hasSQL:
+		a := &RunSQL{}
+		o.reqStr("sql", &a.SQL)
+		o.str("dsn", &a.DSN)
+		o.elsewhere["timeout"] = "applies to exec steps"
+		s.Action = a
+	case hasExec:
+		a := &RunCommand{Timeout: DefaultExecTimeout}
+		o.reqStr("exec", &a.Command)
+		o.positive("timeout", &a.Timeout)
+		o.elsewhere["dsn"] = "applies to sql steps"
+		s.Action = a
+	default:
+		o.know("sql")
+		o.know("exec")
+		o.know("dsn")
+		o.know("timeout")
+		d.errAt(o.node, path, "want sql (with an optional dsn) or exec (with an optional timeout)")
+	}
+	o.done()
+	return s
+}
+
+var (
+	identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
+	sqlstate   = regexp.MustCompile(`^[0-9A-Z]{5}$`)
+)
+
+var workloadTypes = []string{WorkloadLedger, WorkloadBank, WorkloadSQL, WorkloadExec}
+
+// workloadOptions are the keys each workload type adds.
+var workloadOptions = map[string][]string{
+	WorkloadLedger: {"table", "two_phase"},
+	WorkloadBank:   {"accounts", "initial_balance", "isolation"},
+	WorkloadSQL:    {"statements", "retry"},
+	WorkloadExec:   {"command", "env"},
+}
+
+func (d *decoder) workloads(n *yaml.Node, path string, r *refs) []Workload {
+	var out []Workload
+	var names []*yaml.Node
+	for i, item := range d.list(n, path) {
+		w, name := d.workload(item, index(path, i), r)
+		out = append(out, w)
+		names = append(names, name)
+	}
+	for i := range out {
+		w := &out[i]
+		if w.Name == "" {
+			continue
+		}
+		if prev, dup := r.workloads[w.Name]; dup {
+			d.errAt(names[i], index(path, i)+".name", "duplicate workload name %q (first at line %d)", w.Name, prev.Pos.Line)
+			continue
+		}
+		r.workloads[w.Name] = w
+		r.loadList = append(r.loadList, w.Name)
+	}
+	return out
+}
+
+// workload reads one workload; name is where its name is written.
+func (d *decoder) workload(n *yaml.Node, path string, r *refs) (w Workload, name *yaml.Node) {
+	w = Workload{Clients: 1, Pos: posOf(deref(n))}
+	o := d.object(n, path)
+	o.reqStr("name", &w.Name)
+	name = deref(o.get("name"))
+	if !o.enum("type", &w.Type, workloadTypes...) {
+		o.missing("type", " ("+oneOf(workloadTypes)+")")
+	}
+	o.int("clients", &w.Clients, 1)
+	o.number("rate", &w.Rate, 0, math.Inf(1))
+	o.duration("duration", &w.Duration)
+	if o.str("through", &w.Through) {
+		if _, ok := r.proxies[w.Through]; !ok && w.Through != Direct {
+			choices := append(append([]string(nil), r.proxyList...), Direct)
+			d.errAt(deref(o.get("through")), o.at("through"), "no proxy named %q%s; want %s", w.Through, didYouMean(w.Through, choices), oneOf(choices))
+		}
+	} else {
+		switch len(r.proxyList) {
+		case 0:
+			w.Through = Direct
+		case 1:
+			w.Through = r.proxyList[0]
+		default:
+			o.missing("through", " when there are several proxies (want "+oneOf(append(append([]string(nil), r.proxyList...), Direct))+")")
+		}
+	}
+	for _, t := range workloadTypes {
+		if t == w.Type {
+			continue
+		}
+		for _, k := range workloadOptions[t] {
+			if w.Type == "" {
+				o.know(k) // the type is wrong already; say nothing more
+			} else {
+				o.elsewhere[k] = fmt.Sprintf("applies to %s workloads; this one is a %s workload", t, w.Type)
+			}
+		}
+	}
+	switch w.Type {
+	case WorkloadLedger:
+		w.Ledger = &LedgerOptions{Table: DefaultLedgerTable}
+		if o.str("table", &w.Ledger.Table) && !identifier.MatchString(w.Ledger.Table) {
+			d.errAt(deref(o.get("table")), o.at("table"), "want a table name like ledger or app.ledger, got %q", w.Ledger.Table)
+		}
+		o.boolean("two_phase", &w.Ledger.TwoPhase)
+	case WorkloadBank:
+		w.Bank = &BankOptions{Accounts: defaultAccounts, InitialBalance: defaultInitial, Isolation: "read_committed"}
+		o.int("accounts", &w.Bank.Accounts, 2)
+		o.integer("initial_balance", &w.Bank.InitialBalance, 0)
+		o.enum("isolation", &w.Bank.Isolation, "read_committed", "repeatable_read", "serializable")
+	case WorkloadSQL:
+		w.SQL = d.sqlOptions(o)
+	case WorkloadExec:
+		w.Exec = &ExecOptions{Env: map[string]string{}}
+		o.reqStr("command", &w.Exec.Command)
+		if e := o.get("env"); e != nil {
+			w.Exec.Env = d.stringMap(e, o.at("env"))
+		}
+	}
+	o.done()
+	return w, name
+}
+
+func (d *decoder) sqlOptions(o *object) *SQLOptions {
+	s := &SQLOptions{}
+	if n := o.get("statements"); n != nil {
+		items := d.list(n, o.at("statements"))
+		if len(items) == 0 && !isNull(n) && deref(n).Kind == yaml.SequenceNode {
+			d.errAt(deref(n), o.at("statements"), "is empty")
+		}
+		for i, item := range items {
+			at := index(o.at("statements"), i)
+			st := Statement{Weight: 1, Pos: posOf(deref(item))}
+			if it := deref(item); it.Kind == yaml.ScalarNode && !isNull(it) {
+				// A bare string is {sql: ...}.
+				st.SQL, _ = d.str(it, at)
+			} else {
+				so := d.object(item, at)
+				so.reqStr("sql", &st.SQL)
+				so.int("weight", &st.Weight, 1)
+				so.boolean("transaction", &st.Transaction)
+				so.done()
+			}
+			s.Statements = append(s.Statements, st)
+		}
+	} else {
+		o.missing("statements", "")
+	}
+	if n := o.get("retry"); n != nil {
+		ro := d.object(n, o.at("retry"))
+		ro.int("max", &s.Retry.Max, 0)
+		if on := ro.get("on"); on != nil {
+			codes, _ := d.strings(on, ro.at("on"))
+			for i, c := range codes {
+				if c != "" && !sqlstate.MatchString(c) {
+					d.errAt(deref(d.list(on, "")[i]), index(ro.at("on"), i), "%q is not a five-character SQLSTATE", c)
+				}
+			}
+			s.Retry.On = codes
+		}
+		ro.done()
+	}
+	if s.Retry.Max > 0 && len(s.Retry.On) == 0 {
+		s.Retry.On = []string{defaultRetryOnSerial, defaultRetryOnDead}
+	}
+	return s
+}
+
+// expect reads {equals} or {min, max}.
+func (d *decoder) expect(n *yaml.Node, path string) Expect {
+	var e Expect
+	o := d.object(n, path)
+	if v := o.get("equals"); v != nil {
+		e.HasEquals = true
+		if vv := deref(v); vv.Kind != yaml.ScalarNode {
+			d.errAt(vv, o.at("equals"), "want a single value, got %s", describe(vv))
+		} else if c, ok := d.scalar(vv, o.at("equals"), "a value"); ok {
+			_ = c.Decode(&e.Equals)
+		}
+	}
+	for _, k := range []string{"min", "max"} {
+		var f float64
+		if o.number(k, &f, math.Inf(-1), math.Inf(1)) {
+			if k == "min" {
+				e.Min = &f
+			} else {
+				e.Max = &f
+			}
+		}
+	}
+	switch {
+	case e.HasEquals && (o.has("min") || o.has("max")):
+		d.errAt(o.node, path, "give equals, or min and/or max, not both")
+	case !e.HasEquals && !o.has("min") && !o.has("max"):
+		d.errAt(o.node, path, "want equals, min or max")
+	case e.Min != nil && e.Max != nil && *e.Min > *e.Max:
+		d.errAt(deref(o.get("max")), o.at("max"), "%v is less than min %v", *e.Max, *e.Min)
+	}
+	o.done()
+	return e
+}
+
+func (d *decoder) probe(n *yaml.Node, path string) Probe {
+	p := Probe{Pos: posOf(deref(n))}
+	o := d.object(n, path)
+	o.reqStr("name", &p.Name)
+	o.reqStr("sql", &p.SQL)
+	if en := o.get("expect"); en != nil {
+		p.Expect = d.expect(en, o.at("expect"))
+	} else {
+		o.missing("expect", " (equals, min or max)")
+	}
+	if o.number("tolerance", &p.Tolerance, 0, math.Inf(1)) && !p.Expect.HasEquals {
+		d.errAt(o.keyNode("tolerance"), o.at("tolerance"), "applies to expect.equals")
+	}
+	o.done()
+	return p
+}

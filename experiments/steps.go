@@ -1,0 +1,272 @@
+package experiments
+
+import (
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// actionKinds are the keys that make a step's action, one per step.
+var actionKinds = []string{"inject", "remove", "wait", "sql", "exec", "kill_sessions", "switch_upstream",
+	"pause_workload", "resume_workload", "resolve_prepared"}
+
+// stepList reads the method (timed) or the rollbacks.
+type stepList struct {
+	method bool
+	// active holds rules injected without a duration and not yet removed,
+	// by proxy and name, with the line that injected them.
+	active map[[2]string]int
+	lastAt *Duration
+	atLine int
+}
+
+func (d *decoder) steps(n *yaml.Node, path string, r *refs, method bool) []Step {
+	var out []Step
+	l := &stepList{method: method, active: map[[2]string]int{}}
+	for i, item := range d.list(n, path) {
+		out = append(out, d.step(item, index(path, i), r, l))
+	}
+	return out
+}
+
+func (d *decoder) step(n *yaml.Node, path string, r *refs, l *stepList) Step {
+	s := Step{Pos: posOf(deref(n))}
+	o := d.object(n, path)
+	o.str("name", &s.Name)
+	if !l.method {
+		o.know("at")
+		if o.has("at") {
+			d.errAt(o.keyNode("at"), o.at("at"), "applies to method steps; rollbacks run one after another (use after)")
+		}
+	} else {
+		at := Duration(-1)
+		if o.duration("at", &at) && at >= 0 {
+			s.At = &at
+			if l.lastAt != nil && at < *l.lastAt {
+				d.errAt(deref(o.get("at")), o.at("at"), "%s is earlier than %s, the at of the step on line %d (steps run in order)", at, *l.lastAt, l.atLine)
+			}
+			l.lastAt, l.atLine = s.At, deref(o.get("at")).Line
+		}
+	}
+	if o.duration("after", &s.After) && o.has("at") && l.method {
+		d.errAt(o.keyNode("after"), o.at("after"), "give at or after, not both")
+	}
+	var kinds []string
+	for _, k := range actionKinds {
+		o.know(k)
+		if o.has(k) {
+			kinds = append(kinds, k)
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		d.errAt(o.node, path, "want one action: %s", strings.Join(actionKinds, ", "))
+	case 1:
+		s.Action = d.action(kinds[0], o, r, l)
+	default:
+		for _, k := range kinds[1:] {
+			d.errAt(o.keyNode(k), o.at(k), "a step does one thing and this one does %s already (split it into two steps)", kinds[0])
+		}
+	}
+	o.done()
+	return s
+}
+
+func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action {
+	n, at := step.get(kind), step.at(kind)
+	switch kind {
+	case "inject":
+		return d.inject(n, at, step, r, l)
+	case "remove":
+		a := &Remove{}
+		if d.reqScalar(n, at, &a.Rule) {
+			if _, ok := r.injected[a.Rule]; !ok {
+				d.errAt(deref(n), at, "no earlier step injects a rule named %q%s", a.Rule, didYouMean(a.Rule, r.ruleOrder))
+			}
+			for k := range l.active {
+				if k[1] == a.Rule {
+					delete(l.active, k)
+				}
+			}
+		}
+		return a
+	case "wait":
+		a := &Wait{}
+		if v, ok := d.duration(n, at); ok {
+			if v == 0 {
+				d.errAt(deref(n), at, "must be greater than zero")
+			}
+			a.Duration = v
+		}
+		return a
+	case "sql":
+		a := &RunSQL{}
+		if s := deref(n); s.Kind == yaml.ScalarNode {
+			d.reqScalar(s, at, &a.SQL)
+			return a
+		}
+		o := d.object(n, at)
+		o.reqStr("sql", &a.SQL)
+		o.str("dsn", &a.DSN)
+		o.done()
+		return a
+	case "exec":
+		a := &RunCommand{Timeout: DefaultExecTimeout}
+		if s := deref(n); s.Kind == yaml.ScalarNode {
+			d.reqScalar(s, at, &a.Command)
+			return a
+		}
+		o := d.object(n, at)
+		o.reqStr("command", &a.Command)
+		o.positive("timeout", &a.Timeout)
+		o.done()
+		return a
+	case "kill_sessions":
+		a := &KillSessions{}
+		o := d.object(n, at)
+		if o.reqStr("proxy", &a.Proxy) {
+			d.proxyRef(o.get("proxy"), o.at("proxy"), a.Proxy, r)
+		}
+		if o.str("application_name", &a.ApplicationName) {
+			if _, err := regexp.Compile(a.ApplicationName); err != nil {
+				d.errAt(deref(o.get("application_name")), o.at("application_name"), "%v", err)
+			}
+		}
+		o.str("user", &a.User)
+		o.done()
+		return a
+	case "switch_upstream":
+		a := &SwitchUpstream{}
+		o := d.object(n, at)
+		if o.reqStr("proxy", &a.Proxy) {
+			d.proxyRef(o.get("proxy"), o.at("proxy"), a.Proxy, r)
+		}
+		if o.reqStr("upstream", &a.Upstream) {
+			d.upstream(o.get("upstream"), o.at("upstream"), a.Upstream, r)
+		}
+		o.done()
+		return a
+	case "pause_workload", "resume_workload":
+		var name string
+		if d.reqScalar(n, at, &name) {
+			d.workloadRef(n, at, name, r)
+		}
+		if kind == "pause_workload" {
+			return &PauseWorkload{Workload: name}
+		}
+		return &ResumeWorkload{Workload: name}
+	case "resolve_prepared":
+		a := &ResolvePrepared{}
+		o := d.object(n, at)
+		o.str("gid_prefix", &a.GIDPrefix)
+		if !o.enum("policy", &a.Policy, PolicyCommit, PolicyRollback, PolicyHistory) {
+			o.missing("policy", " (commit, rollback or history)")
+		}
+		if a.Policy == PolicyHistory && !hasTwoPhaseLedger(r) {
+			d.errAt(deref(o.get("policy")), o.at("policy"), "history decides from a ledger workload with two_phase: true, and there is none")
+		}
+		o.done()
+		return a
+	}
+	return nil
+}
+
+func hasTwoPhaseLedger(r *refs) bool {
+	for _, w := range r.workloads {
+		if w.Ledger != nil && w.Ledger.TwoPhase {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) inject(n *yaml.Node, at string, step *object, r *refs, l *stepList) Action {
+	a := &Inject{}
+	o := d.object(n, at)
+	rn := o.get("rule")
+	if rn != nil {
+		a.Rule, _ = d.rule(rn, o.at("rule"))
+	} else {
+		o.missing("rule", " (a fault rule: name, match, action, limits)")
+	}
+	o.duration("duration", &a.Duration)
+	o.done()
+	if len(r.proxyList) == 0 {
+		d.errAt(step.keyNode("inject"), at, "there is no proxy to inject into: add one under proxies")
+	}
+	if rn == nil || a.Rule.Name == "" {
+		return a
+	}
+	ro := deref(rn)
+	if a.Rule.Proxy != "" {
+		d.proxyRef(lookup(ro, "proxy"), join(o.at("rule"), "proxy"), a.Rule.Proxy, r)
+	}
+	key := [2]string{a.Rule.Proxy, a.Rule.Name}
+	if line, ok := l.active[key]; ok {
+		d.errAt(lookup(ro, "name"), join(o.at("rule"), "name"), "rule %q is still in place (injected on line %d): remove it first, or give that inject a duration", a.Rule.Name, line)
+	}
+	if a.Duration == 0 {
+		l.active[key] = step.node.Line
+	}
+	if _, ok := r.injected[a.Rule.Name]; !ok {
+		r.injected[a.Rule.Name] = posOf(step.node)
+		r.ruleOrder = append(r.ruleOrder, a.Rule.Name)
+	}
+	return a
+}
+
+// lookup returns the value of key in a mapping node, or the mapping.
+func lookup(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return deref(m.Content[i+1])
+		}
+	}
+	return m
+}
+
+// reqScalar reads a string that must not be empty.
+func (d *decoder) reqScalar(n *yaml.Node, path string, dst *string) bool {
+	v, ok := d.str(n, path)
+	if !ok {
+		return false
+	}
+	if strings.TrimSpace(v) == "" {
+		d.errAt(deref(n), path, "is empty")
+		return false
+	}
+	*dst = v
+	return true
+}
+
+func (d *decoder) proxyRef(n *yaml.Node, path, name string, r *refs) {
+	if _, ok := r.proxies[name]; ok {
+		return
+	}
+	if len(r.proxyList) == 0 {
+		d.errAt(deref(n), path, "no proxy named %q: there are no proxies", name)
+		return
+	}
+	d.errAt(deref(n), path, "no proxy named %q%s; want %s", name, didYouMean(name, r.proxyList), oneOf(r.proxyList))
+}
+
+func (d *decoder) workloadRef(n *yaml.Node, path, name string, r *refs) *Workload {
+	if w, ok := r.workloads[name]; ok {
+		return w
+	}
+	if len(r.loadList) == 0 {
+		d.errAt(deref(n), path, "no workload named %q: there are no workloads", name)
+		return nil
+	}
+	d.errAt(deref(n), path, "no workload named %q%s; want %s", name, didYouMean(name, r.loadList), oneOf(r.loadList))
+	return nil
+}
+
+// typedWorkloadRef checks that a workload exists and is of type typ.
+func (d *decoder) typedWorkloadRef(n *yaml.Node, path, name, typ, verifier string, r *refs) {
+	w := d.workloadRef(n, path, name, r)
+	if w != nil && w.Type != typ && w.Type != "" {
+		d.errAt(deref(n), path, "%s checks a %s workload; %q is a %s workload", verifier, typ, name, w.Type)
+	}
+}
