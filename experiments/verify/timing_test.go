@@ -1,0 +1,162 @@
+package verify_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/history"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+)
+
+func TestRecoveryTime(t *testing.T) {
+	max := experiments.Duration(10 * time.Second)
+	cases := []struct {
+		name      string
+		took      time.Duration
+		recovered bool
+		pass      bool
+	}{
+		{"quick", 3 * time.Second, true, true},
+		{"just in time", 10 * time.Second, true, true},
+		{"slow", 12 * time.Second, true, false},
+		{"never", 60 * time.Second, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := check(t, &experiments.RecoveryTime{Max: max}, verify.Run{RecoveryTime: tc.took, Recovered: tc.recovered})
+			wantPass(t, v, tc.pass)
+			wantEvidence(t, v, "recovery_time", tc.took.String())
+		})
+	}
+}
+
+// faulty is a workload that ran for 30s with a fault from 10s to 20s:
+// every op is ok and fast outside the fault; inside it, half fail and the
+// ok ones are slow.
+func faulty() verify.Run {
+	var ops []op
+	for i := range 300 {
+		at := time.Duration(i) * 100 * time.Millisecond
+		o := op{workload: "w", key: "k", outcome: history.OK, at: at, took: 5 * time.Millisecond}
+		if at >= 10*time.Second && at < 20*time.Second {
+			o.took = 250 * time.Millisecond
+			if i%2 == 0 {
+				o.outcome, o.took = history.Fail, time.Millisecond
+			}
+			if i%10 == 1 {
+				o.outcome = history.Unknown
+			}
+		}
+		ops = append(ops, o)
+	}
+	return verify.Run{
+		History:      hist(ops...),
+		RunWindow:    verify.Window{Start: t0, End: t0.Add(30 * time.Second)},
+		FaultWindows: []verify.Window{{Start: t0.Add(10 * time.Second), End: t0.Add(20 * time.Second)}},
+	}
+}
+
+func TestAvailability(t *testing.T) {
+	noFault := faulty()
+	noFault.FaultWindows = nil
+	cases := []struct {
+		name     string
+		check    experiments.Availability
+		run      verify.Run
+		pass     bool
+		evidence map[string]any
+	}{
+		{"fault window", experiments.Availability{MinOKRatio: 0.4}, faulty(), true,
+			map[string]any{"operations": 100, "ok": 40, "fail": 50, "unknown": 10, "window": "fault"}},
+		{"low availability", experiments.Availability{MinOKRatio: 0.9}, faulty(), false,
+			map[string]any{"ok_ratio": 0.4}},
+		{"whole run", experiments.Availability{MinOKRatio: 0.79, Window: experiments.WindowRun}, faulty(), true,
+			map[string]any{"operations": 300, "ok": 240}},
+		{"no fault window falls back to the run", experiments.Availability{MinOKRatio: 0.9, Window: experiments.WindowFault}, noFault, false,
+			map[string]any{"operations": 300, "window": "run", "window_asked": "fault"}},
+		{"another workload", experiments.Availability{Workload: "other", MinOKRatio: 0}, faulty(), false,
+			map[string]any{"operations": 0}},
+		{"no history", experiments.Availability{MinOKRatio: 0}, verify.Run{}, false, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.check
+			if c.Workload == "" {
+				c.Workload = "w"
+			}
+			v := check(t, &c, tc.run)
+			wantPass(t, v, tc.pass)
+			for k, want := range tc.evidence {
+				wantEvidence(t, v, k, want)
+			}
+		})
+	}
+}
+
+func TestLatency(t *testing.T) {
+	p99 := func(d time.Duration) experiments.Duration { return experiments.Duration(d) }
+	cases := []struct {
+		name     string
+		check    experiments.Latency
+		pass     bool
+		evidence map[string]any
+	}{
+		{"high p99 in the fault", experiments.Latency{P99Max: p99(100 * time.Millisecond)}, false,
+			map[string]any{"operations": 40, "p99": "250ms", "max": "250ms"}},
+		{"p99 within bounds", experiments.Latency{P99Max: p99(300 * time.Millisecond)}, true, nil},
+		// 40 slow of 240 ok: p99 over the run is still slow, p50 fast.
+		{"whole run", experiments.Latency{P99Max: p99(100 * time.Millisecond), Window: experiments.WindowRun}, false,
+			map[string]any{"operations": 240, "p50": "5ms", "p99": "250ms"}},
+		{"nothing ok", experiments.Latency{Workload: "other", P99Max: p99(time.Second)}, false, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.check
+			if c.Workload == "" {
+				c.Workload = "w"
+			}
+			v := check(t, &c, faulty())
+			wantPass(t, v, tc.pass)
+			for k, want := range tc.evidence {
+				wantEvidence(t, v, k, want)
+			}
+		})
+	}
+
+	// Nearest rank: of 100 ops one slow outlier is the 100th percentile,
+	// not the 99th.
+	var ops []op
+	for i := range 100 {
+		took := time.Duration(i+1) * time.Millisecond
+		ops = append(ops, op{workload: "w", outcome: history.OK, at: time.Duration(i) * time.Millisecond, took: took})
+	}
+	v := check(t, &experiments.Latency{Workload: "w", P99Max: p99(99 * time.Millisecond), Window: experiments.WindowRun}, verify.Run{History: hist(ops...)})
+	wantPass(t, v, true)
+	wantEvidence(t, v, "p99", "99ms")
+	wantEvidence(t, v, "max", "100ms")
+}
+
+func TestFaultFired(t *testing.T) {
+	fired := map[string]int64{"cut": 3, "slow": 0}
+	cases := []struct {
+		rule string
+		min  int
+		pass bool
+	}{
+		{"cut", 1, true},
+		{"cut", 3, true},
+		{"cut", 4, false},
+		{"cut", 0, true},
+		{"slow", 1, false},
+		{"never-injected", 1, false},
+	}
+	for _, tc := range cases {
+		v := check(t, &experiments.FaultFired{Rule: tc.rule, Min: tc.min}, verify.Run{Fired: fired})
+		wantPass(t, v, tc.pass)
+		if tc.rule != "cut" && !strings.Contains(v.Summary, "never fired") {
+			t.Errorf("summary %q does not say the rule never fired", v.Summary)
+		}
+	}
+}
