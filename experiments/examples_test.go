@@ -37,7 +37,7 @@ func TestExamples(t *testing.T) {
 	}
 	in, ok := e.Method[0].Action.(*Inject)
 	if !ok || in.Rule.Match.Tag != "PREPARE TRANSACTION" || in.Rule.Action.Type != "disconnect" ||
-		in.Rule.Limits.Times != 5 || time.Duration(in.Duration) != 10*time.Second {
+		in.Rule.Limits.Times != 5 || time.Duration(in.Duration) != 8*time.Second {
 		t.Errorf("2pc: first step %+v", e.Method[0].Action)
 	}
 	if time.Duration(e.Recovery.Deadline) != 30*time.Second {
