@@ -1,0 +1,61 @@
+package workload
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/history"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
+)
+
+// Rate paces all clients together, and Duration ends the run by itself.
+func TestRateAndDuration(t *testing.T) {
+	db, _ := newDB(t)
+	spec := ledgerSpec(false, 3)
+	spec.Rate = 50
+	spec.Duration = experiments.Duration(time.Second)
+	w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
+	start := time.Now()
+	if err := w.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < time.Second || took > 3*time.Second {
+		t.Fatalf("Run took %v, want about the 1s duration", took)
+	}
+	ops := h.Of("ledger")
+	if n := len(ops); n < 25 || n > 55 {
+		t.Fatalf("%d operations in 1s at 50/s", n)
+	}
+	if counts := history.Counts(ops); counts[history.OK] != len(ops) {
+		t.Fatalf("outcomes %v", counts)
+	}
+}
+
+// While the server cannot be reached, each attempt is a failed operation,
+// spaced out by the reconnect backoff.
+func TestUnreachable(t *testing.T) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &history.History{}
+	w, err := New(ledgerSpec(false, 1), Env{DSN: pgtest.ConnString("127.0.0.1:"+strconv.Itoa(port), pgtest.SuperUser, "", "postgres"),
+		RunID: "r1", History: h, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, w, time.Second)
+	ops := h.Of("ledger")
+	// 10+20+40+80+160+320ms of backoff fit in a second: about 7 attempts.
+	if len(ops) < 3 || len(ops) > 12 {
+		t.Fatalf("%d attempts in 1s", len(ops))
+	}
+	for _, op := range ops {
+		if op.Outcome != history.Fail || op.Phase != PhaseConnect || op.Error == "" || op.Key == "" {
+			t.Fatalf("op %+v: want a failed connect", op)
+		}
+	}
+}
