@@ -135,3 +135,14 @@ func (c *Client) Sessions(ctx context.Context) ([]proxy.SessionInfo, error) {
 func (c *Client) KillSession(ctx context.Context, id uint64) error {
 	return c.do(ctx, http.MethodDelete, fmt.Sprintf("/sessions/%d", id), nil, nil)
 }
+
+// ProxyListen returns where a proxy of the running pgchaos accepts clients.
+func (c *Client) ProxyListen(ctx context.Context, name string) (string, error) {
+	var p struct {
+		Listen string `json:"listen"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/proxies/"+url.PathEscape(name), nil, &p); err != nil {
+		return "", err
+	}
+	return p.Listen, nil
+}

@@ -30,6 +30,8 @@ Usage:
   pgchaos sessions [--kill ID]
   pgchaos events
   pgchaos validate EXPERIMENT.yaml... [--var KEY=VALUE]...
+  pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
+  pgchaos demo
   pgchaos version
 
 Run "pgchaos COMMAND --help" for a command's flags.
@@ -59,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runSessions(args[1:], stdout, stderr)
 	case "events":
 		err = runEvents(args[1:], stdout, stderr)
+	case "run":
+		err = runRun(args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(args[1:], stdout, stderr)
 	case "validate":
 		err = runValidate(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -70,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
 	}
 	fmt.Fprintln(stderr, "pgchaos:", err)
 	var ue errUsage

@@ -72,3 +72,12 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestRunRejectsInvalidFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("name: x\nworkloads:\n  - name: w\n    type: ledgr\n"), 0o644)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"run", path}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), path+":4:") {
+		t.Fatalf("exit %d, want 2 with file:line\n%s%s", code, stdout.String(), stderr.String())
+	}
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/examples"
+	"github.com/pgchaos/pgchaos/experiments/runner"
+)
+
+const runUsage = `Usage:
+  pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
+              [--markdown FILE] [--seed N] [--var KEY=VALUE]...
+  pgchaos demo
+
+Runs an experiment: target and proxies up, workloads on, steady state checked,
+the method's faults injected, recovery measured, verifiers judged, rollbacks
+always run. Exit status: 0 pass, 1 a hypothesis or verifier failed, 2 invalid
+file or arguments, 3 could not set up or reach the target, 130 interrupted
+(after rollbacks).
+`
+
+// exitError carries a run's exit status out of run().
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func runRun(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("pgchaos run", stderr, runUsage)
+	embedded := flags.Bool("embedded", false, "run against a throwaway local PostgreSQL, whatever the file's target")
+	reportDir := flags.String("report-dir", "", "write report.json, junit.xml and summary.md here")
+	junit := flags.String("junit", "", "write a JUnit XML report")
+	jsonOut := flags.String("json", "", "write the JSON journal")
+	markdown := flags.String("markdown", "", "write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+	seed := flags.Int64("seed", 0, "seed for rule probabilities")
+	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
+	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
+	verbose := flags.Bool("verbose", false, "log what the proxies do")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	if flags.NArg() != 1 {
+		return errUsage{errors.New("run: give one experiment file")}
+	}
+	vars := map[string]string{}
+	for _, kv := range *varFlags {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return errUsage{fmt.Errorf("run: --var %q: want KEY=VALUE", kv)}
+		}
+		vars[k] = v
+	}
+	exp, err := experiments.ParseFile(flags.Arg(0), vars, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage{errors.New("run: the experiment file has problems")}
+	}
+	if *reportDir != "" {
+		*jsonOut = or(*jsonOut, filepath.Join(*reportDir, "report.json"))
+		*junit = or(*junit, filepath.Join(*reportDir, "junit.xml"))
+		*markdown = or(*markdown, filepath.Join(*reportDir, "summary.md"))
+	}
+	return execute(exp, runner.Options{Out: stdout, Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose)},
+		*jsonOut, *junit, *markdown, stdout, stderr)
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func logger(w io.Writer, verbose bool) *slog.Logger {
+	if !verbose {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// execute runs the experiment, writes the reports and turns the result
+// into the exit status.
+func execute(exp *experiments.Experiment, opts runner.Options, jsonOut, junit, markdown string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res := runner.Run(ctx, exp, opts)
+	for _, w := range []struct {
+		path  string
+		write func(string, *runner.Result) error
+	}{
+		{jsonOut, runner.WriteJSON},
+		{junit, runner.WriteJUnit},
+		{markdown, func(p string, r *runner.Result) error { return os.WriteFile(p, []byte(runner.Markdown(r)), 0o644) }},
+	} {
+		if w.path != "" {
+			if err := w.write(w.path, res); err != nil {
+				fmt.Fprintf(stderr, "pgchaos: writing %s: %v\n", w.path, err)
+			}
+		}
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, runner.Markdown(res))
+	if code := res.ExitCode(); code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+func runDemo(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("pgchaos demo", stderr, "Usage:\n  pgchaos demo [--pg-bindir DIR]\n\nRuns the shipped 2pc-mid-prepare experiment on a throwaway local PostgreSQL.\n")
+	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries (default: pg_config --bindir)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	const name = "2pc-mid-prepare.yaml"
+	data, err := examples.Files.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	exp, err := experiments.Parse(data, name, nil, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	return execute(exp, runner.Options{Out: stdout, Embedded: true, PGBinDir: *pgBinDir}, "", "", "", stdout, stderr)
+}

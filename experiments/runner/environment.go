@@ -1,0 +1,296 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/faults"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
+	"github.com/pgchaos/pgchaos/proxy"
+	"github.com/pgchaos/pgchaos/server"
+)
+
+// environment is what the experiment runs against: the target (given or
+// embedded), an optional embedded PgBouncer, and the proxies.
+type environment struct {
+	dsn, setupDSN, verifyDSN string
+	targetAddr               string
+	bouncerAddr              string
+	bouncerAdminDSN          string
+
+	pg      *pgtest.Postgres
+	bouncer *pgtest.PgBouncer
+	srv     *server.Server // in-process proxies
+	// remote proxies by name: the control API that runs each.
+	remote map[string]*control.Client
+	// listen addresses of every proxy by name.
+	listen map[string]string
+}
+
+func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Options) (*environment, error) {
+	env := &environment{remote: map[string]*control.Client{}, listen: map[string]string{}}
+	embedded := exp.Target.Embedded
+	if opts.Embedded && embedded == nil {
+		embedded = &experiments.Embedded{}
+	}
+	if embedded != nil {
+		pg, err := pgtest.StartPostgres(ctx, pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(embedded.Settings), Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("start the embedded PostgreSQL: %w", err)
+		}
+		env.pg = pg
+		env.dsn = pg.DSN(pgtest.SuperUser, "", "postgres")
+		env.setupDSN, env.verifyDSN, env.targetAddr = env.dsn, env.dsn, pg.Addr()
+		if embedded.PgBouncer {
+			b, err := pgtest.StartPgBouncer(ctx, pgtest.PgBouncerOptions{Upstream: pg.Addr(), PoolMode: embedded.PoolMode, Logger: opts.Logger})
+			if err != nil {
+				env.close()
+				return nil, fmt.Errorf("start the embedded PgBouncer (install it with: apt-get install -y pgbouncer): %w", err)
+			}
+			env.bouncer = b
+			env.bouncerAddr = b.Addr()
+			env.bouncerAdminDSN = pgtest.ConnString(b.Addr(), pgtest.SuperUser, "", "pgbouncer")
+		}
+	} else {
+		t := exp.Target
+		env.dsn, env.setupDSN, env.verifyDSN = t.DSN, or(t.SetupDSN, t.DSN), or(t.VerifyDSN, t.DSN)
+		cfg, err := pgconn.ParseConfig(t.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("target.dsn: %w", err)
+		}
+		env.targetAddr = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	}
+
+	var local []server.ProxyConfig
+	for _, p := range exp.Proxies {
+		if p.Remote() {
+			c := control.NewClient(p.URL)
+			env.remote[p.Name] = c
+			listen, err := c.ProxyListen(ctx, p.Name)
+			if err != nil {
+				env.close()
+				return nil, fmt.Errorf("proxy %s at %s: %w", p.Name, p.URL, err)
+			}
+			env.listen[p.Name] = listen
+			continue
+		}
+		up, err := env.resolve(p.Upstream)
+		if err != nil {
+			env.close()
+			return nil, fmt.Errorf("proxy %s: %w", p.Name, err)
+		}
+		local = append(local, server.ProxyConfig{Name: p.Name, Listen: or(p.Listen, "127.0.0.1:0"), Upstream: up})
+	}
+	if len(local) > 0 {
+		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: local, Seed: opts.Seed}, opts.Logger)
+		if err != nil {
+			env.close()
+			return nil, fmt.Errorf("start the proxies: %w", err)
+		}
+		env.srv = srv
+		for _, p := range srv.Proxies() {
+			env.listen[p.Name()] = p.Addr().String()
+		}
+	}
+	return env, nil
+}
+
+// withPrepared makes sure an embedded server can prepare transactions:
+// the two-phase experiments need it and the default is 0.
+func withPrepared(s map[string]string) map[string]string {
+	out := map[string]string{"max_prepared_transactions": "100"}
+	for k, v := range s {
+		out[k] = v
+	}
+	return out
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// resolve turns a proxy upstream or switch_upstream target into host:port.
+func (env *environment) resolve(up string) (string, error) {
+	switch up {
+	case experiments.UpstreamTarget:
+		return env.targetAddr, nil
+	case experiments.UpstreamPgBouncer:
+		if env.bouncerAddr == "" {
+			return "", fmt.Errorf("upstream %q: no embedded PgBouncer", up)
+		}
+		return env.bouncerAddr, nil
+	}
+	return up, nil
+}
+
+// dsnThrough is the target's DSN with its address replaced by the named
+// proxy's ("direct": unchanged).
+func (env *environment) dsnThrough(through string) (string, error) {
+	if through == "" || through == experiments.Direct {
+		return env.dsn, nil
+	}
+	addr, ok := env.listen[through]
+	if !ok {
+		return "", fmt.Errorf("no proxy named %q", through)
+	}
+	u, err := url.Parse(env.dsn)
+	if err != nil || u.Scheme == "" {
+		// A keyword/value DSN: override host and port.
+		host, port, _ := net.SplitHostPort(addr)
+		return fmt.Sprintf("%s host=%s port=%s", env.dsn, host, port), nil
+	}
+	u.Host = addr
+	return u.String(), nil
+}
+
+func (env *environment) close() {
+	if env.srv != nil {
+		env.srv.Close()
+	}
+	if env.bouncer != nil {
+		env.bouncer.Stop()
+	}
+	if env.pg != nil {
+		env.pg.Stop()
+	}
+}
+
+// putRule adds or replaces an injected rule wherever its proxy runs.
+func (env *environment) putRule(ctx context.Context, r faults.Rule) error {
+	if c, ok := env.remote[r.Proxy]; ok {
+		_, err := c.PutRule(ctx, r)
+		return err
+	}
+	if r.Proxy == "" {
+		for _, c := range env.remote {
+			if _, err := c.PutRule(ctx, r); err != nil {
+				return err
+			}
+		}
+	}
+	if env.srv == nil {
+		if r.Proxy == "" && len(env.remote) > 0 {
+			return nil
+		}
+		return fmt.Errorf("no proxy to inject rule %s into", r.Name)
+	}
+	_, err := env.srv.Faults.Put(r)
+	return err
+}
+
+func (env *environment) removeRule(ctx context.Context, r faults.Rule) error {
+	if c, ok := env.remote[r.Proxy]; ok {
+		return c.RemoveRule(ctx, r.Proxy, r.Name)
+	}
+	var errs []error
+	if r.Proxy == "" {
+		for _, c := range env.remote {
+			errs = append(errs, c.RemoveRule(ctx, "", r.Name))
+		}
+	}
+	if env.srv != nil {
+		if err := env.srv.Faults.Remove(r.Proxy, r.Name); err != nil && !isNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return firstErr(errs)
+}
+
+// fired is how often an injected rule fired, summed over where it ran.
+func (env *environment) fired(ctx context.Context, r faults.Rule) int64 {
+	var n int64
+	if env.srv != nil {
+		if st, err := env.srv.Faults.Get(r.Proxy, r.Name); err == nil {
+			n += st.Fired
+		}
+	}
+	for name, c := range env.remote {
+		if r.Proxy != "" && r.Proxy != name {
+			continue
+		}
+		if list, err := c.Rules(ctx); err == nil {
+			for _, st := range list {
+				if st.Name == r.Name && st.Proxy == r.Proxy {
+					n += st.Fired
+				}
+			}
+		}
+	}
+	return n
+}
+
+// killSessions ends a proxy's sessions that match.
+func (env *environment) killSessions(ctx context.Context, k *experiments.KillSessions) (int, error) {
+	var app *regexp.Regexp
+	if k.ApplicationName != "" {
+		var err error
+		if app, err = regexp.Compile(k.ApplicationName); err != nil {
+			return 0, err
+		}
+	}
+	match := func(s proxy.SessionInfo) bool {
+		return s.Proxy == k.Proxy && (k.User == "" || s.User == k.User) && (app == nil || app.MatchString(s.ApplicationName))
+	}
+	killed := 0
+	if c, ok := env.remote[k.Proxy]; ok {
+		list, err := c.Sessions(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range list {
+			if match(s) {
+				if err := c.KillSession(ctx, s.ID); err == nil {
+					killed++
+				}
+			}
+		}
+		return killed, nil
+	}
+	if env.srv == nil {
+		return 0, fmt.Errorf("no proxy named %q", k.Proxy)
+	}
+	for _, s := range env.srv.Registry.Sessions() {
+		if match(s) && env.srv.Registry.Kill(s.ID) {
+			killed++
+		}
+	}
+	return killed, nil
+}
+
+func (env *environment) switchUpstream(sw *experiments.SwitchUpstream) error {
+	up, err := env.resolve(sw.Upstream)
+	if err != nil {
+		return err
+	}
+	if env.srv != nil {
+		for _, p := range env.srv.Proxies() {
+			if p.Name() == sw.Proxy {
+				return p.SetUpstream(up)
+			}
+		}
+	}
+	return fmt.Errorf("switch_upstream: proxy %q is not run by this experiment", sw.Proxy)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, faults.ErrNotFound) }
+
+func firstErr(errs []error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package runner
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// WriteJSON writes the run's journal.
+func WriteJSON(path string, res *Result) error {
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(path, append(data, '\n'))
+}
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name      string      `xml:"name,attr"`
+	Tests     int         `xml:"tests,attr"`
+	Failures  int         `xml:"failures,attr"`
+	Errors    int         `xml:"errors,attr"`
+	Time      string      `xml:"time,attr"`
+	Timestamp string      `xml:"timestamp,attr"`
+	Cases     []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Class   string        `xml:"classname,attr"`
+	Name    string        `xml:"name,attr"`
+	Time    string        `xml:"time,attr"`
+	Failure *junitFailure `xml:"failure,omitempty"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// JUnit renders the run as JUnit XML: a test case per probe, step that
+// failed, verifier and rollback; a failure's text is its evidence.
+func JUnit(res *Result) ([]byte, error) {
+	s := junitSuite{Name: res.Experiment, Timestamp: res.Started.UTC().Format(time.RFC3339), Time: seconds(res.Ended.Sub(res.Started))}
+	add := func(class, name string, d time.Duration, failMsg, text string) {
+		c := junitCase{Class: class, Name: name, Time: seconds(d)}
+		if failMsg != "" {
+			c.Failure = &junitFailure{Message: failMsg, Type: class, Text: text}
+			s.Failures++
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	if res.SetupFailed || res.Interrupted {
+		add("run", res.Phase, 0, res.Problem, res.Problem)
+	}
+	for _, p := range res.Probes {
+		msg := ""
+		if !p.Pass {
+			msg = fmt.Sprintf("probe %s: value %v %s", p.Name, p.Value, p.Error)
+		}
+		add("steady_state."+p.Phase, p.Name, 0, msg, msg)
+	}
+	for _, st := range res.Steps {
+		if st.Error != "" {
+			add("method", st.Name, st.End.Sub(st.Start), st.Error, st.Error)
+		}
+	}
+	if res.Phase == "recovery" {
+		add("recovery", "steady state holds again", res.RecoveryTime, res.Problem, res.Problem)
+	}
+	for _, v := range res.Verdicts {
+		msg, text := "", ""
+		if !v.Pass {
+			msg = v.Summary
+			ev, _ := json.MarshalIndent(v.Evidence, "", "  ")
+			text = v.Summary + "\n" + string(ev)
+		}
+		add("verify."+v.Type, v.Name, 0, msg, text)
+	}
+	for _, rb := range res.Rollbacks {
+		add("rollbacks", rb.Name, rb.End.Sub(rb.Start), rb.Error, rb.Error)
+	}
+	s.Tests = len(s.Cases)
+	out, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(xml.Header), append(out, '\n')...), nil
+}
+
+// WriteJUnit writes the JUnit XML report.
+func WriteJUnit(path string, res *Result) error {
+	data, err := JUnit(res)
+	if err != nil {
+		return err
+	}
+	return writeFile(path, data)
+}
+
+// Markdown is a summary fit for $GITHUB_STEP_SUMMARY.
+func Markdown(res *Result) string {
+	var b strings.Builder
+	verdict := "✅ passed"
+	if !res.Pass {
+		verdict = "❌ failed"
+	}
+	if res.Interrupted {
+		verdict = "⚠️ interrupted"
+	}
+	fmt.Fprintf(&b, "## pgchaos: %s — %s\n\n", res.Experiment, verdict)
+	if res.Problem != "" {
+		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Phase, res.Problem)
+	}
+	fmt.Fprintf(&b, "Ran %s. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second),
+		res.Operations["ok"], res.Operations["fail"], res.Operations["unknown"])
+	if res.Recovered {
+		fmt.Fprintf(&b, " Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))
+	}
+	b.WriteString("\n\n| check | result | evidence |\n|---|---|---|\n")
+	for _, p := range res.Probes {
+		fmt.Fprintf(&b, "| steady state (%s): %s | %s | value %v |\n", p.Phase, p.Name, passFail(p.Pass), p.Value)
+	}
+	for _, v := range res.Verdicts {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Name, passFail(v.Pass), strings.ReplaceAll(v.Summary, "|", "\\|"))
+	}
+	for _, rb := range res.Rollbacks {
+		fmt.Fprintf(&b, "| rollback: %s | %s | %s |\n", rb.Name, passFail(rb.Error == ""), rb.Error)
+	}
+	if len(res.FaultWindows) > 0 {
+		b.WriteString("\n| fault | from | to | fired |\n|---|---|---|---|\n")
+		for _, w := range res.FaultWindows {
+			fmt.Fprintf(&b, "| %s | %s | %s | %d |\n", w.Rule, w.Start.Sub(res.Started).Round(100*time.Millisecond), w.End.Sub(res.Started).Round(100*time.Millisecond), w.Fired)
+		}
+	}
+	return b.String()
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "pass"
+	}
+	return "**FAIL**"
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+func writeFile(path string, data []byte) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, data, 0o644)
+}

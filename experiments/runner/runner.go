@@ -1,0 +1,335 @@
+// Package runner executes an experiment: it brings up the target and the
+// proxies, runs the workloads, checks the steady state, carries out the
+// method, heals and measures recovery, runs the verifiers and — always —
+// the rollbacks, and writes the reports.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/history"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+	"github.com/pgchaos/pgchaos/experiments/workload"
+)
+
+// Exit codes of a run, as pgchaos run documents them.
+const (
+	ExitPass        = 0
+	ExitFailed      = 1
+	ExitInvalid     = 2
+	ExitSetup       = 3
+	ExitInterrupted = 130
+)
+
+// Options tune a run.
+type Options struct {
+	// Out receives progress lines.
+	Out io.Writer
+	// Logger receives the proxies' logs (nil: discarded).
+	Logger *slog.Logger
+	// Embedded runs against a throwaway PostgreSQL whatever the file's target says.
+	Embedded bool
+	// PGBinDir locates PostgreSQL's binaries for an embedded target.
+	PGBinDir string
+	// Seed makes rule probabilities reproducible.
+	Seed int64
+	// StatusEvery is how often a progress line is printed (default 5s).
+	StatusEvery time.Duration
+}
+
+// StepResult is what one step did.
+type StepResult struct {
+	Phase string    `json:"phase"`
+	Name  string    `json:"name"`
+	Kind  string    `json:"kind"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Error string    `json:"error,omitempty"`
+	// Detail is what the step found or did (e.g. resolve_prepared's counts).
+	Detail any `json:"detail,omitempty"`
+}
+
+// ProbeResult is one steady-state probe.
+type ProbeResult struct {
+	Phase string `json:"phase"` // before or after
+	Name  string `json:"name"`
+	Pass  bool   `json:"pass"`
+	Value any    `json:"value"`
+	Error string `json:"error,omitempty"`
+}
+
+// FaultWindow is when an injected rule was in place.
+type FaultWindow struct {
+	Rule  string    `json:"rule"`
+	Proxy string    `json:"proxy,omitempty"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Fired int64     `json:"fired"`
+}
+
+// SecondCount is the operations that ended in one second of the run.
+type SecondCount struct {
+	Second  int `json:"second"`
+	OK      int `json:"ok"`
+	Fail    int `json:"fail"`
+	Unknown int `json:"unknown"`
+}
+
+// Result is the journal of a run.
+type Result struct {
+	Experiment   string           `json:"experiment"`
+	Source       string           `json:"source"`
+	Pass         bool             `json:"pass"`
+	Phase        string           `json:"phase"` // the phase that failed, or "done"
+	Problem      string           `json:"problem,omitempty"`
+	Interrupted  bool             `json:"interrupted"`
+	SetupFailed  bool             `json:"setup_failed"`
+	Started      time.Time        `json:"started"`
+	Ended        time.Time        `json:"ended"`
+	Probes       []ProbeResult    `json:"steady_state"`
+	Steps        []StepResult     `json:"steps"`
+	FaultWindows []FaultWindow    `json:"fault_windows"`
+	RecoveryTime time.Duration    `json:"recovery_time_ns"`
+	Recovered    bool             `json:"recovered"`
+	Verdicts     []verify.Verdict `json:"verdicts"`
+	Rollbacks    []StepResult     `json:"rollbacks"`
+	Operations   map[string]int   `json:"operations"`
+	PerSecond    []SecondCount    `json:"per_second"`
+	// NotOK are the first operations that did not succeed, as evidence.
+	NotOK []history.Op `json:"not_ok,omitempty"`
+}
+
+// ExitCode maps the result to pgchaos run's exit status.
+func (r *Result) ExitCode() int {
+	switch {
+	case r.Interrupted:
+		return ExitInterrupted
+	case r.SetupFailed:
+		return ExitSetup
+	case r.Pass:
+		return ExitPass
+	}
+	return ExitFailed
+}
+
+// run is the state of one run.
+type run struct {
+	exp  *experiments.Experiment
+	opts Options
+	res  *Result
+	env  *environment
+	hist *history.History
+
+	mu        sync.Mutex
+	windows   map[string]*FaultWindow // active injected rules by name
+	workloads map[string]workload.Workload
+	started   time.Time
+	// faultsUntil is when the last fault injected for a duration ends.
+	faultsUntil time.Time
+	// outMu keeps progress lines whole: steps, timers and the status line
+	// write from different goroutines.
+	outMu sync.Mutex
+}
+
+func (r *run) logf(format string, args ...any) {
+	if r.opts.Out == nil {
+		return
+	}
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	fmt.Fprintf(r.opts.Out, "[%6.1fs] %s\n", time.Since(r.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// fail records the first problem of the run.
+func (r *run) fail(phase string, err error) {
+	if r.res.Phase == "done" || r.res.Phase == "" {
+		r.res.Phase = phase
+		r.res.Problem = err.Error()
+	}
+	r.res.Pass = false
+	r.logf("%s: %v", phase, err)
+}
+
+// Run executes exp. ctx being cancelled (Ctrl-C) stops the method early;
+// rollbacks still run, and the result says it was interrupted.
+func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result {
+	if opts.StatusEvery <= 0 {
+		opts.StatusEvery = 5 * time.Second
+	}
+	r := &run{
+		exp: exp, opts: opts, hist: &history.History{},
+		res:       &Result{Experiment: exp.Name, Source: exp.Source, Pass: true, Phase: "done", Started: time.Now()},
+		windows:   map[string]*FaultWindow{},
+		workloads: map[string]workload.Workload{},
+		started:   time.Now(),
+	}
+	defer func() { r.res.Ended = time.Now() }()
+	// Cleanup, rollbacks and teardown must run even after Ctrl-C.
+	bg := context.WithoutCancel(ctx)
+
+	r.logf("experiment %q", exp.Name)
+	env, err := startEnvironment(ctx, exp, opts)
+	if err != nil {
+		r.res.SetupFailed = true
+		r.fail("setup", err)
+		return r.res
+	}
+	r.env = env
+	defer env.close()
+	defer r.rollbacks(bg)
+
+	if err := r.setup(ctx); err != nil {
+		r.res.SetupFailed = true
+		r.fail("setup", err)
+		return r.res
+	}
+	runCtx, stopWorkloads := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, w := range r.workloads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(runCtx); err != nil && runCtx.Err() == nil {
+				r.logf("workload %s: %v", w.Name(), err)
+			}
+		}()
+	}
+	statusDone := make(chan struct{})
+	go r.status(runCtx, statusDone)
+	stop := func() {
+		stopWorkloads()
+		wg.Wait()
+		<-statusDone
+	}
+
+	if !r.steadyState(ctx, "before") {
+		r.fail("steady_state", errors.New("the steady-state hypothesis did not hold before the method"))
+		stop()
+		r.finish(bg)
+		return r.res
+	}
+	r.method(ctx)
+	r.recover(ctx)
+	stop()
+	if ctx.Err() != nil {
+		r.res.Interrupted = true
+		r.fail("interrupted", ctx.Err())
+	}
+	r.verify(bg)
+	r.finish(bg)
+	return r.res
+}
+
+// finish fills the operation counts.
+func (r *run) finish(ctx context.Context) {
+	ops := r.hist.Ops()
+	counts := history.Counts(ops)
+	r.res.Operations = map[string]int{"ok": counts[history.OK], "fail": counts[history.Fail], "unknown": counts[history.Unknown]}
+	per := map[int]*SecondCount{}
+	last := 0
+	for _, op := range ops {
+		if op.Outcome != history.OK && len(r.res.NotOK) < 20 {
+			r.res.NotOK = append(r.res.NotOK, op)
+		}
+		s := int(op.End.Sub(r.started).Seconds())
+		if s < 0 {
+			s = 0
+		}
+		c := per[s]
+		if c == nil {
+			c = &SecondCount{Second: s}
+			per[s] = c
+		}
+		switch op.Outcome {
+		case history.OK:
+			c.OK++
+		case history.Fail:
+			c.Fail++
+		case history.Unknown:
+			c.Unknown++
+		}
+		last = max(last, s)
+	}
+	for s := 0; s <= last && len(ops) > 0; s++ {
+		if c := per[s]; c != nil {
+			r.res.PerSecond = append(r.res.PerSecond, *c)
+		} else {
+			r.res.PerSecond = append(r.res.PerSecond, SecondCount{Second: s})
+		}
+	}
+}
+
+func (r *run) setup(ctx context.Context) error {
+	for i, st := range r.exp.Setup {
+		res := r.step(ctx, "setup", i, st)
+		if res.Error != "" {
+			return fmt.Errorf("setup step %s: %s", res.Name, res.Error)
+		}
+	}
+	runID := fmt.Sprintf("r%s", time.Now().UTC().Format("20060102t150405"))
+	for _, spec := range r.exp.Workloads {
+		dsn, err := r.env.dsnThrough(spec.Through)
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", spec.Name, err)
+		}
+		w, err := workload.New(spec, workload.Env{DSN: dsn, SetupDSN: r.env.setupDSN, RunID: runID, History: r.hist, Logger: r.opts.Logger})
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", spec.Name, err)
+		}
+		if err := w.Setup(ctx); err != nil {
+			return fmt.Errorf("workload %s: setup: %w", spec.Name, err)
+		}
+		r.workloads[spec.Name] = w
+	}
+	return nil
+}
+
+// status prints a progress line now and then.
+func (r *run) status(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(r.opts.StatusEvery)
+	defer t.Stop()
+	prev := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ops := r.hist.Ops()
+			c := history.Counts(ops)
+			r.mu.Lock()
+			var active []string
+			for name := range r.windows {
+				active = append(active, name)
+			}
+			r.mu.Unlock()
+			rate := float64(len(ops)-prev) / r.opts.StatusEvery.Seconds()
+			prev = len(ops)
+			faultsNow := "none"
+			if len(active) > 0 {
+				faultsNow = strings.Join(active, ", ")
+			}
+			r.logf("status: %.0f ops/s, ok %d, fail %d, unknown %d; active faults: %s", rate, c[history.OK], c[history.Fail], c[history.Unknown], faultsNow)
+		}
+	}
+}
+
+func (r *run) rollbacks(ctx context.Context) {
+	// Faults first: a rollback must not run through a fault left behind.
+	r.healAll(ctx)
+	for i, st := range r.exp.Rollbacks {
+		res := r.step(ctx, "rollbacks", i, st)
+		r.res.Rollbacks = append(r.res.Rollbacks, res)
+		if res.Error != "" {
+			r.fail("rollbacks", fmt.Errorf("rollback %s: %s", res.Name, res.Error))
+		}
+	}
+}

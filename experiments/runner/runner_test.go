@@ -1,0 +1,98 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/xml"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/examples"
+	"github.com/pgchaos/pgchaos/experiments/runner"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
+)
+
+// The runner starts its own throwaway servers; this one only proves the
+// machine can, so that a missing PostgreSQL fails in CI and skips elsewhere.
+var pg *pgtest.Postgres
+
+func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
+
+func shipped(t *testing.T, name string) *experiments.Experiment {
+	t.Helper()
+	data, err := examples.Files.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := experiments.Parse(data, name, nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exp
+}
+
+func run(t *testing.T, exp *experiments.Experiment) (*runner.Result, string) {
+	t.Helper()
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res := runner.Run(ctx, exp, runner.Options{Out: &out, Embedded: true})
+	t.Log(out.String())
+	return res, out.String()
+}
+
+// The demo: the fault fires mid-PREPARE, in-doubt transactions appear, the
+// resolver settles them, and every verifier passes.
+func TestTwoPhaseMidPrepare(t *testing.T) {
+	res, out := run(t, shipped(t, "2pc-mid-prepare.yaml"))
+	if !res.Pass || res.ExitCode() != runner.ExitPass {
+		t.Fatalf("run failed in %s: %s\nnot ok: %+v", res.Phase, res.Problem, res.NotOK)
+	}
+	if len(res.FaultWindows) != 1 || res.FaultWindows[0].Fired < 1 {
+		t.Fatalf("fault windows: %+v", res.FaultWindows)
+	}
+	if res.Operations["unknown"] < 1 || res.Operations["ok"] < 100 {
+		t.Fatalf("operations: %v", res.Operations)
+	}
+	for _, want := range []string{"method: cut-after-prepare", "prepared transactions", "verify durability(ledger): pass", "verify prepared_transactions"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("output lacks %q", want)
+		}
+	}
+	junit, err := runner.JUnit(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var suites struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(junit, &suites); err != nil || len(suites.Suites) != 1 || suites.Suites[0].Failures != 0 || suites.Suites[0].Tests < 4 {
+		t.Fatalf("JUnit: %+v %v\n%s", suites, err, junit)
+	}
+}
+
+// A lost COMMIT acknowledgement leaves ghost writes; pgchaos must catch
+// them and fail the run.
+func TestCommitAckLostFails(t *testing.T) {
+	res, _ := run(t, shipped(t, "commit-ack-lost.yaml"))
+	if res.Pass || res.ExitCode() != runner.ExitFailed {
+		t.Fatalf("the run passed; it must fail on ghost writes (phase %s)", res.Phase)
+	}
+	var found bool
+	for _, v := range res.Verdicts {
+		if v.Type == "durability" {
+			found = true
+			if v.Pass || !strings.Contains(v.Summary, "ghost") {
+				t.Fatalf("durability: %+v", v)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no durability verdict")
+	}
+}

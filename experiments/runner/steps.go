@@ -1,0 +1,325 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+)
+
+// step runs one setup, method or rollback step.
+func (r *run) step(ctx context.Context, phase string, i int, st experiments.Step) StepResult {
+	name := st.Name
+	if name == "" {
+		name = fmt.Sprintf("%s[%d] %s", phase, i, st.Action.Kind())
+	}
+	res := StepResult{Phase: phase, Name: name, Kind: st.Action.Kind(), Start: time.Now()}
+	if st.After > 0 {
+		sleep(ctx, time.Duration(st.After))
+	}
+	r.logf("%s: %s", phase, name)
+	detail, err := r.act(ctx, phase, st.Action)
+	res.End, res.Detail = time.Now(), detail
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any, error) {
+	env := r.env
+	switch a := a.(type) {
+	case *experiments.Inject:
+		if err := env.putRule(ctx, a.Rule); err != nil {
+			return nil, err
+		}
+		w := &FaultWindow{Rule: a.Rule.Name, Proxy: a.Rule.Proxy, Start: time.Now()}
+		r.mu.Lock()
+		r.windows[a.Rule.Name] = w
+		r.mu.Unlock()
+		if a.Duration > 0 {
+			r.mu.Lock()
+			if end := w.Start.Add(time.Duration(a.Duration)); end.After(r.faultsUntil) {
+				r.faultsUntil = end
+			}
+			r.mu.Unlock()
+			name := a.Rule.Name
+			time.AfterFunc(time.Duration(a.Duration), func() { r.healByName(context.WithoutCancel(ctx), name) })
+		}
+		return nil, nil
+	case *experiments.Remove:
+		r.mu.Lock()
+		w := r.windows[a.Rule]
+		r.mu.Unlock()
+		if w == nil {
+			return nil, fmt.Errorf("rule %s is not in place", a.Rule)
+		}
+		r.healByName(ctx, a.Rule)
+		return nil, nil
+	case *experiments.Wait:
+		sleep(ctx, time.Duration(a.Duration))
+		return nil, ctx.Err()
+	case *experiments.RunSQL:
+		dsn := a.DSN
+		if dsn == "" {
+			dsn = env.dsn
+			if phase == "setup" {
+				dsn = env.setupDSN
+			}
+		}
+		return nil, execSQL(ctx, dsn, a.SQL)
+	case *experiments.RunCommand:
+		return r.command(ctx, a)
+	case *experiments.KillSessions:
+		n, err := env.killSessions(ctx, a)
+		return map[string]int{"killed": n}, err
+	case *experiments.SwitchUpstream:
+		return nil, env.switchUpstream(a)
+	case *experiments.PauseWorkload:
+		r.workloads[a.Workload].Pause()
+		return nil, nil
+	case *experiments.ResumeWorkload:
+		r.workloads[a.Workload].Resume()
+		return nil, nil
+	case *experiments.ResolvePrepared:
+		v, err := verify.ResolvePrepared(ctx, *a, env.setupDSN, r.hist)
+		if err == nil {
+			r.logf("%s: %s", phase, v.Summary)
+		}
+		return v, err
+	}
+	return nil, fmt.Errorf("unknown step %s", a.Kind())
+}
+
+func execSQL(ctx context.Context, dsn, sql string) error {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(cctx, sql, pgx.QueryExecModeSimpleProtocol)
+	return err
+}
+
+// command runs a shell command with the run's DSNs in its environment.
+func (r *run) command(ctx context.Context, a *experiments.RunCommand) (any, error) {
+	timeout := time.Duration(a.Timeout)
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "sh", "-c", a.Command)
+	cmd.Env = append(os.Environ(), "PGCHAOS_DSN="+r.env.dsn, "PGCHAOS_SETUP_DSN="+r.env.setupDSN, "PGCHAOS_VERIFY_DSN="+r.env.verifyDSN)
+	for name, addr := range r.env.listen {
+		cmd.Env = append(cmd.Env, "PGCHAOS_PROXY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+addr)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	tail := string(out)
+	if len(tail) > 4096 {
+		tail = tail[len(tail)-4096:]
+	}
+	if cctx.Err() == context.DeadlineExceeded {
+		return tail, fmt.Errorf("timed out after %s", timeout)
+	}
+	if err != nil {
+		return tail, fmt.Errorf("%v: %s", err, strings.TrimSpace(tail))
+	}
+	return tail, nil
+}
+
+// method runs the method's steps on their schedule.
+func (r *run) method(ctx context.Context) {
+	start := time.Now()
+	for i, st := range r.exp.Method {
+		if st.At != nil {
+			sleep(ctx, time.Until(start.Add(time.Duration(*st.At))))
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		res := r.step(ctx, "method", i, st)
+		r.res.Steps = append(r.res.Steps, res)
+		if res.Error != "" {
+			r.fail("method", fmt.Errorf("step %s failed: %s", res.Name, res.Error))
+			return
+		}
+	}
+	// The method lasts until the faults it injected for a while are over.
+	r.mu.Lock()
+	until := r.faultsUntil
+	r.mu.Unlock()
+	sleep(ctx, time.Until(until))
+}
+
+// healByName removes one injected rule and closes its window.
+func (r *run) healByName(ctx context.Context, name string) {
+	r.mu.Lock()
+	w := r.windows[name]
+	delete(r.windows, name)
+	r.mu.Unlock()
+	if w == nil {
+		return
+	}
+	rule := r.ruleOf(name).Rule
+	// Counters go with the rule: read them first.
+	w.Fired = r.env.fired(ctx, rule)
+	if err := r.env.removeRule(ctx, rule); err != nil {
+		r.logf("removing rule %s: %v", name, err)
+	}
+	w.End = time.Now()
+	r.mu.Lock()
+	r.res.FaultWindows = append(r.res.FaultWindows, *w)
+	r.mu.Unlock()
+	r.logf("fault %s removed after firing %d times", name, w.Fired)
+}
+
+// healAll removes every fault still in place.
+func (r *run) healAll(ctx context.Context) {
+	r.mu.Lock()
+	var names []string
+	for name := range r.windows {
+		names = append(names, name)
+	}
+	r.mu.Unlock()
+	for _, name := range names {
+		r.healByName(ctx, name)
+	}
+}
+
+// ruleOf finds an injected rule by name.
+func (r *run) ruleOf(name string) (rule experiments.Inject) {
+	for _, st := range r.exp.Method {
+		if in, ok := st.Action.(*experiments.Inject); ok && in.Rule.Name == name {
+			return *in
+		}
+	}
+	return rule
+}
+
+// recover heals every fault and waits for the steady state to hold again.
+func (r *run) recover(ctx context.Context) {
+	r.healAll(ctx)
+	deadline := time.Duration(r.exp.Recovery.Deadline)
+	if deadline <= 0 {
+		deadline = time.Minute
+	}
+	start := time.Now()
+	r.logf("recovery: faults healed; waiting up to %s for the steady state", deadline)
+	for {
+		if r.steadyState(ctx, "") {
+			r.res.RecoveryTime, r.res.Recovered = time.Since(start), true
+			r.steadyState(ctx, "after") // record the passing probes
+			r.logf("recovery: steady state holds again after %s", r.res.RecoveryTime.Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > deadline || ctx.Err() != nil {
+			r.res.RecoveryTime = time.Since(start)
+			r.steadyState(ctx, "after")
+			r.fail("recovery", fmt.Errorf("the steady state did not hold again within %s", deadline))
+			return
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+// steadyState runs the probes; phase "" checks without recording.
+func (r *run) steadyState(ctx context.Context, phase string) bool {
+	ok := true
+	for _, p := range r.exp.SteadyState.Probes {
+		value, err := queryValue(ctx, r.env.verifyDSN, p.SQL)
+		pass := err == nil && meets(value, p.Expect, p.Tolerance)
+		if !pass {
+			ok = false
+		}
+		if phase != "" {
+			pr := ProbeResult{Phase: phase, Name: p.Name, Pass: pass, Value: value}
+			if err != nil {
+				pr.Error = err.Error()
+			}
+			r.res.Probes = append(r.res.Probes, pr)
+			if !pass {
+				r.logf("steady state %s: probe %s failed (value %v %s)", phase, p.Name, value, pr.Error)
+			}
+		}
+	}
+	return ok
+}
+
+func queryValue(ctx context.Context, dsn, sql string) (any, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var v any
+	err = conn.QueryRow(cctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errors.New("no rows")
+	}
+	return v, err
+}
+
+// meets compares a probe's value with what is expected.
+func meets(v any, e experiments.Expect, tol float64) bool {
+	f, isNum := number(v)
+	if e.HasEquals {
+		if want, ok := number(e.Equals); ok && isNum {
+			if math.Abs(f-want) > tol {
+				return false
+			}
+		} else if fmt.Sprint(v) != fmt.Sprint(e.Equals) {
+			return false
+		}
+	}
+	if e.Min != nil && (!isNum || f < *e.Min) {
+		return false
+	}
+	if e.Max != nil && (!isNum || f > *e.Max) {
+		return false
+	}
+	return true
+}
+
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int:
+		return float64(n), true
+	case int16:
+		return float64(n), true
+	case int32:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case float32:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
+}

@@ -1,0 +1,43 @@
+package runner
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+)
+
+// verify runs every verifier against the history and the database.
+func (r *run) verify(ctx context.Context) {
+	facts := verify.Run{
+		History:           r.hist,
+		VerifyDSN:         r.env.verifyDSN,
+		RunWindow:         verify.Window{Start: r.started, End: time.Now()},
+		RecoveryTime:      r.res.RecoveryTime,
+		Recovered:         r.res.Recovered,
+		Fired:             map[string]int64{},
+		PgBouncerAdminDSN: r.env.bouncerAdminDSN,
+		Workloads:         map[string]experiments.Workload{},
+	}
+	for _, w := range r.exp.Workloads {
+		facts.Workloads[w.Name] = w
+	}
+	for _, w := range r.res.FaultWindows {
+		facts.FaultWindows = append(facts.FaultWindows, verify.Window{Start: w.Start, End: w.End})
+		facts.Fired[w.Rule] += w.Fired
+	}
+	for _, v := range r.exp.Verify {
+		verdict := verify.Check(ctx, v, facts)
+		r.res.Verdicts = append(r.res.Verdicts, verdict)
+		status := "pass"
+		if !verdict.Pass {
+			status = "FAIL"
+			r.res.Pass = false
+			if r.res.Phase == "done" {
+				r.res.Phase, r.res.Problem = "verify", verdict.Name+": "+verdict.Summary
+			}
+		}
+		r.logf("verify %s: %s — %s", verdict.Name, status, verdict.Summary)
+	}
+}
