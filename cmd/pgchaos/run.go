@@ -69,7 +69,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		*junit = or(*junit, filepath.Join(*reportDir, "junit.xml"))
 		*markdown = or(*markdown, filepath.Join(*reportDir, "summary.md"))
 	}
-	return execute(exp, runner.Options{Out: stdout, Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose)},
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose)},
 		*jsonOut, *junit, *markdown, stdout, stderr)
 }
 
@@ -130,5 +130,15 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return execute(exp, runner.Options{Out: stdout, Embedded: true, PGBinDir: *pgBinDir}, "", "", "", stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir}, "", "", "", stdout, stderr)
+}
+
+// isTerminal: a live status line on a terminal, plain log lines otherwise.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

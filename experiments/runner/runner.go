@@ -41,8 +41,12 @@ type Options struct {
 	PGBinDir string
 	// Seed makes rule probabilities reproducible.
 	Seed int64
-	// StatusEvery is how often a progress line is printed (default 5s).
+	// StatusEvery is how often a progress line is printed (default 5s;
+	// 1s with Live).
 	StatusEvery time.Duration
+	// Live keeps one status line at the bottom of a terminal, rewritten in
+	// place, instead of printing progress lines.
+	Live bool
 }
 
 // StepResult is what one step did.
@@ -136,7 +140,9 @@ type run struct {
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
 	// write from different goroutines.
-	outMu sync.Mutex
+	outMu      sync.Mutex
+	statusLine string // the live status line currently shown
+	phase      string
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -145,7 +151,38 @@ func (r *run) logf(format string, args ...any) {
 	}
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
+	if r.statusLine != "" {
+		fmt.Fprint(r.opts.Out, "\r\033[K")
+	}
 	fmt.Fprintf(r.opts.Out, "[%6.1fs] %s\n", time.Since(r.started).Seconds(), fmt.Sprintf(format, args...))
+	if r.statusLine != "" {
+		fmt.Fprint(r.opts.Out, r.statusLine)
+	}
+}
+
+// setPhase names the phase the live status line shows.
+func (r *run) setPhase(p string) {
+	r.outMu.Lock()
+	r.phase = p
+	r.outMu.Unlock()
+}
+
+// showStatus rewrites the live status line in place.
+func (r *run) showStatus(line string) {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	r.statusLine = line
+	fmt.Fprint(r.opts.Out, "\r\033[K"+line)
+}
+
+// clearStatus removes the live status line for good.
+func (r *run) clearStatus() {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	if r.statusLine != "" {
+		fmt.Fprint(r.opts.Out, "\r\033[K")
+		r.statusLine = ""
+	}
 }
 
 // fail records the first problem of the run.
@@ -163,6 +200,12 @@ func (r *run) fail(phase string, err error) {
 func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result {
 	if opts.StatusEvery <= 0 {
 		opts.StatusEvery = 5 * time.Second
+		if opts.Live {
+			opts.StatusEvery = time.Second
+		}
+	}
+	if opts.Out == nil {
+		opts.Live = false
 	}
 	r := &run{
 		exp: exp, opts: opts, hist: &history.History{},
@@ -208,15 +251,19 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		stopWorkloads()
 		wg.Wait()
 		<-statusDone
+		r.clearStatus()
 	}
 
+	r.setPhase("steady state")
 	if !r.steadyState(ctx, "before") {
 		r.fail("steady_state", errors.New("the steady-state hypothesis did not hold before the method"))
 		stop()
 		r.finish(bg)
 		return r.res
 	}
+	r.setPhase("method")
 	r.method(ctx)
+	r.setPhase("recovery")
 	r.recover(ctx)
 	stop()
 	if ctx.Err() != nil {
@@ -316,6 +363,14 @@ func (r *run) status(ctx context.Context, done chan<- struct{}) {
 			faultsNow := "none"
 			if len(active) > 0 {
 				faultsNow = strings.Join(active, ", ")
+			}
+			if r.opts.Live {
+				r.outMu.Lock()
+				phase := r.phase
+				r.outMu.Unlock()
+				r.showStatus(fmt.Sprintf("%6.1fs  %-12s %5.0f ops/s  ok %d  fail %d  unknown %d  faults: %s",
+					time.Since(r.started).Seconds(), phase, rate, c[history.OK], c[history.Fail], c[history.Unknown], faultsNow))
+				continue
 			}
 			r.logf("status: %.0f ops/s, ok %d, fail %d, unknown %d; active faults: %s", rate, c[history.OK], c[history.Fail], c[history.Unknown], faultsNow)
 		}
