@@ -17,6 +17,10 @@ type decoder struct {
 	vars  map[string]string
 	env   func(string) (string, bool)
 	probs []Problem
+	// via is where target.embedded.pgbouncer_via is written (at viaPath),
+	// checked once the proxies are read.
+	via     *yaml.Node
+	viaPath string
 }
 
 func (d *decoder) errAt(n *yaml.Node, path, format string, args ...any) {

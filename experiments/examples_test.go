@@ -1,7 +1,9 @@
 package experiments
 
 import (
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,7 +24,8 @@ func TestExamples(t *testing.T) {
 		}
 		parsed[filepath.Base(f)] = e
 	}
-	for _, name := range []string{"2pc-mid-prepare.yaml", "commit-ack-lost.yaml", "latency-spike.yaml"} {
+	for _, name := range []string{"2pc-mid-prepare.yaml", "2pc-mid-commit-prepared.yaml", "commit-ack-lost.yaml", "latency-spike.yaml",
+		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml"} {
 		if parsed[name] == nil {
 			t.Fatalf("examples/%s is missing or invalid", name)
 		}
@@ -67,6 +70,66 @@ func TestExamples(t *testing.T) {
 	}
 	if l := e.Verify[0].Check.(*Latency); time.Duration(l.P99Max) != 400*time.Millisecond {
 		t.Errorf("latency-spike: %+v", l)
+	}
+
+	e = parsed["2pc-mid-commit-prepared.yaml"]
+	in = e.Method[0].Action.(*Inject)
+	if in.Rule.Match.Tag != "COMMIT PREPARED" || in.Rule.Action.Type != "disconnect" || in.Rule.Limits.Times != 5 {
+		t.Errorf("2pc-mid-commit-prepared: rule %+v", in.Rule)
+	}
+	wantTypes(t, "2pc-mid-commit-prepared", e, "durability", "prepared_transactions", "fault_fired")
+
+	e = parsed["pgbouncer-server-disconnect.yaml"]
+	if em := e.Target.Embedded; em == nil || !em.PgBouncer || em.PoolMode != PoolTransaction || em.PgBouncerVia != "pg-server" {
+		t.Errorf("pgbouncer-server-disconnect: target %+v", e.Target.Embedded)
+	}
+	if w := e.Workloads[0]; w.Through != UpstreamPgBouncer || w.Ledger.TwoPhase {
+		t.Errorf("pgbouncer-server-disconnect: workload %+v", w)
+	}
+	wantTypes(t, "pgbouncer-server-disconnect", e, "durability", "availability", "sessions", "fault_fired")
+
+	e = parsed["serialization-storm.yaml"]
+	if w := e.Workloads[0]; w.Type != WorkloadBank || w.Bank.Isolation != "serializable" {
+		t.Errorf("serialization-storm: workload %+v", w)
+	}
+	wantTypes(t, "serialization-storm", e, "bank_invariant", "availability", "fault_fired")
+}
+
+// TestPgBouncerVia checks target.embedded.pgbouncer_via and through:
+// pgbouncer.
+func TestPgBouncerVia(t *testing.T) {
+	const base = `name: x
+target:
+  embedded:
+    pgbouncer: %s
+    pgbouncer_via: %s
+proxies:
+  - name: pg-server
+    upstream: target
+  - name: app
+    upstream: pgbouncer
+workloads:
+  - name: l
+    type: ledger
+    through: %s
+`
+	for _, c := range []struct {
+		bouncer, via, through, want string
+	}{
+		{"true", "pg-server", "pgbouncer", ""},
+		{"true", "pg-servr", "app", `x.yaml:5:20: target.embedded.pgbouncer_via: no proxy named "pg-servr" (did you mean "pg-server"?)`},
+		{"true", "app", "app", `x.yaml:5:20: target.embedded.pgbouncer_via: proxy "app" must be started in-process with upstream: target`},
+		{"false", "pg-server", "direct", `x.yaml:5:5: target.embedded.pgbouncer_via: applies with pgbouncer: true`},
+		{"true", "pg-server", "pgbouncr", `x.yaml:14:14: workloads[0].through: no proxy named "pgbouncr" (did you mean "pgbouncer"?)`},
+	} {
+		src := fmt.Sprintf(base, c.bouncer, c.via, c.through)
+		_, err := Parse([]byte(src), "x.yaml", nil, noEnv)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: %v", c, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v: got %v, want %s", c, err, c.want)
+		}
 	}
 }
 

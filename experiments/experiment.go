@@ -77,6 +77,11 @@ type Embedded struct {
 	PgBouncer bool
 	// PoolMode is PgBouncer's pool_mode: session (default) or transaction.
 	PoolMode string
+	// PgBouncerVia names an in-process proxy (whose upstream is target)
+	// through which PgBouncer connects to PostgreSQL, so that experiments
+	// can cut the PgBouncer-to-PostgreSQL link. Empty: PgBouncer connects
+	// directly.
+	PgBouncerVia string
 	// Settings are postgresql.conf parameters.
 	Settings map[string]string
 }
@@ -136,7 +141,8 @@ type Workload struct {
 	Rate float64
 	// Duration bounds the workload (0: the whole run).
 	Duration Duration
-	// Through is a proxy's name, or Direct.
+	// Through is a proxy's name, Direct, or UpstreamPgBouncer (the
+	// embedded PgBouncer, connected to directly).
 	Through string
 	// Exactly the options of Type are set.
 	Ledger *LedgerOptions

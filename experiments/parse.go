@@ -154,6 +154,14 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 	if n := o.get("proxies"); n != nil {
 		e.Proxies = d.proxies(n, "proxies", r)
 	}
+	if em := e.Target.Embedded; em != nil && em.PgBouncerVia != "" {
+		switch p, ok := r.proxies[em.PgBouncerVia]; {
+		case !ok:
+			d.errAt(d.via, d.viaPath, "no proxy named %q%s; want a proxy with upstream: target", em.PgBouncerVia, didYouMean(em.PgBouncerVia, r.proxyList))
+		case p.Remote() || p.Upstream != UpstreamTarget:
+			d.errAt(d.via, d.viaPath, "proxy %q must be started in-process with upstream: target (PgBouncer connects to PostgreSQL through it)", em.PgBouncerVia)
+		}
+	}
 	for i, item := range d.list(o.get("setup"), "setup") {
 		e.Setup = append(e.Setup, d.setupStep(item, index("setup", i)))
 	}
@@ -254,6 +262,13 @@ func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
 	o.boolean("pgbouncer", &e.PgBouncer)
 	if o.enum("pool_mode", &e.PoolMode, PoolSession, PoolTransaction) && !e.PgBouncer {
 		d.errAt(o.keyNode("pool_mode"), o.at("pool_mode"), "applies with pgbouncer: true")
+	}
+	if o.str("pgbouncer_via", &e.PgBouncerVia) {
+		if !e.PgBouncer {
+			d.errAt(o.keyNode("pgbouncer_via"), o.at("pgbouncer_via"), "applies with pgbouncer: true")
+		}
+		// The proxy it names is checked once the proxies are read.
+		d.via, d.viaPath = deref(o.get("pgbouncer_via")), o.at("pgbouncer_via")
 	}
 	if s := o.get("settings"); s != nil {
 		e.Settings = d.stringMap(s, o.at("settings"))
@@ -417,8 +432,17 @@ func (d *decoder) workload(n *yaml.Node, path string, r *refs) (w Workload, name
 	o.number("rate", &w.Rate, 0, math.Inf(1))
 	o.duration("duration", &w.Duration)
 	if o.str("through", &w.Through) {
-		if _, ok := r.proxies[w.Through]; !ok && w.Through != Direct {
+		_, named := r.proxies[w.Through]
+		bouncer := w.Through == UpstreamPgBouncer && r.embedded != nil && r.embedded.PgBouncer
+		switch {
+		case named || bouncer || w.Through == Direct:
+		case w.Through == UpstreamPgBouncer:
+			d.errAt(deref(o.get("through")), o.at("through"), "pgbouncer means the embedded PgBouncer: set target.embedded.pgbouncer: true")
+		default:
 			choices := append(append([]string(nil), r.proxyList...), Direct)
+			if r.embedded != nil && r.embedded.PgBouncer {
+				choices = append(choices, UpstreamPgBouncer)
+			}
 			d.errAt(deref(o.get("through")), o.at("through"), "no proxy named %q%s; want %s", w.Through, didYouMean(w.Through, choices), oneOf(choices))
 		}
 	} else {

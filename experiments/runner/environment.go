@@ -50,15 +50,13 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		env.pg = pg
 		env.dsn = pg.DSN(pgtest.SuperUser, "", "postgres")
 		env.setupDSN, env.verifyDSN, env.targetAddr = env.dsn, env.dsn, pg.Addr()
-		if embedded.PgBouncer {
-			b, err := pgtest.StartPgBouncer(ctx, pgtest.PgBouncerOptions{Upstream: pg.Addr(), PoolMode: embedded.PoolMode, Logger: opts.Logger})
-			if err != nil {
+		// With pgbouncer_via, PgBouncer starts once the proxy it goes
+		// through listens.
+		if embedded.PgBouncer && embedded.PgBouncerVia == "" {
+			if err := env.startBouncer(ctx, embedded, pg.Addr(), opts); err != nil {
 				env.close()
-				return nil, fmt.Errorf("start the embedded PgBouncer (install it with: apt-get install -y pgbouncer): %w", err)
+				return nil, err
 			}
-			env.bouncer = b
-			env.bouncerAddr = b.Addr()
-			env.bouncerAdminDSN = pgtest.ConnString(b.Addr(), pgtest.SuperUser, "", "pgbouncer")
 		}
 	} else {
 		t := exp.Target
@@ -71,6 +69,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 	}
 
 	var local []server.ProxyConfig
+	var later []experiments.Proxy
 	for _, p := range exp.Proxies {
 		if p.Remote() {
 			c := control.NewClient(p.URL)
@@ -83,6 +82,12 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			env.listen[p.Name] = listen
 			continue
 		}
+		if p.Upstream == experiments.UpstreamPgBouncer && env.bouncer == nil {
+			// PgBouncer is not started yet (pgbouncer_via): add this
+			// proxy once it is.
+			later = append(later, p)
+			continue
+		}
 		up, err := env.resolve(p.Upstream)
 		if err != nil {
 			env.close()
@@ -90,7 +95,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		}
 		local = append(local, server.ProxyConfig{Name: p.Name, Listen: or(p.Listen, "127.0.0.1:0"), Upstream: up})
 	}
-	if len(local) > 0 {
+	if len(local) > 0 || len(later) > 0 {
 		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: local, Seed: opts.Seed}, opts.Logger)
 		if err != nil {
 			env.close()
@@ -101,7 +106,43 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			env.listen[p.Name()] = p.Addr().String()
 		}
 	}
+	if embedded != nil && embedded.PgBouncerVia != "" {
+		via, ok := env.listen[embedded.PgBouncerVia]
+		if !ok || env.remote[embedded.PgBouncerVia] != nil {
+			env.close()
+			return nil, fmt.Errorf("pgbouncer_via: no in-process proxy named %q", embedded.PgBouncerVia)
+		}
+		if err := env.startBouncer(ctx, embedded, via, opts); err != nil {
+			env.close()
+			return nil, err
+		}
+	}
+	for _, p := range later {
+		up, err := env.resolve(p.Upstream)
+		if err != nil {
+			env.close()
+			return nil, fmt.Errorf("proxy %s: %w", p.Name, err)
+		}
+		spec, err := env.srv.AddProxy(control.ProxySpec{Name: p.Name, Listen: or(p.Listen, "127.0.0.1:0"), Upstream: up, Enabled: true})
+		if err != nil {
+			env.close()
+			return nil, fmt.Errorf("start proxy %s: %w", p.Name, err)
+		}
+		env.listen[p.Name] = spec.Listen
+	}
 	return env, nil
+}
+
+// startBouncer starts the embedded PgBouncer in front of upstream.
+func (env *environment) startBouncer(ctx context.Context, embedded *experiments.Embedded, upstream string, opts Options) error {
+	b, err := pgtest.StartPgBouncer(ctx, pgtest.PgBouncerOptions{Upstream: upstream, PoolMode: embedded.PoolMode, Logger: opts.Logger})
+	if err != nil {
+		return fmt.Errorf("start the embedded PgBouncer (install it with: apt-get install -y pgbouncer): %w", err)
+	}
+	env.bouncer = b
+	env.bouncerAddr = b.Addr()
+	env.bouncerAdminDSN = pgtest.ConnString(b.Addr(), pgtest.SuperUser, "", "pgbouncer")
+	return nil
 }
 
 // withPrepared makes sure an embedded server can prepare transactions:
@@ -142,6 +183,10 @@ func (env *environment) dsnThrough(through string) (string, error) {
 		return env.dsn, nil
 	}
 	addr, ok := env.listen[through]
+	if !ok && through == experiments.UpstreamPgBouncer && env.bouncerAddr != "" {
+		// The embedded PgBouncer, connected to directly.
+		addr, ok = env.bouncerAddr, true
+	}
 	if !ok {
 		return "", fmt.Errorf("no proxy named %q", through)
 	}

@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/xml"
 	"os"
@@ -94,5 +95,24 @@ func TestCommitAckLostFails(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no durability verdict")
+	}
+}
+
+// TestShippedExperiments runs the shipped experiments the tests above do
+// not, each on the embedded default, and expects each to pass.
+func TestShippedExperiments(t *testing.T) {
+	for _, name := range []string{"2pc-mid-commit-prepared.yaml", "pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "latency-spike.yaml"} {
+		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
+			exp := shipped(t, name)
+			var buf bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			start := time.Now()
+			res := runner.Run(ctx, exp, runner.Options{Embedded: true, Out: &buf})
+			t.Logf("%s ran in %s\n%s", name, time.Since(start).Round(100*time.Millisecond), buf.String())
+			if !res.Pass {
+				t.Fatalf("%s failed in %s: %s\nnot ok: %+v\n%s", name, res.Phase, res.Problem, res.NotOK, buf.String())
+			}
+		})
 	}
 }
