@@ -124,6 +124,7 @@ type loopSession struct {
 	fds          [2]int
 	pumps        [2]*pump
 	events       [2]uint32
+	perr         [2]error // a protocol error found while the output was blocked
 	done         chan struct{}
 	upstreamAddr string
 	// Why each side ended, read after done is closed.
@@ -258,6 +259,9 @@ func (l *eventLoop) run() {
 }
 
 func (l *eventLoop) add(ls *loopSession) {
+	if ls.closed {
+		return // killed before the loop got to it; its fds are closed
+	}
 	for side, fd := range ls.fds {
 		for fd >= len(l.byFD) {
 			l.byFD = append(l.byFD, nil)
@@ -276,9 +280,19 @@ func (l *eventLoop) setEvents(ls *loopSession, side int, events uint32) {
 	if ls.events[side] == events {
 		return
 	}
+	// epoll reports HUP and ERR even for an empty mask; a socket nobody
+	// may read from right now leaves the set, so a reset peer cannot make
+	// the loop spin.
+	op := syscall.EPOLL_CTL_MOD
+	switch {
+	case events == 0:
+		op = syscall.EPOLL_CTL_DEL
+	case ls.events[side] == 0:
+		op = syscall.EPOLL_CTL_ADD
+	}
 	ls.events[side] = events
 	ev := syscall.EpollEvent{Events: events, Fd: int32(ls.fds[side])}
-	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, ls.fds[side], &ev)
+	syscall.EpollCtl(l.epfd, op, ls.fds[side], &ev)
 }
 
 // readable reads once from the side that is ready and forwards what can be.
@@ -320,6 +334,8 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 		return
 	}
 	if !l.flush(ls, d) {
+		// End the session once what came before the bad message is out.
+		ls.perr[d] = perr
 		return
 	}
 	if perr != nil {
@@ -342,7 +358,9 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 			continue
 		}
 		if err == syscall.EAGAIN {
-			l.setEvents(ls, int(d), 0)
+			// Stop reading this side but keep its EPOLLOUT: the other
+			// direction may be waiting to write to it.
+			l.setEvents(ls, int(d), ls.events[int(d)]&syscall.EPOLLOUT)
 			l.setEvents(ls, dst, ls.events[dst]|syscall.EPOLLOUT)
 			return false
 		}
@@ -358,6 +376,10 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 	}
 	if p.start == p.end {
 		p.start, p.out, p.end = 0, 0, 0
+	}
+	if err := ls.perr[d]; err != nil {
+		l.end(ls, d, err)
+		return false
 	}
 	l.setEvents(ls, dst, ls.events[dst]&^syscall.EPOLLOUT)
 	l.setEvents(ls, int(d), syscall.EPOLLIN|ls.events[int(d)]&syscall.EPOLLOUT)
