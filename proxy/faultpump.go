@@ -345,7 +345,8 @@ func (fs *faultSession) dropOverride(i int) {
 
 // pauseAfter ends a scan after a ReadyForQuery when a made-up reply is due.
 func (fp *faultPump) pauseAfter(p *pump, typ byte) bool {
-	return fp.dir == ServerToClient && typ == 'Z' && fp.fs.pending.Load() > 0
+	fp.pause = fp.dir == ServerToClient && typ == 'Z' && fp.fs.pending.Load() > 0
+	return fp.pause
 }
 
 // stopped reports whether a verdict waits to be carried out.
@@ -361,7 +362,11 @@ func (fp *faultPump) act(p *pump) (bool, error) {
 	}
 	st := fp.st
 	if st.kind == stopNone {
-		return false, nil
+		// After a pause at a ReadyForQuery, scan what is already read
+		// before waiting for more.
+		paused := fp.pause
+		fp.pause = false
+		return paused, nil
 	}
 	fp.st = stop{}
 	switch st.kind {
@@ -436,6 +441,10 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		p.forwardMessage(st)
 	case faults.ActDrop:
 		p.dropMessage(st)
+		if fp.dir == ServerToClient {
+			// Still a response the client's request got (in the count).
+			p.tally(st.typ)
+		}
 	case faults.ActHang:
 		fs.wait(v.Duration, v.Released)
 		p.forwardMessage(st)
@@ -484,11 +493,16 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			}
 			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg})
 			p.forwardMessage(st)
-		case st.typ == 'Q':
+		case st.typ == 'Q' || st.typ == 'F':
 			// The server never sees the query: answer it ourselves once the
 			// server has answered everything sent before it.
 			p.dropMessage(st)
 			fs.inject(p.syncs, msg)
+		case st.typ == 'S':
+			// The Sync still goes to the server, which answers what came
+			// before it; the error goes just before its ReadyForQuery.
+			fs.addOverride(override{response: p.syncs + 1, mode: errorBeforeReady, msg: msg})
+			p.forwardMessage(st)
 		default:
 			// Extended protocol: like the server, skip to the Sync; the Sync
 			// still goes to the server so it answers the earlier messages.

@@ -344,6 +344,9 @@ func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump, 
 		done <- err
 		if !lingering(lingerUpstream) {
 			upstream.Close()
+			if fs != nil && !lingering(lingerClient) {
+				fs.kill() // s2c may be held by a hang, waiting on no socket
+			}
 		}
 	}()
 	s2cErr := s2c.run()
@@ -353,6 +356,11 @@ func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump, 
 	default:
 		if !lingering(lingerClient) {
 			client.Close()
+			// A pump held by a hang, delay or partition waits on no
+			// socket: end the wait too.
+			if fs != nil && !lingering(lingerUpstream) {
+				fs.kill()
+			}
 		}
 		c2sErr = <-done
 	}

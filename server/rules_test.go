@@ -194,3 +194,33 @@ rules:
 		t.Fatalf("want file:line and field, got %v", err)
 	}
 }
+
+// A client that gives up while a hang holds its session ends the session:
+// nothing waits on forever, and the session leaves the registry.
+func TestHangEndsWithItsClient(t *testing.T) {
+	s := start(t, server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}})
+	api := "http://" + s.APIAddr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, "POST", api+"/rules", `{"name": "freeze-replies", "match": {"message": "ready_for_query"}, "action": {"type": "hang"}}`, 201)
+	go conn.Exec(ctx, "SELECT 1") // its reply is held by the hang
+	deadline := time.Now().Add(10 * time.Second)
+	for st := send(t, "GET", api+"/rules/freeze-replies", "", 200); st["fired"] != float64(1); st = send(t, "GET", api+"/rules/freeze-replies", "", 200) {
+		if time.Now().After(deadline) {
+			t.Fatal("the hang never fired")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn.PgConn().Conn().Close() // the client gives up: its socket closes
+	deadline = time.Now().Add(10 * time.Second)
+	for len(s.Registry.Sessions()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("session still registered after its client left: %+v", s.Registry.Sessions())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
