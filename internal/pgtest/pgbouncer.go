@@ -145,21 +145,13 @@ func StartPgBouncer(ctx context.Context, opts PgBouncerOptions) (*PgBouncer, err
 	}
 	databases := fmt.Sprintf("* = host=%s port=%s\n", upHost, upPort)
 
-	for attempt := 1; ; attempt++ {
-		port, err := pickPort()
-		if err != nil {
-			return nil, err
-		}
+	err = onFreePort(b.log, func(port int) error {
 		b.port = port
 		settings["listen_port"] = strconv.Itoa(port)
-		err = b.startOnce(ctx, binary, databases, settings)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, errPortTaken) || attempt == maxPortAttempts {
-			return nil, err
-		}
-		b.log.Warn("port taken, retrying with another", "port", port, "attempt", attempt)
+		return b.startOnce(ctx, binary, databases, settings)
+	})
+	if err != nil {
+		return nil, err
 	}
 	started = true
 	track(b)
@@ -252,28 +244,18 @@ func (b *PgBouncer) startOnce(ctx context.Context, binary, databases string, set
 		return err
 	}
 
-	logStart := logSize(b.logPath)
 	// Foreground, and no logfile setting: stderr is captured instead,
 	// since a logfile would duplicate every line on stderr, and -q would
 	// also hide errors raised before the config (and logfile) is loaded.
 	cmd := b.as.command(b.dir, binary, iniPath)
-	pr, err := startProc("pgbouncer", cmd, b.logPath)
+	// SIGTERM: in 1.18 SIGINT waits for clients to let go.
+	pr, err := launch(ctx, "pgbouncer", cmd, b.logPath, b.port, pgbReadyTimeout, syscall.SIGTERM, b.probe)
 	if err != nil {
 		return err
 	}
 	b.proc = pr
 	b.log.Debug("pgbouncer started", "pid", cmd.Process.Pid, "port", b.port)
-
-	err = waitReady(ctx, pr, pgbReadyTimeout, b.probe)
-	if err == nil {
-		return nil
-	}
-	stopErr := pr.stop(syscall.SIGTERM, 2*time.Second)
-	b.proc = nil
-	if errors.Is(err, errWrongServer) || logSince(b.logPath, logStart, addrInUse) {
-		return fmt.Errorf("starting pgbouncer on port %d: %w: %w", b.port, errPortTaken, err)
-	}
-	return withLog(errors.Join(fmt.Errorf("starting pgbouncer on port %d: %w", b.port, err), stopErr), b.logPath)
+	return nil
 }
 
 // probe checks, cheapest first, that the port is open, that the listener is

@@ -245,54 +245,23 @@ func (p *Postgres) writeHBA() error {
 // startServer starts postgres, retrying on a new port when it loses the race
 // for the one FreePort returned.
 func (p *Postgres) startServer(ctx context.Context, settings map[string]string) error {
-	for attempt := 1; ; attempt++ {
-		port, err := pickPort()
+	return onFreePort(p.log, func(port int) error {
+		p.port = port
+		conf := maps.Clone(settings)
+		conf["port"] = strconv.Itoa(port)
+		conf["unix_socket_directories"] = p.dir
+		if err := p.as.writeFile(filepath.Join(p.dataDir, "pgtest.conf"), renderConf(conf)); err != nil {
+			return err
+		}
+		cmd := p.as.command(p.dir, filepath.Join(p.binDir, "postgres"), "-D", p.dataDir)
+		pr, err := launch(ctx, "postgres", cmd, p.logPath, port, pgReadyTimeout, syscall.SIGINT, p.probe)
 		if err != nil {
 			return err
 		}
-		p.port = port
-		err = p.startOnce(ctx, settings)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errPortTaken) || attempt == maxPortAttempts {
-			return err
-		}
-		p.log.Warn("port taken, retrying with another", "port", port, "attempt", attempt)
-	}
-}
-
-var errPortTaken = errors.New("port taken by another process")
-
-func (p *Postgres) startOnce(ctx context.Context, settings map[string]string) error {
-	conf := maps.Clone(settings)
-	conf["port"] = strconv.Itoa(p.port)
-	conf["unix_socket_directories"] = p.dir
-	if err := p.as.writeFile(filepath.Join(p.dataDir, "pgtest.conf"), renderConf(conf)); err != nil {
-		return err
-	}
-
-	logStart := logSize(p.logPath)
-	cmd := p.as.command(p.dir, filepath.Join(p.binDir, "postgres"), "-D", p.dataDir)
-	pr, err := startProc("postgres", cmd, p.logPath)
-	if err != nil {
-		return err
-	}
-	p.proc = pr
-	p.log.Debug("postgres started", "pid", cmd.Process.Pid, "port", p.port)
-
-	err = waitReady(ctx, pr, pgReadyTimeout, p.probe)
-	if err == nil {
+		p.proc = pr
+		p.log.Debug("postgres started", "pid", cmd.Process.Pid, "port", port)
 		return nil
-	}
-	// A failed start must not leave a server behind for the next attempt;
-	// it has no clients yet, so a short grace is plenty.
-	stopErr := pr.stop(syscall.SIGINT, 2*time.Second)
-	p.proc = nil
-	if errors.Is(err, errWrongServer) || logSince(p.logPath, logStart, addrInUse) {
-		return fmt.Errorf("starting postgres on port %d: %w: %w", p.port, errPortTaken, err)
-	}
-	return withLog(errors.Join(fmt.Errorf("starting postgres on port %d: %w", p.port, err), stopErr), p.logPath)
+	})
 }
 
 // probe checks that our postmaster, not some other server that happened to

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -333,6 +334,44 @@ func logSince(path string, offset int64, s string) bool {
 
 // addrInUse is the strerror(EADDRINUSE) both servers log under LC_ALL=C.
 const addrInUse = "Address already in use"
+
+// onFreePort calls start with ports from pickPort until one is not lost to
+// another process in the race between FreePort and the server's bind.
+func onFreePort(log *slog.Logger, start func(port int) error) error {
+	for attempt := 1; ; attempt++ {
+		port, err := pickPort()
+		if err != nil {
+			return err
+		}
+		err = start(port)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == maxPortAttempts {
+			return err
+		}
+		log.Warn("port taken, retrying with another", "port", port, "attempt", attempt)
+	}
+}
+
+var errPortTaken = errors.New("port taken by another process")
+
+// launch starts a server and waits until probe accepts it. A failed start
+// leaves no process behind (it has no clients yet, so a short grace after
+// stopSig is plenty) and reports a lost port race as errPortTaken.
+func launch(ctx context.Context, name string, cmd *exec.Cmd, logPath string, port int, timeout time.Duration, stopSig syscall.Signal, probe func(context.Context) error) (*proc, error) {
+	logStart := logSize(logPath)
+	pr, err := startProc(name, cmd, logPath)
+	if err != nil {
+		return nil, err
+	}
+	err = waitReady(ctx, pr, timeout, probe)
+	if err == nil {
+		return pr, nil
+	}
+	stopErr := pr.stop(stopSig, 2*time.Second)
+	if errors.Is(err, errWrongServer) || logSince(logPath, logStart, addrInUse) {
+		return nil, fmt.Errorf("starting %s on port %d: %w: %w", name, port, errPortTaken, err)
+	}
+	return nil, withLog(errors.Join(fmt.Errorf("starting %s on port %d: %w", name, port, err), stopErr), logPath)
+}
 
 // pickPort is FreePort, replaceable so tests can force a port conflict.
 var pickPort = FreePort
