@@ -153,32 +153,12 @@ func runProxy(args []string, stderr io.Writer) error {
 		if err != nil {
 			return errUsage{err}
 		}
-		// Flags given on the command line override the file's settings.
-		fs.Visit(func(f *pflag.Flag) {
-			switch f.Name {
-			case "api":
-				fileCfg.API = cfg.API
-			case "api-allow-remote":
-				fileCfg.AllowRemoteAPI = cfg.AllowRemoteAPI
-			case "tls-cert":
-				fileCfg.TLSCert = cfg.TLSCert
-			case "tls-key":
-				fileCfg.TLSKey = cfg.TLSKey
-			case "upstream-tls":
-				fileCfg.UpstreamTLS = cfg.UpstreamTLS
-			case "upstream-ca":
-				fileCfg.UpstreamCA = cfg.UpstreamCA
-			case "relay":
-				fileCfg.Relay = cfg.Relay
-			case "loops":
-				fileCfg.Loops = cfg.Loops
-			case "seed":
-				fileCfg.Seed = cfg.Seed
-			case "max-message-size":
-				fileCfg.MaxMessageSize = cfg.MaxMessageSize
-			}
-		})
+		// Flags given on the command line override the file's settings:
+		// parsing again sets only the flags that were given.
 		cfg = fileCfg
+		if err := fs.Parse(args); err != nil {
+			return errUsage{err}
+		}
 	} else {
 		if embedded {
 			if one.Upstream != "" {
