@@ -142,8 +142,7 @@ func (fs *faultSession) wait(d time.Duration, released <-chan struct{}) {
 	}
 }
 
-func (fs *faultSession) decide(p *pump, typ byte, body []byte) (faults.Verdict, bool) {
-	rs := fs.policy.Rules()
+func (fs *faultSession) decide(rs *faults.RuleSet, p *pump, typ byte, body []byte) (faults.Verdict, bool) {
 	if !rs.Wants(p.dir, typ) {
 		return faults.Verdict{}, false
 	}
@@ -246,7 +245,10 @@ type stop struct {
 
 // faultPump is one pump's side of the fault path.
 type faultPump struct {
-	fs            *faultSession
+	fs *faultSession
+	// rs is the rule snapshot of the current scan: one atomic load per
+	// read rather than one per message and another per decision.
+	rs            *faults.RuleSet
 	dir           Direction
 	st            stop
 	skipUntilSync bool // client to server: an injected error swallows the rest of the batch
@@ -258,7 +260,7 @@ func (fp *faultPump) wants(d Direction, typ byte) bool {
 	if fp.skipUntilSync || fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
 		return true
 	}
-	return fp.fs.policy.Rules().Wants(d, typ)
+	return fp.rs.Wants(d, typ)
 }
 
 // stopAt decides whether scan stops in front of the message at p.out
@@ -280,7 +282,7 @@ func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) boo
 			return true
 		}
 	}
-	if v, ok := fp.fs.decide(p, typ, body); ok {
+	if v, ok := fp.fs.decide(fp.rs, p, typ, body); ok {
 		st.kind, st.verdict = stopVerdict, v
 		fp.st = st
 		return true

@@ -163,6 +163,9 @@ func (p *pump) makeRoom(need int) {
 func (p *pump) scan() error {
 	buf, i, end := p.buf, p.out, p.end
 	p.need = 0
+	if p.f != nil {
+		p.f.rs = p.f.fs.policy.Rules()
+	}
 	var msgs, nbytes uint64
 	defer func() {
 		p.out = i
