@@ -41,16 +41,35 @@ func send(t *testing.T, method, url, body string, wantStatus int) map[string]any
 	return out
 }
 
-func TestRulesAPI(t *testing.T) {
+// withSession starts pgchaos with one proxy "pg" and opens a session
+// through it; everything ends with the test.
+func withSession(t *testing.T) (*server.Server, string, context.Context, *pgx.Conn) {
+	t.Helper()
 	s := start(t, server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}})
-	api := "http://" + s.APIAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return s, "http://" + s.APIAddr().String(), ctx, conn
+}
+
+// waitFired waits until the rule has fired n times.
+func waitFired(t *testing.T, api, rule string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for send(t, "GET", api+"/rules/"+rule, "", 200)["fired"] != float64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("rule %s never fired %d times", rule, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRulesAPI(t *testing.T) {
+	_, api, ctx, conn := withSession(t)
 
 	rule := `{"name": "deny-42", "match": {"sql": "SELECT 42"}, "action": {"type": "error", "sqlstate": "42501", "message": "no 42 for you"}}`
 	st := send(t, "POST", api+"/rules", rule, 201)
@@ -72,7 +91,7 @@ func TestRulesAPI(t *testing.T) {
 	}
 
 	// The rule acts on the session that was open before it was added.
-	_, err = conn.Exec(ctx, "SELECT 42")
+	_, err := conn.Exec(ctx, "SELECT 42")
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "42501" || pgErr.Message != "no 42 for you" {
 		t.Fatalf("want the injected 42501, got %v", err)
@@ -112,32 +131,14 @@ func TestRulesAPI(t *testing.T) {
 
 // Removing a hang releases the traffic it held, and never waits for it.
 func TestRemoveHangReleases(t *testing.T) {
-	s := start(t, server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}})
-	api := "http://" + s.APIAddr().String()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	_, api, ctx, conn := withSession(t)
 	send(t, "POST", api+"/rules", `{"name": "freeze", "match": {"statement": "select"}, "action": {"type": "hang"}}`, 201)
 	done := make(chan error, 1)
 	go func() {
 		_, err := conn.Exec(ctx, "SELECT pg_sleep(0)")
 		done <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := send(t, "GET", api+"/rules/freeze", "", 200)
-		if st["fired"] == float64(1) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("hang never fired")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFired(t, api, "freeze", 1)
 	select {
 	case err := <-done:
 		t.Fatalf("query finished while hung: %v", err)
@@ -198,25 +199,12 @@ rules:
 // A client that gives up while a hang holds its session ends the session:
 // nothing waits on forever, and the session leaves the registry.
 func TestHangEndsWithItsClient(t *testing.T) {
-	s := start(t, server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}})
-	api := "http://" + s.APIAddr().String()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, api, ctx, conn := withSession(t)
 	send(t, "POST", api+"/rules", `{"name": "freeze-replies", "match": {"message": "ready_for_query"}, "action": {"type": "hang"}}`, 201)
 	go conn.Exec(ctx, "SELECT 1") // its reply is held by the hang
-	deadline := time.Now().Add(10 * time.Second)
-	for st := send(t, "GET", api+"/rules/freeze-replies", "", 200); st["fired"] != float64(1); st = send(t, "GET", api+"/rules/freeze-replies", "", 200) {
-		if time.Now().After(deadline) {
-			t.Fatal("the hang never fired")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFired(t, api, "freeze-replies", 1)
 	conn.PgConn().Conn().Close() // the client gives up: its socket closes
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for len(s.Registry.Sessions()) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("session still registered after its client left: %+v", s.Registry.Sessions())
