@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -89,10 +88,7 @@ type hold struct {
 // are only decided, never carried out.
 func newFaultSession(policy *faults.Policy, s *Session) *faultSession {
 	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{}), wake: make(chan struct{}, 1)}
-	fs.view = faults.Session{ID: s.ID, User: s.User, Database: s.Database}
-	if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
-		fs.view.Client = ap.Addr()
-	}
+	fs.view = s.faultView()
 	return fs
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 // TxStatus is the transaction status the server last reported in
@@ -77,6 +79,15 @@ type SessionInfo struct {
 	MessagesOut     uint64    `json:"messages_server_to_client"`
 	BytesIn         uint64    `json:"bytes_client_to_server"`
 	BytesOut        uint64    `json:"bytes_server_to_client"`
+}
+
+// faultView is what fault rules see of the session now.
+func (s *Session) faultView() faults.Session {
+	v := faults.Session{ID: s.ID, User: s.User, Database: s.Database, ApplicationName: s.ApplicationName(), TxStatus: byte(s.TxStatus())}
+	if ta, ok := s.Client.(*net.TCPAddr); ok {
+		v.Client = ta.AddrPort().Addr()
+	}
+	return v
 }
 
 // ApplicationName is the current application_name: from the startup packet,

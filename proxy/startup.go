@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -139,10 +138,7 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 	}
 
 	if rs := p.policy.Rules(); rs.WantsConnect() {
-		view := faults.Session{User: s.User, Database: s.Database, ApplicationName: s.ApplicationName()}
-		if ap, err := netip.ParseAddrPort(s.Client.String()); err == nil {
-			view.Client = ap.Addr()
-		}
+		view := s.faultView()
 		if v, ok := rs.DecideEvent(&view, faults.EventConnect); ok {
 			switch v.Action {
 			case faults.ActSlowConnect:
