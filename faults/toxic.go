@@ -4,9 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/Shopify/toxiproxy/v2/toxics"
+	"github.com/rs/zerolog"
+	zlog "github.com/rs/zerolog/log"
 )
+
+func init() {
+	// toxiproxy's toxics log through zerolog's global logger (bandwidth
+	// traces every interrupt as JSON on stderr); pgchaos logs with slog and
+	// says itself what its faults do.
+	zlog.Logger = zerolog.Nop()
+}
 
 // compileToxic checks a byte-level toxic's attributes by configuring one.
 func compileToxic(c *compiledRule, a Action) error {
@@ -36,6 +46,9 @@ func (c *compiledRule) newToxic() (*toxics.ToxicWrapper, error) {
 	if toxics.New(w) == nil {
 		return nil, fmt.Errorf("unknown toxic type %q", c.toxicType)
 	}
+	if c.toxicType == "reset_peer" {
+		w.Toxic = new(resetPeerToxic)
+	}
 	if err := json.Unmarshal(c.toxicAttrs, w.Toxic); err != nil {
 		return nil, err
 	}
@@ -46,6 +59,30 @@ func (c *compiledRule) newToxic() (*toxics.ToxicWrapper, error) {
 type Toxic struct {
 	Rule    string
 	Wrapper *toxics.ToxicWrapper
+	// Released is closed when the rule is removed or replaced: the stream
+	// then lets go of what the toxic holds.
+	Released <-chan struct{}
+}
+
+// resetPeerToxic is toxiproxy's reset_peer (on the first data, wait for
+// the timeout, then end the stream, which the proxy does with an RST),
+// except that an interrupt also ends the wait: toxiproxy's waits out its
+// timeout, so a removed or killed stream would keep a goroutine that long.
+type resetPeerToxic struct {
+	Timeout int64 `json:"timeout"` // milliseconds
+}
+
+func (t *resetPeerToxic) Pipe(stub *toxics.ToxicStub) {
+	select {
+	case <-stub.Interrupt:
+		return
+	case <-stub.Input:
+	}
+	select {
+	case <-time.After(time.Duration(t.Timeout) * time.Millisecond):
+		stub.Close()
+	case <-stub.Interrupt:
+	}
 }
 
 // HasToxics reports whether byte-level toxics apply to this proxy's
@@ -89,7 +126,7 @@ func (rs *RuleSet) SessionToxics(d Direction, s *Session) []Toxic {
 		r.state.matched.Add(1)
 		r.state.fired.Add(1)
 		rs.engine.record(rs.proxy, r, s, nil)
-		out = append(out, Toxic{Rule: r.rule.Name, Wrapper: w})
+		out = append(out, Toxic{Rule: r.rule.Name, Wrapper: w, Released: r.state.release})
 	}
 	return out
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +48,28 @@ type faultSession struct {
 	pending   atomic.Int32
 	partition atomic.Pointer[hold]
 	linger    atomic.Int32
+	// viaToxics: a direction's pump reads through byte toxics (a feeder
+	// goroutine owns its socket).
+	viaToxics [2]atomic.Bool
+	// toxicKey and toxicList remember, per direction, which byte toxics
+	// apply to this session for a set of toxic rules: the probability of
+	// each is drawn once per session stream, like toxiproxy's toxicity.
+	toxicKey  [2]string
+	toxicList [2][]faults.Toxic
+
+	// Handing the session back to an event loop (see sessionRelay.park):
+	// calm says a verdict was carried out or something owed was paid, busy
+	// that a pump is about to wait on a verdict; parked and resume are how
+	// a pump stops at a read and hears whether to go on or hand back.
+	calm      chan struct{}
+	busy      chan struct{}
+	parkMu    sync.Mutex
+	parking   bool
+	parkedAt  [2]bool
+	parkWake  chan struct{}
+	resume    [2]chan bool
+	toxicRS   *faults.RuleSet
+	toxicNeed bool
 }
 
 // injection is a reply the proxy makes up for the client: it goes out
@@ -87,28 +108,109 @@ type hold struct {
 // when the session reaches the goroutine pumps: on an event loop, faults
 // are only decided, never carried out.
 func newFaultSession(policy *faults.Policy, s *Session) *faultSession {
-	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	fs := &faultSession{policy: policy, sess: s, killed: make(chan struct{}), wake: make(chan struct{}, 1),
+		calm: make(chan struct{}, 1), busy: make(chan struct{}, 1), parkWake: make(chan struct{}, 2),
+		resume: [2]chan bool{make(chan bool, 1), make(chan bool, 1)}}
 	fs.view = s.faultView()
 	return fs
+}
+
+// signal makes a non-blocking wake-up on a channel of capacity one.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// signalBusy tells a hand-back in progress that this pump is about to wait
+// on a verdict, so the other pump must not stay parked meanwhile.
+func (fs *faultSession) signalBusy() {
+	fs.parkMu.Lock()
+	parking := fs.parking
+	fs.parkMu.Unlock()
+	if parking {
+		signal(fs.busy)
+	}
+}
+
+// calmNow reports whether nothing the fault path carries out is under way
+// or owed: no made-up reply or changed response pending, no partition, no
+// half-open link, and no byte toxic for this session. The pumps' own state
+// (a batch being skipped) is checked once they are parked.
+func (fs *faultSession) calmNow() bool {
+	if fs.pending.Load() != 0 || fs.partition.Load() != nil || fs.linger.Load() != lingerNone ||
+		fs.viaToxics[ClientToServer].Load() || fs.viaToxics[ServerToClient].Load() {
+		return false
+	}
+	return !fs.needsToxics(fs.policy.Rules())
+}
+
+// needsToxics reports whether byte toxics apply to this session under rs:
+// such a session belongs on the goroutine path. The answer is kept per
+// rule snapshot, so an event loop can ask it on every read.
+func (fs *faultSession) needsToxics(rs *faults.RuleSet) bool {
+	if !rs.HasToxics(ClientToServer) && !rs.HasToxics(ServerToClient) {
+		return false
+	}
+	fs.parkMu.Lock()
+	if fs.toxicRS == rs {
+		need := fs.toxicNeed
+		fs.parkMu.Unlock()
+		return need
+	}
+	fs.parkMu.Unlock()
+	_, c2s := fs.toxics(rs, ClientToServer)
+	_, s2c := fs.toxics(rs, ServerToClient)
+	need := len(c2s) > 0 || len(s2c) > 0
+	fs.parkMu.Lock()
+	fs.toxicRS, fs.toxicNeed = rs, need
+	fs.parkMu.Unlock()
+	return need
+}
+
+// wakeServerPump interrupts the server pump's wait for the upstream, so
+// that it looks at what it owes the client.
+func (fs *faultSession) wakeServerPump() {
+	if up := fs.upstream; up != nil {
+		up.SetReadDeadline(time.Now())
+	}
+	signal(fs.wake)
+}
+
+// idle reports whether the pump has no verdict or batch in hand. Only
+// read while the pump is parked.
+func (fp *faultPump) idle() bool {
+	return fp.st.kind == stopNone && !fp.skipUntilSync && !fp.pause
 }
 
 func (fs *faultSession) kill() {
 	fs.killOnce.Do(func() {
 		close(fs.killed)
-		fs.mu.Lock()
-		for _, t := range fs.timers {
-			t.close()
-		}
-		fs.mu.Unlock()
+		fs.closeTimers()
 	})
 }
 
-// sleep holds direction d for exactly d as far as the machine allows; the
-// session's end cuts it short.
-func (fs *faultSession) sleep(dir Direction, d time.Duration) {
+// closeTimers closes the delay timers, when the session ends or leaves the
+// goroutine pumps: an idle session keeps no descriptor for them.
+func (fs *faultSession) closeTimers() {
+	fs.mu.Lock()
+	for i, t := range fs.timers {
+		t.close()
+		fs.timers[i] = nil
+	}
+	fs.mu.Unlock()
+}
+
+// sleep holds direction dir for exactly d as far as the machine allows;
+// the session's end, or the removal of the rule (released), cuts it short.
+func (fs *faultSession) sleep(dir Direction, d time.Duration, released <-chan struct{}) {
 	fs.mu.Lock()
 	select {
 	case <-fs.killed:
+		fs.mu.Unlock()
+		return
+	case <-released:
 		fs.mu.Unlock()
 		return
 	default:
@@ -119,7 +221,28 @@ func (fs *faultSession) sleep(dir Direction, d time.Duration) {
 		fs.timers[dir] = t
 	}
 	fs.mu.Unlock()
-	t.sleep(d, fs.killed)
+	slept := make(chan struct{})
+	finished := false // guarded by fs.mu: the timer may serve the next delay
+	go func() {
+		select {
+		case <-released:
+			fs.mu.Lock()
+			select {
+			case <-fs.killed: // the timer is closed
+			default:
+				if !finished {
+					t.expireNow()
+				}
+			}
+			fs.mu.Unlock()
+		case <-slept:
+		}
+	}()
+	t.sleep(d, fs.killed, released)
+	fs.mu.Lock()
+	finished = true
+	fs.mu.Unlock()
+	close(slept)
 }
 
 // wait blocks for d, or until released is closed, or the session is
@@ -164,6 +287,21 @@ func (fs *faultSession) decide(rs *faults.RuleSet, p *pump, typ byte, body []byt
 	return rs.Decide(&fs.view, &m)
 }
 
+// toxics returns the byte toxics that apply to direction d of the session
+// under rs, and a key that changes when the set of toxic rules does.
+func (fs *faultSession) toxics(rs *faults.RuleSet, d Direction) (string, []faults.Toxic) {
+	key := rs.ToxicsKey(d)
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if key == fs.toxicKey[d] {
+		return key, fs.toxicList[d]
+	}
+	fs.view.TxStatus = byte(fs.sess.TxStatus())
+	fs.view.ApplicationName = fs.sess.ApplicationName()
+	fs.toxicKey[d], fs.toxicList[d] = key, rs.SessionToxics(d, &fs.view)
+	return key, fs.toxicList[d]
+}
+
 func trimNul(b []byte) []byte {
 	if n := len(b); n > 0 && b[n-1] == 0 {
 		return b[:n-1]
@@ -179,11 +317,7 @@ func (fs *faultSession) inject(afterZ uint64, msg []byte) {
 	fs.injections = append(fs.injections, injection{afterZ, msg})
 	fs.pending.Add(1)
 	fs.mu.Unlock()
-	fs.upstream.SetReadDeadline(time.Now())
-	select {
-	case fs.wake <- struct{}{}:
-	default:
-	}
+	fs.wakeServerPump()
 }
 
 func (fs *faultSession) addOverride(o override) {
@@ -338,7 +472,9 @@ func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte) {
 
 func (fs *faultSession) dropOverride(i int) {
 	fs.overrides = append(fs.overrides[:i], fs.overrides[i+1:]...)
-	fs.pending.Add(-1)
+	if fs.pending.Add(-1) == 0 {
+		signal(fs.calm)
+	}
 }
 
 // pauseAfter ends a scan after a ReadyForQuery when a made-up reply is due.
@@ -385,7 +521,9 @@ func (fp *faultPump) act(p *pump) (bool, error) {
 		p.setReadyStatusAfterError()
 		p.forwardMessage(st)
 	case stopVerdict:
-		return fp.execute(p, st)
+		again, err := fp.execute(p, st)
+		signal(fp.fs.calm)
+		return again, err
 	}
 	return true, nil
 }
@@ -426,6 +564,10 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 	v := st.verdict
 	fs := fp.fs
 	switch v.Action {
+	case faults.ActDelay, faults.ActHang, faults.ActPartition:
+		fs.signalBusy()
+	}
+	switch v.Action {
 	case faults.ActDelay:
 		arrived := p.readAt
 		if arrived.IsZero() {
@@ -433,7 +575,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		}
 		due := arrived.Add(v.Delay)
 		if d := time.Until(due); d > 0 {
-			fs.sleep(fp.dir, d)
+			fs.sleep(fp.dir, d, v.Released)
 		}
 		p.m.delayLateness.Observe(max(time.Since(due), 0).Seconds())
 		p.forwardMessage(st)
@@ -528,7 +670,9 @@ func (fp *faultPump) injectDue(p *pump) error {
 		}
 		inj := fs.injections[0]
 		fs.injections = fs.injections[1:]
-		fs.pending.Add(-1)
+		if fs.pending.Add(-1) == 0 {
+			signal(fs.calm)
+		}
 		fs.mu.Unlock()
 		status := byte('I')
 		if t := p.s.TxStatus(); t == TxInTx || t == TxFailed {
@@ -540,16 +684,6 @@ func (fp *faultPump) injectDue(p *pump) error {
 		}
 		p.s.txStatus.Store(uint32(status))
 	}
-}
-
-// wokenUp tells a read interrupted by inject (a deadline in the past) from
-// a real failure.
-func (fp *faultPump) wokenUp(err error) bool {
-	if fp.dir != ServerToClient || !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
-	}
-	fp.fs.upstream.SetReadDeadline(time.Time{})
-	return true
 }
 
 // holdIfPartitioned stops a direction while a partition fault holds the session.

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
-
-	"github.com/pgchaos/pgchaos/faults"
 )
 
 // EventLoops relay sessions on a few threads that wait in epoll, instead of
@@ -56,39 +54,37 @@ func (el *EventLoops) Close() {
 
 // adopt moves a session's two plain TCP connections onto a loop. The loop
 // works on duplicates of their descriptors and the originals are closed, so
-// that Go's own poller no longer wakes up for the session's traffic.
-func (el *EventLoops) adopt(s *Session, client, upstream net.Conn, c2s, s2c *pump) (*loopSession, bool) {
+// that Go's own poller no longer wakes up for the session's traffic. It
+// reports false, leaving the connections as they are, when they cannot go
+// on a loop (TLS) or the session was killed.
+func (el *EventLoops) adopt(r *sessionRelay, client, upstream net.Conn) bool {
 	cfd, ok1 := dupFD(client)
 	if !ok1 {
-		return nil, false
+		return false
 	}
 	ufd, ok2 := dupFD(upstream)
 	if !ok2 {
 		syscall.Close(cfd)
-		return nil, false
+		return false
 	}
 	el.mu.Lock()
 	l := el.loops[el.next%len(el.loops)]
 	el.next++
 	el.mu.Unlock()
 
-	ls := &loopSession{
-		s:            s,
-		fds:          [2]int{cfd, ufd},
-		done:         make(chan struct{}),
-		upstreamAddr: upstream.RemoteAddr().String(),
-	}
-	ls.pumps[ClientToServer] = c2s
-	ls.pumps[ServerToClient] = s2c
-	if !s.setStop(func() { l.request(ls, requestKill) }) {
+	ls := &loopSession{r: r, fds: [2]int{cfd, ufd}}
+	ls.pumps[ClientToServer] = r.c2s
+	ls.pumps[ServerToClient] = r.s2c
+	if !r.s.setStop(func() { l.request(ls, requestKill) }) {
 		syscall.Close(cfd)
 		syscall.Close(ufd)
-		return nil, false
+		return false
 	}
 	client.Close()
 	upstream.Close()
+	r.s.onLoop.Store(true)
 	l.request(ls, requestAdd)
-	return ls, true
+	return true
 }
 
 // dupFD returns a non-blocking duplicate of a TCP connection's descriptor.
@@ -120,19 +116,14 @@ func dupFD(c net.Conn) (int, bool) {
 // the client, 1 the upstream; pumps are indexed by Direction, and the pump
 // of direction d reads fds[d] and writes fds[1-d].
 type loopSession struct {
-	s            *Session
-	fds          [2]int
-	pumps        [2]*pump
-	events       [2]uint32
-	perr         [2]error // a protocol error found while the output was blocked
-	done         chan struct{}
-	upstreamAddr string
-	// Why each side ended, read after done is closed.
-	clientErr, serverErr error
-	closed               bool
-	// released: the loop gave the session back (to the fault path) instead
-	// of ending it; fds are still open and owned by the receiver.
-	released bool
+	r      *sessionRelay
+	fds    [2]int
+	pumps  [2]*pump
+	events [2]uint32
+	perr   [2]error // a protocol error found while the output was blocked
+	// closed: the loop is done with the session, because it ended or was
+	// released to the fault path (which then owns fds).
+	closed bool
 }
 
 type requestKind uint8
@@ -148,8 +139,12 @@ type loopRequest struct {
 }
 
 type eventLoop struct {
-	epfd     int
+	epfd int
+	// epfile is epfd in Go's network poller, where an idle loop waits
+	// without a thread or a wake-up of its own.
+	epfile   *os.File
 	wake     [2]int // pipe: a byte written to wake[1] interrupts epoll_wait
+	buf      []byte // what a read goes into; a session keeps only leftovers
 	mu       sync.Mutex
 	requests []loopRequest
 	stopping bool
@@ -161,9 +156,13 @@ func newEventLoop() (*eventLoop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	l := &eventLoop{epfd: epfd}
-	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
+	l := &eventLoop{epfd: epfd, epfile: os.NewFile(uintptr(epfd), "pgchaos-event-loop"), buf: make([]byte, pumpBufferSize)}
+	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		l.epfile.Close()
 		return nil, fmt.Errorf("pipe2: %w", err)
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake[0])}
@@ -192,8 +191,20 @@ func (l *eventLoop) run() {
 	events := make([]syscall.EpollEvent, 128)
 	var drain [64]byte
 	var pending []loopRequest
+	idle := 0
 	for {
-		n, err := epollWait(l.epfd, events)
+		var n int
+		var err error
+		if idle < idleWaits {
+			n, err = epollWait(l.epfd, events, epollTimeoutMillis)
+		} else {
+			n, err = l.waitIdle(events)
+		}
+		if n == 0 && err == nil {
+			idle++
+		} else {
+			idle = 0
+		}
 		if n == 0 || err == syscall.EINTR {
 			// A timeout or a signal: let the scheduler and the garbage
 			// collector have the thread before waiting again.
@@ -250,7 +261,7 @@ func (l *eventLoop) run() {
 					l.finish(ls, nil, nil)
 				}
 			}
-			syscall.Close(l.epfd)
+			l.epfile.Close()
 			syscall.Close(l.wake[0])
 			syscall.Close(l.wake[1])
 			return
@@ -272,6 +283,21 @@ func (l *eventLoop) add(ls *loopSession) {
 		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			l.finish(ls, fmt.Errorf("epoll_ctl add: %w", err), nil)
 			return
+		}
+	}
+	// A session back from the fault path may hold bytes read there but
+	// not yet looked at or written.
+	for _, d := range [2]Direction{ClientToServer, ServerToClient} {
+		if ls.closed {
+			return
+		}
+		if p := ls.pumps[d]; p.start < p.out {
+			if !l.flush(ls, d) {
+				continue
+			}
+		}
+		if p := ls.pumps[d]; p.out < p.end {
+			l.process(ls, d)
 		}
 	}
 }
@@ -298,21 +324,23 @@ func (l *eventLoop) setEvents(ls *loopSession, side int, events uint32) {
 // readable reads once from the side that is ready and forwards what can be.
 func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	p := ls.pumps[d]
-	if p.f != nil {
-		if rs := p.f.fs.policy.Rules(); rs.HasToxics(faults.ClientToServer) || rs.HasToxics(faults.ServerToClient) {
-			// Byte-level toxics work on goroutines and channels.
-			l.release(ls)
-			return
-		}
+	if p.f != nil && p.f.fs.needsToxics(p.f.fs.policy.Rules()) {
+		// Byte-level toxics work on goroutines and channels.
+		l.release(ls)
+		return
 	}
 	if p.out > p.start {
 		return // still writing the last read; the peer's EPOLLOUT resumes us
+	}
+	if p.buf == nil {
+		p.buf, p.bufKind = l.buf, bufShared
 	}
 	if p.end == len(p.buf) {
 		p.makeRoom(0)
 	}
 	n, err := rawRead(ls.fds[d], p.buf[p.end:])
 	if err == syscall.EAGAIN || err == syscall.EINTR {
+		p.settle()
 		return
 	}
 	if n <= 0 {
@@ -326,6 +354,12 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	if p.f != nil {
 		p.readAt = time.Now()
 	}
+	l.process(ls, d)
+}
+
+// process looks at what direction d has read and forwards what may go.
+func (l *eventLoop) process(ls *loopSession, d Direction) {
+	p := ls.pumps[d]
 	perr := p.scan()
 	if p.f.stopped() {
 		// A fault verdict: the goroutine pumps carry it out, from the
@@ -336,6 +370,9 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	if !l.flush(ls, d) {
 		// End the session once what came before the bad message is out.
 		ls.perr[d] = perr
+		if !ls.closed {
+			p.settle()
+		}
 		return
 	}
 	if perr != nil {
@@ -345,6 +382,7 @@ func (l *eventLoop) readable(ls *loopSession, d Direction) {
 	if p.need > 0 {
 		p.makeRoom(p.need)
 	}
+	p.settle()
 }
 
 // flush writes what direction d has ready. It reports whether everything
@@ -375,7 +413,7 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 		p.start += n
 	}
 	if p.start == p.end {
-		p.start, p.out, p.end = 0, 0, 0
+		p.releaseBuffer()
 	}
 	if err := ls.perr[d]; err != nil {
 		l.end(ls, d, err)
@@ -402,7 +440,6 @@ func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
 		return
 	}
 	ls.closed = true
-	ls.clientErr, ls.serverErr = clientErr, serverErr
 	var perr *protocolError
 	s2c := ls.pumps[ServerToClient]
 	if errors.As(clientErr, &perr) && s2c.atBoundary() && s2c.out <= s2c.start {
@@ -417,7 +454,7 @@ func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
 		// Closing the only descriptor of a socket also removes it from epoll.
 		syscall.Close(fd)
 	}
-	close(ls.done)
+	ls.r.end(clientErr, serverErr)
 }
 
 // epollWait waits for events without telling the Go scheduler it is in a
@@ -427,37 +464,74 @@ func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
 // wait is bounded, so the goroutine still reaches a preemption point
 // regularly for the garbage collector (and a preemption signal ends the wait
 // early with EINTR).
-func epollWait(epfd int, events []syscall.EpollEvent) (int, error) {
+func epollWait(epfd int, events []syscall.EpollEvent, timeoutMillis int) (int, error) {
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd),
-		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(epollTimeoutMillis), 0, 0)
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(timeoutMillis), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
 	return int(n), nil
 }
 
-const epollTimeoutMillis = 5
+const (
+	epollTimeoutMillis = 5
+	// idleWaits is how many empty waits in a row (5 ms each) make a loop
+	// idle: it then waits in Go's network poller, which costs no thread
+	// and no wake-up until something happens.
+	idleWaits = 20
+)
 
-// release takes a session off the loop without ending it: the relay
-// goroutine carries on with the same pumps on the fault path.
+// waitIdle waits, parked in Go's network poller, until the loop's epoll set
+// has an event, and returns the events.
+func (l *eventLoop) waitIdle(events []syscall.EpollEvent) (int, error) {
+	rc, err := l.epfile.SyscallConn()
+	if err != nil {
+		return epollWait(l.epfd, events, epollTimeoutMillis)
+	}
+	var n int
+	var werr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, werr = epollWait(int(fd), events, 0)
+		if werr == syscall.EINTR {
+			n, werr = 0, nil
+		}
+		return n > 0 || werr != nil
+	})
+	if err != nil {
+		// Not pollable here after all: wait the busy way.
+		return epollWait(l.epfd, events, epollTimeoutMillis)
+	}
+	return n, werr
+}
+
+// release takes a session off the loop without ending it: goroutine pumps
+// carry on with the same pumps on the fault path, from where the loop
+// stopped.
 func (l *eventLoop) release(ls *loopSession) {
 	if ls.closed {
 		return
 	}
-	ls.closed, ls.released = true, true
+	ls.closed = true
+	ls.r.s.onLoop.Store(false)
 	for _, fd := range ls.fds {
 		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 		if fd < len(l.byFD) && l.byFD[fd] == ls {
 			l.byFD[fd] = nil
 		}
 	}
-	close(ls.done)
+	for _, p := range ls.pumps {
+		if p.bufKind == bufShared {
+			p.keep()
+		}
+	}
+	go ls.r.resume(ls.fds)
 }
 
-// conns turns a released session's descriptors back into net.Conns.
-func (ls *loopSession) conns() (client, upstream net.Conn, err error) {
+// resume carries a session released by an event loop on goroutine pumps.
+func (r *sessionRelay) resume(fds [2]int) {
 	var cs [2]net.Conn
-	for i, fd := range ls.fds {
+	var err error
+	for i, fd := range fds {
 		f := os.NewFile(uintptr(fd), "pgchaos-session")
 		c, ferr := net.FileConn(f)
 		f.Close()
@@ -472,9 +546,12 @@ func (ls *loopSession) conns() (client, upstream net.Conn, err error) {
 				c.Close()
 			}
 		}
-		return nil, nil, err
+		r.p.log.Error("could not move a session to the fault path; closing it", "session", r.s.ID, "err", err)
+		r.end(err, nil)
+		return
 	}
-	return cs[0], cs[1], nil
+	r.p.log.Debug("session moved to the fault path", "session", r.s.ID)
+	r.runPumps(cs[0], cs[1])
 }
 
 // rawRead and rawWrite work on the loop's non-blocking sockets as raw

@@ -5,10 +5,11 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
+
 	"log/slog"
 	"net"
 	"slices"
@@ -64,12 +65,20 @@ type Proxy struct {
 	// require for direct TLS.
 	directTLS *tls.Config
 
-	mu       sync.Mutex
-	ln       net.Listener
-	closed   bool
-	handlers sync.WaitGroup
-	// accepted holds client connections still in their startup phase, so
-	// that Close does not wait for a client that never finishes it.
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
+	// closing is cancelled by Close: waits of the startup phase (a
+	// slow_connect, a delayed cancel, a dial) end with it.
+	closing     context.Context
+	stopClosing context.CancelFunc
+	// live counts clients from accept until their session has ended (or
+	// their startup failed). Sessions on an event loop have no goroutine
+	// of their own, so this, not a goroutine count, is what Close awaits.
+	live sync.WaitGroup
+	// accepted holds connections of the startup phase (clients and
+	// forwarded cancels), so that Close does not wait for a client that
+	// never finishes it.
 	accepted map[net.Conn]struct{}
 }
 
@@ -110,6 +119,7 @@ func New(cfg Config) (*Proxy, error) {
 		loops:    cfg.Loops,
 		accepted: make(map[net.Conn]struct{}),
 	}
+	p.closing, p.stopClosing = context.WithCancel(context.Background())
 	if cfg.Faults != nil {
 		p.policy = cfg.Faults.Policy(cfg.Name)
 	}
@@ -208,39 +218,93 @@ func (p *Proxy) Serve() error {
 			c.Close()
 			return nil
 		}
-		p.handlers.Add(1)
+		p.live.Add(1)
 		p.accepted[c] = struct{}{}
 		p.mu.Unlock()
 		go func() {
-			defer p.handlers.Done()
-			p.handle(c)
+			if !p.handle(c) {
+				p.live.Done()
+			}
 		}()
 	}
 }
 
-// Close stops accepting, closes every session of this proxy and waits for
-// their handlers to finish.
-func (p *Proxy) Close() error {
+// closeWait bounds how long Close waits for sessions to finish after it
+// has ended them: whatever a session is doing, Close returns.
+const closeWait = 2 * time.Second
+
+// StopAccepting closes the listener and the connections still in their
+// startup phase. It never waits; Close ends the sessions.
+func (p *Proxy) StopAccepting() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
+	p.stopClosing()
 	ln := p.ln
 	for c := range p.accepted {
 		c.Close()
 	}
 	p.mu.Unlock()
-	var err error
 	if ln != nil {
-		err = ln.Close()
+		return ln.Close()
 	}
+	return nil
+}
+
+// Close stops accepting, ends every session of this proxy and waits, at
+// most closeWait, for them to be gone.
+func (p *Proxy) Close() error {
+	err := p.StopAccepting()
 	for _, s := range p.reg.sessionsOf(p) {
 		s.Kill()
 	}
-	p.handlers.Wait()
+	done := make(chan struct{})
+	go func() {
+		p.live.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		p.log.Error("sessions still running after the proxy was closed; leaving them", "wait", closeWait.String(), "sessions", len(p.reg.sessionsOf(p)))
+	}
 	return err
+}
+
+// track and untrack keep a startup-phase connection where Close finds it.
+// track reports false if the proxy is closing (and closes c).
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.accepted[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.accepted, c)
+	p.mu.Unlock()
+}
+
+// sleep waits for d, or until released is closed or the proxy closes. It
+// reports false when the proxy closed.
+func (p *Proxy) sleep(d time.Duration, released <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-released:
+	case <-p.closing.Done():
+		return false
+	}
+	return true
 }
 
 // Sessions lists this proxy's live sessions.
@@ -266,120 +330,6 @@ func (p *Proxy) started(c net.Conn) bool {
 	defer p.mu.Unlock()
 	delete(p.accepted, c)
 	return !p.closed
-}
-
-// relay runs a session's two pumps until the session ends.
-func (p *Proxy) relay(s *Session, client, upstream net.Conn) {
-	p.reg.add(s)
-	if !p.started(s.conn) {
-		s.Kill()
-	}
-	p.m.active.Inc()
-	p.m.total.Inc()
-	defer func() {
-		client.Close()
-		upstream.Close()
-		p.reg.remove(s)
-		p.m.active.Dec()
-		p.m.duration.Observe(time.Since(s.Started).Seconds())
-	}()
-	c2s := newPump(s, ClientToServer, client, upstream, p.m, p.cfg.MaxMessageSize)
-	s2c := newPump(s, ServerToClient, upstream, client, p.m, p.cfg.MaxMessageSize)
-	var fs *faultSession
-	if p.policy != nil {
-		fs = newFaultSession(p.policy, s)
-		c2s.f = &faultPump{fs: fs, dir: ClientToServer}
-		s2c.f = &faultPump{fs: fs, dir: ServerToClient}
-	}
-	if p.loops != nil {
-		// The loop checks the rules too; the first verdict that needs
-		// acting on hands the session to goroutine pumps, stop included.
-		if ls, ok := p.loops.adopt(s, client, upstream, c2s, s2c); ok {
-			<-ls.done
-			if !ls.released {
-				p.logEnd(s, ls.clientErr, ls.serverErr, ls.upstreamAddr)
-				return
-			}
-			var err error
-			if client, upstream, err = ls.conns(); err != nil {
-				p.log.Error("could not move a session to the fault path; closing it", "session", s.ID, "err", err)
-				return
-			}
-			defer client.Close()
-			defer upstream.Close()
-			c2s.src, c2s.dst = client, upstream
-			s2c.src, s2c.dst = upstream, client
-			p.log.Debug("session moved to the fault path", "session", s.ID)
-		}
-	}
-	p.runPumps(s, client, upstream, c2s, s2c, fs)
-}
-
-// runPumps relays a session with a goroutine per direction: the path for
-// TLS sessions and for sessions a fault verdict acts on.
-func (p *Proxy) runPumps(s *Session, client, upstream net.Conn, c2s, s2c *pump, fs *faultSession) {
-	if fs != nil {
-		fs.client, fs.upstream = client, upstream
-		up, down := newToxicReader(client, ClientToServer, fs), newToxicReader(upstream, ServerToClient, fs)
-		c2s.src, s2c.src = up, down
-		defer up.close()
-		defer down.close()
-	}
-	if !s.setStop(func() {
-		client.Close()
-		upstream.Close()
-		if fs != nil {
-			fs.kill()
-		}
-	}) {
-		return
-	}
-	lingering := func(which int32) bool { return fs != nil && fs.linger.Load() == which }
-
-	done := make(chan error, 1)
-	go func() {
-		err := c2s.run()
-		// Report before closing the upstream, so that when s2c ends because
-		// of this close, the reason is already waiting in done.
-		done <- err
-		if !lingering(lingerUpstream) {
-			upstream.Close()
-			if fs != nil && !lingering(lingerClient) {
-				fs.kill() // s2c may be held by a hang, waiting on no socket
-			}
-		}
-	}()
-	s2cErr := s2c.run()
-	var c2sErr error
-	select {
-	case c2sErr = <-done:
-	default:
-		if !lingering(lingerClient) {
-			client.Close()
-			// A pump held by a hang, delay or partition waits on no
-			// socket: end the wait too.
-			if fs != nil && !lingering(lingerUpstream) {
-				fs.kill()
-			}
-		}
-		c2sErr = <-done
-	}
-
-	// s2c has stopped, so nothing else writes to the client; an
-	// ErrorResponse is only legal between server messages.
-	var perr *protocolError
-	if errors.As(c2sErr, &perr) && s2c.atBoundary() {
-		writeError(client, "FATAL", "08P01", "pgchaos: "+perr.msg)
-	}
-	// After a one-sided disconnect the other connection stays open and
-	// unanswered until its peer gives up or the session is killed.
-	switch {
-	case lingering(lingerUpstream):
-		io.Copy(io.Discard, upstream)
-	case lingering(lingerClient):
-		io.Copy(io.Discard, client)
-	}
-	p.logEnd(s, c2sErr, s2cErr, upstream.RemoteAddr().String())
 }
 
 // logEnd logs why a session ended and counts protocol errors.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -41,7 +42,12 @@ type pump struct {
 	maxMsg int
 	stmts  *statements // client-to-server only
 
-	buf []byte
+	// buf is nil while the pump holds nothing. On an event loop the read
+	// goes into the loop's buffer and only what must wait (an incomplete
+	// message, bytes the peer cannot take yet) is kept in a buffer of the
+	// session's own; goroutine pumps own a buffer while they run.
+	buf     []byte
+	bufKind bufferKind
 	// buf[start:out] is scanned and waits to be written; buf[out:end] is
 	// read but not scanned yet, or held back (a tracked message that is not
 	// whole yet; need is then its size).
@@ -71,11 +77,85 @@ type pump struct {
 }
 
 func newPump(s *Session, dir Direction, src io.Reader, dst io.Writer, m *proxyMetrics, maxMsg int) *pump {
-	p := &pump{s: s, dir: dir, src: src, dst: dst, m: m, maxMsg: maxMsg, buf: make([]byte, pumpBufferSize)}
+	p := &pump{s: s, dir: dir, src: src, dst: dst, m: m, maxMsg: maxMsg}
 	if dir == ClientToServer {
 		p.stmts = &statements{}
 	}
 	return p
+}
+
+// bufferKind says where a pump's buffer comes from, and so where it goes
+// when the pump no longer needs it.
+type bufferKind uint8
+
+const (
+	bufNone      bufferKind = iota
+	bufPooled               // from bufferPool, pumpBufferSize bytes
+	bufShared               // an event loop's, lent for one read
+	bufAllocated            // grown for a large message
+)
+
+var bufferPool = sync.Pool{New: func() any {
+	b := make([]byte, pumpBufferSize)
+	return &b
+}}
+
+// ownBuffer makes sure the pump has a buffer of its own, keeping what it
+// holds: goroutine pumps block in a read with it.
+func (p *pump) ownBuffer() {
+	switch p.bufKind {
+	case bufNone:
+		p.buf, p.bufKind = *bufferPool.Get().(*[]byte), bufPooled
+	case bufShared:
+		p.keep()
+	}
+}
+
+// keep moves what the pump holds out of a borrowed buffer into one of its
+// own, sized to fit (at least what a held-back message needs).
+func (p *pump) keep() {
+	pending := p.end - p.start
+	var nb []byte
+	kind := bufPooled
+	if size := max(pending, p.need); size <= pumpBufferSize {
+		nb = *bufferPool.Get().(*[]byte)
+	} else {
+		nb, kind = make([]byte, size), bufAllocated
+	}
+	copy(nb, p.buf[p.start:p.end])
+	p.out -= p.start
+	p.start, p.end = 0, pending
+	p.buf, p.bufKind = nb, kind
+}
+
+// releaseBuffer lets go of the buffer when the pump holds nothing, so an
+// idle session costs no buffer memory. It keeps a buffer with bytes in it.
+func (p *pump) releaseBuffer() {
+	if p.start == p.end {
+		p.start, p.out, p.end = 0, 0, 0
+		p.dropBuffer()
+	}
+}
+
+// settle ends an event loop's handling of a read: a pump that holds
+// nothing lets go of its buffer, and one that holds bytes in the loop's
+// buffer moves them to one of its own.
+func (p *pump) settle() {
+	switch {
+	case p.start == p.end:
+		p.releaseBuffer()
+	case p.bufKind == bufShared:
+		p.keep()
+	}
+}
+
+// dropBuffer gives the buffer back, whatever it holds.
+func (p *pump) dropBuffer() {
+	if p.bufKind == bufPooled && len(p.buf) == pumpBufferSize {
+		b := p.buf
+		bufferPool.Put(&b)
+	}
+	p.buf, p.bufKind = nil, bufNone
 }
 
 // atBoundary reports whether everything forwarded so far ends on a message
@@ -85,6 +165,7 @@ func (p *pump) atBoundary() bool { return p.remaining == 0 || p.discard }
 // run relays until either side fails or closes. It returns the read or write
 // error, or a *protocolError.
 func (p *pump) run() error {
+	p.ownBuffer()
 	for {
 		var perr error
 		// A session handed over by an event loop may arrive with a verdict
@@ -118,6 +199,11 @@ func (p *pump) run() error {
 		}
 		if p.start == p.end {
 			p.start, p.out, p.end = 0, 0, 0
+			if p.bufKind == bufAllocated {
+				// Shrink back once a large message is through.
+				p.dropBuffer()
+				p.ownBuffer()
+			}
 		} else if p.need > 0 {
 			p.makeRoom(p.need)
 		}
@@ -130,7 +216,10 @@ func (p *pump) run() error {
 			p.readAt = time.Now()
 		}
 		if err != nil {
-			if p.f != nil && p.f.wokenUp(err) {
+			if handled, stop := p.f.parkOnDeadline(err); handled {
+				if stop != nil {
+					return stop
+				}
 				continue
 			}
 			p.readErr = err
@@ -148,7 +237,10 @@ func (p *pump) makeRoom(need int) {
 	if need > len(p.buf) {
 		nb := make([]byte, need)
 		copy(nb, p.buf[p.start:p.end])
-		p.buf = nb
+		if p.bufKind == bufPooled {
+			p.dropBuffer()
+		}
+		p.buf, p.bufKind = nb, bufAllocated
 	} else {
 		copy(p.buf, p.buf[p.start:p.end])
 	}

@@ -48,6 +48,7 @@ type Session struct {
 	Replication string
 
 	appName    atomic.Pointer[string]
+	onLoop     atomic.Bool // relayed by an event loop now, not goroutine pumps
 	txStatus   atomic.Uint32
 	backendPID atomic.Int32
 	msgs       [2]atomic.Uint64
@@ -79,6 +80,10 @@ type SessionInfo struct {
 	MessagesOut     uint64    `json:"messages_server_to_client"`
 	BytesIn         uint64    `json:"bytes_client_to_server"`
 	BytesOut        uint64    `json:"bytes_server_to_client"`
+	// Relay is how the session is carried now: "loop" (an event loop, the
+	// fast path) or "goroutine" (a goroutine per direction: TLS sessions,
+	// and sessions while a fault verdict or byte toxic acts on them).
+	Relay string `json:"relay"`
 }
 
 // faultView is what fault rules see of the session now.
@@ -123,8 +128,11 @@ func (s *Session) Info() SessionInfo {
 		MessagesOut:     s.msgs[ServerToClient].Load(),
 		BytesIn:         s.bytes[ClientToServer].Load(),
 		BytesOut:        s.bytes[ServerToClient].Load(),
+		Relay:           relayName[s.onLoop.Load()],
 	}
 }
+
+var relayName = map[bool]string{true: "loop", false: "goroutine"}
 
 // Kill ends the session: both connections are closed. It never waits on
 // traffic.

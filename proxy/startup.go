@@ -19,11 +19,14 @@ import (
 // handle takes a new client through the startup phase — TLS and GSS
 // negotiation, CancelRequest, StartupMessage — then connects upstream and
 // relays. Authentication is not performed here: it is relayed like any
-// other message.
-func (p *Proxy) handle(c net.Conn) {
+// other message. It reports whether a session was started (which then
+// accounts for itself in p.live).
+func (p *Proxy) handle(c net.Conn) (session bool) {
 	client := c
 	defer func() {
-		client.Close()
+		if !session {
+			client.Close()
+		}
 		p.started(c)
 	}()
 	log := p.log.With("client", c.RemoteAddr().String())
@@ -101,8 +104,7 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		case code>>16 == 3:
 			client.SetReadDeadline(time.Time{})
-			p.startSession(client, c, pkt, log)
-			return
+			return p.startSession(client, c, pkt, log)
 		default:
 			fail("unsupported frontend protocol or request code %d.%d", code>>16, code&0xffff)
 			return
@@ -110,15 +112,17 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 }
 
+// startSession connects the upstream for a client's StartupMessage and
+// relays the session. It reports false if no session was started.
 func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interface {
 	Warn(string, ...any)
-}) {
+}) bool {
 	var sm pgproto3.StartupMessage
 	if err := sm.Decode(pkt[4:]); err != nil {
 		p.m.protocolErrors.Inc()
 		log.Warn("closing client: malformed startup message", "err", err)
 		writeError(client, "FATAL", "08P01", "pgchaos: malformed startup message: "+err.Error())
-		return
+		return false
 	}
 	s := &Session{
 		Proxy:       p.cfg.Name,
@@ -142,16 +146,18 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 		if v, ok := rs.DecideEvent(&view, faults.EventConnect); ok {
 			switch v.Action {
 			case faults.ActSlowConnect:
-				time.Sleep(v.Delay)
+				if !p.sleep(v.Delay, v.Released) {
+					return false
+				}
 			case faults.ActRefuse:
 				if v.Error != nil {
 					writeError(client, v.Error.Severity, v.Error.Code, v.Error.Message)
 				}
 				log.Warn("connection refused by fault rule", "rule", v.Rule)
-				return
+				return false
 			case faults.ActDisconnect:
 				closeConn(client, v.Reset)
-				return
+				return false
 			}
 		}
 	}
@@ -161,15 +167,16 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 		p.m.connectFailures.Inc()
 		log.Warn("upstream unreachable", "upstream", p.Upstream(), "err", err)
 		writeError(client, "FATAL", "08006", fmt.Sprintf("pgchaos: proxy %q could not connect to upstream %s: %v", p.cfg.Name, p.Upstream(), err))
-		return
+		return false
 	}
 	if _, err := upstream.Write(pkt); err != nil {
 		upstream.Close()
 		p.m.connectFailures.Inc()
 		writeError(client, "FATAL", "08006", fmt.Sprintf("pgchaos: proxy %q lost upstream %s during startup: %v", p.cfg.Name, p.Upstream(), err))
-		return
+		return false
 	}
 	p.relay(s, client, upstream)
+	return true
 }
 
 // dialUpstream connects to the current upstream, negotiating TLS when
@@ -177,7 +184,7 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 func (p *Proxy) dialUpstream() (net.Conn, error) {
 	addr := p.Upstream()
 	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
-	c, err := d.Dial("tcp", addr)
+	c, err := d.DialContext(p.closing, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +233,9 @@ func (p *Proxy) forwardCancel(pkt []byte, log interface {
 				log.Warn("cancel request dropped by fault rule", "rule", v.Rule)
 				return
 			case faults.ActDelay:
-				time.Sleep(v.Delay)
+				if !p.sleep(v.Delay, v.Released) {
+					return
+				}
 			}
 		}
 	}
@@ -237,6 +246,10 @@ func (p *Proxy) forwardCancel(pkt []byte, log interface {
 		return
 	}
 	defer up.Close()
+	if !p.track(up) {
+		return
+	}
+	defer p.untrack(up)
 	p.m.cancels.Inc()
 	up.SetDeadline(time.Now().Add(p.cfg.ConnectTimeout))
 	if _, err := up.Write(pkt); err != nil {

@@ -26,23 +26,38 @@ func newPreciseTimer() *preciseTimer {
 	return &preciseTimer{f: os.NewFile(fd, "pgchaos-delay"), fd: fd}
 }
 
-// sleep waits for d; it returns early if the timer is closed. A nil timer
-// (timerfd unavailable) falls back to Go's timers.
-func (t *preciseTimer) sleep(d time.Duration, killed <-chan struct{}) {
+// sleep waits for d; it returns early if the timer is closed or made to
+// expire now. A nil timer (timerfd unavailable) falls back to Go's timers.
+func (t *preciseTimer) sleep(d time.Duration, killed, released <-chan struct{}) {
 	if t == nil {
+		tm := time.NewTimer(d)
+		defer tm.Stop()
 		select {
-		case <-time.After(d):
+		case <-tm.C:
 		case <-killed:
+		case <-released:
 		}
 		return
 	}
-	spec := itimerspec{value: syscall.NsecToTimespec(int64(d))}
-	if _, _, errno := syscall.Syscall6(syscall.SYS_TIMERFD_SETTIME, t.fd, 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0); errno != 0 {
-		(*preciseTimer)(nil).sleep(d, killed)
+	if !t.set(d) {
+		(*preciseTimer)(nil).sleep(d, killed, released)
 		return
 	}
 	var buf [8]byte
 	t.f.Read(buf[:])
+}
+
+func (t *preciseTimer) set(d time.Duration) bool {
+	spec := itimerspec{value: syscall.NsecToTimespec(max(int64(d), 1))}
+	_, _, errno := syscall.Syscall6(syscall.SYS_TIMERFD_SETTIME, t.fd, 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
+	return errno == 0
+}
+
+// expireNow ends a sleep in progress.
+func (t *preciseTimer) expireNow() {
+	if t != nil {
+		t.set(1)
+	}
 }
 
 func (t *preciseTimer) close() {

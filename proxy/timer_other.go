@@ -9,11 +9,16 @@ type preciseTimer struct{}
 
 func newPreciseTimer() *preciseTimer { return nil }
 
-func (t *preciseTimer) sleep(d time.Duration, killed <-chan struct{}) {
+func (t *preciseTimer) sleep(d time.Duration, killed, released <-chan struct{}) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
 	select {
-	case <-time.After(d):
+	case <-tm.C:
 	case <-killed:
+	case <-released:
 	}
 }
+
+func (t *preciseTimer) expireNow() {}
 
 func (t *preciseTimer) close() {}

@@ -141,15 +141,31 @@ func (s *Server) listen(np *namedProxy) error {
 	return nil
 }
 
-// stop closes np's proxy and its sessions; np keeps its settings.
-func (s *Server) stop(np *namedProxy) {
+// stop stops np's proxy accepting, so its port is free at once, and adds it
+// to closing, whose sessions the caller ends once it has let go of s.mu:
+// ending sessions may take a while (bounded), and the control API must
+// not wait on the data plane while holding the lock. np keeps its settings.
+func (s *Server) stop(np *namedProxy, closing *[]*proxy.Proxy) {
 	if np.run != nil {
-		if err := np.run.Close(); err != nil {
+		if err := np.run.StopAccepting(); err != nil {
 			s.log.Warn("closing proxy", "proxy", np.spec.Name, "err", err)
 		}
+		*closing = append(*closing, np.run)
 		np.run = nil
 	}
 	np.spec.Enabled = false
+}
+
+// closeProxies ends the sessions of stopped proxies, all at once, so the
+// whole takes no longer than one proxy's bounded close.
+func closeProxies(list []*proxy.Proxy) error {
+	errs := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, p := range list {
+		wg.Go(func() { errs[i] = p.Close() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // dropRules removes the rules bound to the named proxy (its toxics).
@@ -251,6 +267,8 @@ func (s *Server) open(spec control.ProxySpec) (*namedProxy, error) {
 // same listen address and upstream is kept as it is; a replaced one loses
 // its sessions and its rules.
 func (s *Server) PutProxy(spec control.ProxySpec) (control.ProxySpec, error) {
+	var closing []*proxy.Proxy
+	defer func() { closeProxies(closing) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -262,7 +280,7 @@ func (s *Server) PutProxy(spec control.ProxySpec) (control.ProxySpec, error) {
 			return old.spec, nil
 		}
 		s.dropRules(spec.Name)
-		s.stop(old)
+		s.stop(old, &closing)
 		s.proxies = slices.Delete(s.proxies, i, i+1)
 	}
 	np, err := s.open(spec)
@@ -282,6 +300,8 @@ func (s *Server) PutProxy(spec control.ProxySpec) (control.ProxySpec, error) {
 // (closing its sessions); disabling closes its listener and sessions and
 // keeps its rules; enabling listens again on the address it had.
 func (s *Server) UpdateProxy(spec control.ProxySpec) (control.ProxySpec, error) {
+	var closing []*proxy.Proxy
+	defer func() { closeProxies(closing) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -292,7 +312,7 @@ func (s *Server) UpdateProxy(spec control.ProxySpec) (control.ProxySpec, error) 
 		return control.ProxySpec{}, control.ErrProxyNotFound
 	}
 	if !sameListen(np, spec.Listen) || np.spec.Upstream != spec.Upstream {
-		s.stop(np)
+		s.stop(np, &closing)
 		np.spec.Listen, np.asked, np.spec.Upstream = spec.Listen, spec.Listen, spec.Upstream
 	}
 	switch {
@@ -303,7 +323,7 @@ func (s *Server) UpdateProxy(spec control.ProxySpec) (control.ProxySpec, error) 
 		go np.run.Serve()
 		s.log.Info("proxy enabled", "proxy", spec.Name, "listen", np.spec.Listen, "upstream", np.spec.Upstream)
 	case !spec.Enabled && np.run != nil:
-		s.stop(np)
+		s.stop(np, &closing)
 		s.log.Info("proxy disabled", "proxy", spec.Name)
 	}
 	return np.spec, nil
@@ -311,6 +331,8 @@ func (s *Server) UpdateProxy(spec control.ProxySpec) (control.ProxySpec, error) 
 
 // RemoveProxy closes a proxy and its sessions and removes its rules.
 func (s *Server) RemoveProxy(name string) error {
+	var closing []*proxy.Proxy
+	defer func() { closeProxies(closing) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -322,7 +344,7 @@ func (s *Server) RemoveProxy(name string) error {
 	}
 	// Rules first: removing one releases what a hang holds.
 	s.dropRules(name)
-	s.stop(np)
+	s.stop(np, &closing)
 	s.proxies = slices.Delete(s.proxies, i, i+1)
 	s.log.Info("proxy removed", "proxy", name)
 	return nil
@@ -338,14 +360,14 @@ func (s *Server) Close() error {
 		s.Faults.Reset()
 	}
 	var errs []error
+	var closing []*proxy.Proxy
 	s.mu.Lock()
 	s.closed = true
 	for _, np := range s.proxies {
-		if np.run != nil {
-			errs = append(errs, np.run.Close())
-		}
+		s.stop(np, &closing)
 	}
 	s.mu.Unlock()
+	errs = append(errs, closeProxies(closing))
 	if s.loops != nil {
 		s.loops.Close()
 	}

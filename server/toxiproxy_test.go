@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -451,5 +454,83 @@ func TestToxiproxyPopulateResetErrors(t *testing.T) {
 		if rs.Proxy == "one" {
 			t.Fatalf("rule %s of the deleted proxy one is left", rs.Name)
 		}
+	}
+}
+
+// The pattern every toxiproxy user writes — add a toxic, test, remove it,
+// delete the proxy — while psql's Terminate and FIN are still inside the
+// toxic: the session goes, the delete finishes promptly and the API keeps
+// answering meanwhile.
+func TestToxicRemovedWhileHoldingTheLastMessage(t *testing.T) {
+	s, client, api := startEmpty(t)
+	p, err := client.CreateProxy("pg", "127.0.0.1:0", pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := p.AddToxic("lat", "latency", "upstream", 1, toxiproxy.Attributes{"latency": 2000}); err != nil {
+			t.Fatal(err)
+		}
+		host, port, _ := strings.Cut(p.Listen, ":")
+		cmd := exec.Command(filepath.Join(pg.BinDir(), "psql"), "-X", "-q", "-h", host, "-p", port, "-U", pgtest.SuperUser, "-d", "postgres", "-c", "select 1")
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		// psql waits for its answer, which the toxic delays by 2 s, then
+		// sends Terminate and closes: remove the toxic while those are held.
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("psql: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("psql did not finish")
+		}
+		if err := p.RemoveToxic("lat"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(s.Registry.Sessions()) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("try %d: %d sessions left 5s after the toxic was removed", i, len(s.Registry.Sessions()))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// A session that is still held when the proxy goes must not hold up
+	// the delete, nor the API meanwhile.
+	if _, err := p.AddToxic("lat", "latency", "upstream", 1, toxiproxy.Attributes{"latency": 60000}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgconn.Connect(testCtx(t), pgtest.ConnString(p.Listen, pgtest.SuperUser, "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	go func() {
+		conn.Exec(context.Background(), "select 1").ReadAll()
+		close(held)
+	}()
+	defer func() {
+		<-held
+		conn.Close(context.Background())
+	}()
+	deleted := make(chan error, 1)
+	start := time.Now()
+	go func() { deleted <- p.Delete() }()
+	get(t, api+"/healthz", http.StatusOK, nil)
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("DELETE /proxies/pg did not finish")
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Fatalf("DELETE /proxies/pg took %v", d)
 	}
 }
