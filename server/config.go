@@ -40,9 +40,18 @@ type Config struct {
 	// Rules are fault rules active from the start.
 	Rules []faults.Rule `yaml:"rules"`
 	// Seed makes rule probabilities and jitter reproducible.
-	Seed      int64 `yaml:"seed"`
+	Seed int64 `yaml:"seed"`
+	// LogSQL is how fired events and log lines show SQL: "redacted" (the
+	// default: constants replaced by $1, $2, ...) or "full".
+	LogSQL    string `yaml:"log_sql"`
 	ruleLines []int
 }
+
+// Values of Config.LogSQL.
+const (
+	LogSQLRedacted = "redacted"
+	LogSQLFull     = "full"
+)
 
 // ProxyConfig names one proxy: where it listens and where it relays to.
 type ProxyConfig struct {
@@ -137,6 +146,13 @@ func (c *Config) Validate() error {
 	case "loop", "goroutine":
 	default:
 		return fmt.Errorf(" relay %q: want loop or goroutine", c.Relay)
+	}
+	switch c.LogSQL {
+	case "":
+		c.LogSQL = LogSQLRedacted
+	case LogSQLRedacted, LogSQLFull:
+	default:
+		return fmt.Errorf(" log_sql %q (--log-sql): want redacted or full", c.LogSQL)
 	}
 	if c.Loops < 0 {
 		return fmt.Errorf(" loops %d is negative", c.Loops)

@@ -72,7 +72,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
-	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg})
+	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg, FullSQL: cfg.LogSQL == LogSQLFull})
 	for _, r := range cfg.Rules {
 		if _, err := s.Faults.Add(r); err != nil {
 			return nil, fmt.Errorf("config: rule %q: %w", r.Name, err)

@@ -217,6 +217,7 @@ func TestLoadConfig(t *testing.T) {
 		{"duplicate name", "proxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n  - {name: a, listen: '127.0.0.1:3', upstream: '127.0.0.1:2'}\n", `:3: proxies[1]: name "a" is used twice`},
 		{"bad address", "proxies:\n  - {name: a, listen: 'nope', upstream: '127.0.0.1:2'}\n", `:2: proxies[0] (a): listen "nope"`},
 		{"bad relay", "relay: threads\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `relay "threads": want loop or goroutine`},
+		{"bad log_sql", "log_sql: everything\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `log_sql "everything" (--log-sql): want redacted or full`},
 		{"not yaml", "proxies: [\n", "pgchaos.yaml"},
 	}
 	for _, tc := range cases {

@@ -129,6 +129,7 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed for rule probabilities and jitter, for reproducible runs")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&cfg.LogSQL, "log-sql", server.LogSQLRedacted, "how /events and logs show SQL: redacted (constants replaced by $1, $2, ...) or full")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n  pgchaos proxy --listen ADDR --upstream ADDR [--name NAME] [--api ADDR]\n  pgchaos proxy --config FILE\n\nFlags:\n%s", fs.FlagUsages())
 	}

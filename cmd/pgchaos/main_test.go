@@ -41,6 +41,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--config", cfgPath, "--listen", "127.0.0.1:1"}, 2, "either --config or --listen/--upstream"},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", "x.pem"}, 2, "must be given together"},
+		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-sql", "all"}, 2, `log_sql "all" (--log-sql): want redacted or full`},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
