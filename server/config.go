@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/faults"
 )
 
@@ -108,6 +109,9 @@ func (c *Config) Validate() error {
 	if c.API == "" {
 		c.API = DefaultAPI
 	}
+	if err := control.CheckListen(c.API, c.AllowRemoteAPI); err != nil {
+		return errors.New(" " + err.Error())
+	}
 	// No proxies is fine: they can be added through the control API, as
 	// with toxiproxy.
 	seenName := map[string]bool{}
@@ -136,6 +140,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s (%s): upstream %q: %v", where, p.Name, p.Upstream, err)
 		}
 		seenName[p.Name], seenListen[p.Listen] = true, true
+	}
+	if c.UpstreamCA != "" && !c.UpstreamTLS {
+		return errors.New(" upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New(" tls_cert and tls_key (--tls-cert/--tls-key) must be given together")

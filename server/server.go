@@ -49,6 +49,14 @@ type namedProxy struct {
 	run   *proxy.Proxy // nil while disabled
 }
 
+// ConfigError is a configuration that cannot run: a bad setting, or a file
+// it names that cannot be read or used. The command line exits 2 for it,
+// as for a bad flag; other errors of Start (a port in use) are failures.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // Start validates cfg, binds every listener (failing before anything is
 // served if one cannot be bound) and starts serving.
 func Start(cfg Config, log *slog.Logger) (*Server, error) {
@@ -56,18 +64,15 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config:%w", err)
-	}
-	if err := control.CheckListen(cfg.API, cfg.AllowRemoteAPI); err != nil {
-		return nil, err
+		return nil, &ConfigError{fmt.Errorf("config:%w", err)}
 	}
 	clientTLS, err := cfg.clientTLS()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	upTLS, err := cfg.upstreamTLS()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -75,7 +80,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg, FullSQL: cfg.LogSQL == LogSQLFull})
 	for _, r := range cfg.Rules {
 		if _, err := s.Faults.Add(r); err != nil {
-			return nil, fmt.Errorf("config: rule %q: %w", r.Name, err)
+			return nil, &ConfigError{fmt.Errorf("config: rule %q: %w", r.Name, err)}
 		}
 	}
 	if cfg.Relay == "loop" && runtime.GOOS == "linux" {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -161,8 +162,9 @@ func TestControlAPI(t *testing.T) {
 
 func TestRemoteAPINeedsAllow(t *testing.T) {
 	cfg := server.Config{API: "0.0.0.0:0", Proxies: []server.ProxyConfig{{Name: "a", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}
-	if _, err := server.Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "--api-allow-remote") {
-		t.Fatalf("want a refusal naming --api-allow-remote, got %v", err)
+	var ce *server.ConfigError
+	if _, err := server.Start(cfg, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "--api-allow-remote") {
+		t.Fatalf("want a configuration error naming --api-allow-remote, got %v", err)
 	}
 	cfg.AllowRemoteAPI = true
 	start(t, cfg)

@@ -189,7 +189,12 @@ func runProxy(args []string, stderr io.Writer) error {
 		cfg.Proxies[0].Upstream = db.Addr()
 		log.Info("embedded PostgreSQL is up; connect through pgchaos with: psql '" + db.ConnString(cfg.Proxies[0].Listen) + "'")
 	}
-	return server.Run(ctx, cfg, log)
+	err = server.Run(ctx, cfg, log)
+	var ce *server.ConfigError
+	if errors.As(err, &ce) {
+		return errUsage{err}
+	}
+	return err
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

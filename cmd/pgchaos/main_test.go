@@ -27,6 +27,12 @@ func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
 func TestUsageErrors(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfgPath, []byte("proxies:\n  - name: a\n    listen: 127.0.0.1:1\n"), 0o644)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	notPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
+	pgOK := []string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--api", "127.0.0.1:0"}
+	with := func(extra ...string) []string { return append(append([]string{}, pgOK...), extra...) }
 	cases := []struct {
 		args []string
 		code int
@@ -42,6 +48,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", "x.pem"}, 2, "must be given together"},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-sql", "all"}, 2, `log_sql "all" (--log-sql): want redacted or full`},
+		{[]string{"proxy", "--config", missing}, 2, "read config: open " + missing},
+		{with("--api", "0.0.0.0:8474"), 2, "control address 0.0.0.0:8474 is not a loopback address"},
+		{with("--tls-cert", missing, "--tls-key", missing), 2, "load TLS certificate: open " + missing},
+		{with("--tls-cert", notPEM, "--tls-key", notPEM), 2, "load TLS certificate"},
+		{with("--upstream-tls", "--upstream-ca", missing), 2, "read upstream CA: open " + missing},
+		{with("--upstream-tls", "--upstream-ca", notPEM), 2, "holds no PEM certificate"},
+		{with("--upstream-ca", notPEM), 2, "upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)"},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
