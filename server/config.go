@@ -26,6 +26,16 @@ const DefaultAPI = "127.0.0.1:8474"
 type Config struct {
 	API            string `yaml:"api"`
 	AllowRemoteAPI bool   `yaml:"api_allow_remote"`
+	// APITokenFile holds the bearer token the control API requires; it
+	// wins over APIToken (e.g. from PGCHAOS_API_TOKEN). With neither, the
+	// API needs none, and a non-loopback API is refused unless
+	// APIInsecure says so.
+	APITokenFile string `yaml:"api_token_file"`
+	APIToken     string `yaml:"-"`
+	APIInsecure  bool   `yaml:"api_insecure"`
+	// APITLSCert and APITLSKey serve the control API over HTTPS.
+	APITLSCert     string `yaml:"api_tls_cert"`
+	APITLSKey      string `yaml:"api_tls_key"`
 	TLSCert        string `yaml:"tls_cert"`
 	TLSKey         string `yaml:"tls_key"`
 	UpstreamTLS    bool   `yaml:"upstream_tls"`
@@ -112,6 +122,12 @@ func (c *Config) Validate() error {
 	if err := control.CheckListen(c.API, c.AllowRemoteAPI); err != nil {
 		return errors.New(" " + err.Error())
 	}
+	if !control.IsLoopbackAddr(c.API) && c.APITokenFile == "" && c.APIToken == "" && !c.APIInsecure {
+		return fmt.Errorf(" control address %s is not a loopback address: give it a token with --api-token-file FILE (api_token_file) or %s, or pass --api-insecure (api_insecure: true) to serve it without one", c.API, control.EnvToken)
+	}
+	if (c.APITLSCert == "") != (c.APITLSKey == "") {
+		return errors.New(" api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together")
+	}
 	// No proxies is fine: they can be added through the control API, as
 	// with toxiproxy.
 	seenName := map[string]bool{}
@@ -189,6 +205,31 @@ func (c *Config) Validate() error {
 		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)
 	}
 	return nil
+}
+
+// apiToken is the control API's bearer token ("": none).
+func (c *Config) apiToken() (string, error) {
+	if c.APITokenFile != "" {
+		return control.ReadTokenFile(c.APITokenFile)
+	}
+	if c.APIToken != "" {
+		if err := control.CheckToken(c.APIToken); err != nil {
+			return "", fmt.Errorf("API token from %s: %w", control.EnvToken, err)
+		}
+	}
+	return c.APIToken, nil
+}
+
+// apiTLS loads the certificate the control API is served with, if any.
+func (c *Config) apiTLS() (*tls.Config, error) {
+	if c.APITLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.APITLSCert, c.APITLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load the control API's TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // clientTLS loads the certificate that terminates client TLS, if any.

@@ -2,6 +2,15 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +58,155 @@ func TestEventsRedactSQL(t *testing.T) {
 				t.Fatalf("the event shows the constant: %s", events[0].Message)
 			}
 		})
+	}
+}
+
+// request sends a request with the given headers (Host sets the Host
+// header) through client and returns the status, headers and body.
+func request(t *testing.T, client *http.Client, method, url string, headers map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+// jsonError decodes the control API's error shape.
+func jsonError(t *testing.T, body string) (string, int) {
+	t.Helper()
+	var e struct {
+		Error  string `json:"error"`
+		Status int    `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+		t.Fatalf("not the JSON error shape: %s", body)
+	}
+	return e.Error, e.Status
+}
+
+func TestAPIToken(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("  s3cret-token\n"), 0o600)
+	for name, cfg := range map[string]server.Config{
+		"token file":        {APITokenFile: tokenFile, APIToken: "the file wins"},
+		"token from caller": {APIToken: "s3cret-token"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.API = "127.0.0.1:0"
+			cfg.Proxies = []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}
+			s := start(t, cfg)
+			api := "http://" + s.APIAddr().String()
+			bearer := map[string]string{"Authorization": "Bearer s3cret-token"}
+
+			// Liveness stays open: probes and Testcontainers' wait strategy.
+			for _, path := range []string{"/healthz", "/version"} {
+				if code, _, body := request(t, http.DefaultClient, "GET", api+path, nil); code != 200 {
+					t.Fatalf("GET %s without a token: %d %s", path, code, body)
+				}
+			}
+			for _, tc := range []struct {
+				method, path string
+				headers      map[string]string
+				want         int
+				wantError    string
+			}{
+				{"GET", "/rules", nil, 401, "missing bearer token"},
+				{"GET", "/events", nil, 401, "missing bearer token"},
+				{"GET", "/metrics", nil, 401, "missing bearer token"},
+				{"GET", "/sessions", map[string]string{"Authorization": "Basic czNjcmV0LXRva2Vu"}, 401, "missing bearer token"},
+				{"POST", "/proxies", nil, 401, "missing bearer token"},
+				{"DELETE", "/rules", nil, 401, "missing bearer token"},
+				{"GET", "/healthz/", nil, 401, "missing bearer token"},
+				{"GET", "/rules", map[string]string{"Authorization": "Bearer s3cret-tokenX"}, 401, "wrong bearer token"},
+				{"GET", "/rules", map[string]string{"Authorization": "Bearer the file wins"}, 401, "wrong bearer token"},
+				{"GET", "/rules", map[string]string{"Authorization": "Bearer "}, 401, "missing bearer token"},
+				{"GET", "/rules", bearer, 200, ""},
+				{"GET", "/rules", map[string]string{"Authorization": "bearer s3cret-token"}, 200, ""},
+				{"GET", "/metrics", bearer, 200, ""},
+				{"GET", "/proxies", bearer, 200, ""},
+				{"GET", "/sessions", bearer, 200, ""},
+			} {
+				code, hdr, body := request(t, http.DefaultClient, tc.method, api+tc.path, tc.headers)
+				if code != tc.want {
+					t.Fatalf("%s %s %v: status %d, want %d: %s", tc.method, tc.path, tc.headers, code, tc.want, body)
+				}
+				if tc.want != 401 {
+					continue
+				}
+				if msg, status := jsonError(t, body); status != 401 || !strings.Contains(msg, tc.wantError) {
+					t.Fatalf("%s %s: error %d %q, want 401 %q", tc.method, tc.path, status, msg, tc.wantError)
+				}
+				if !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Bearer") {
+					t.Fatalf("%s %s: WWW-Authenticate %q", tc.method, tc.path, hdr.Get("WWW-Authenticate"))
+				}
+			}
+		})
+	}
+}
+
+func TestAPIHostCheck(t *testing.T) {
+	s := start(t, server.Config{API: "127.0.0.1:0"})
+	addr := s.APIAddr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, host := range []string{"", addr, "127.0.0.1", "localhost:" + port, "LOCALHOST", "app.localhost:" + port, "127.1.2.3:" + port, "[::1]:" + port} {
+		if code, _, body := request(t, http.DefaultClient, "GET", "http://"+addr+"/rules", map[string]string{"Host": host}); code != 200 {
+			t.Errorf("Host %q: status %d: %s", host, code, body)
+		}
+	}
+	for _, host := range []string{"evil.example", "evil.example:" + port, "localhost.evil.example", "10.0.0.1:" + port, "127.0.0.1.nip.io"} {
+		code, _, body := request(t, http.DefaultClient, "GET", "http://"+addr+"/healthz", map[string]string{"Host": host})
+		if code != 403 {
+			t.Errorf("Host %q: status %d, want 403: %s", host, code, body)
+			continue
+		}
+		if msg, status := jsonError(t, body); status != 403 || !strings.Contains(msg, fmt.Sprintf("%q", host)) {
+			t.Errorf("Host %q: error %d %q should name the host", host, status, msg)
+		}
+	}
+
+	// On an address beyond loopback the Host is whatever name reaches it.
+	remote := start(t, server.Config{API: "0.0.0.0:0", AllowRemoteAPI: true, APIInsecure: true})
+	_, port, _ = net.SplitHostPort(remote.APIAddr().String())
+	if code, _, body := request(t, http.DefaultClient, "GET", "http://127.0.0.1:"+port+"/rules", map[string]string{"Host": "pgchaos.example:" + port}); code != 200 {
+		t.Fatalf("a non-loopback API checks the Host: %d %s", code, body)
+	}
+}
+
+func TestAPITLS(t *testing.T) {
+	cert, key, err := pgtest.WriteSelfSignedCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, server.Config{API: "127.0.0.1:0", APITLSCert: cert, APITLSKey: key})
+	addr := s.APIAddr().String()
+	pemData, _ := os.ReadFile(cert)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemData)
+	verified := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	if code, _, body := request(t, verified, "GET", "https://"+addr+"/rules", nil); code != 200 {
+		t.Fatalf("GET https://%s/rules: %d %s", addr, code, body)
+	}
+	if code, _, body := request(t, verified, "GET", "https://localhost:"+strings.Split(addr, ":")[1]+"/healthz", nil); code != 200 {
+		t.Fatalf("by the name localhost: %d %s", code, body)
+	}
+	if code, _, _ := request(t, http.DefaultClient, "GET", "http://"+addr+"/rules", nil); code != http.StatusBadRequest {
+		t.Fatalf("plain HTTP to the TLS API: status %d, want Go's 400", code)
+	}
+	if _, err := http.Get("https://" + addr + "/healthz"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an unverified certificate should fail the request, got %v", err)
 	}
 }

@@ -74,6 +74,14 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
+	token, err := cfg.apiToken()
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	apiTLS, err := cfg.apiTLS()
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
@@ -109,22 +117,42 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.apiLn = ln
 	s.api = &http.Server{
-		Handler:           control.New(control.Config{Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log}),
+		Handler: control.New(control.Config{
+			Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
+			Token: token, HostCheck: boundToLoopback(ln),
+		}),
+		TLSConfig:         apiTLS,
 		ReadHeaderTimeout: 10 * time.Second,
+		// TLS handshake failures and the like: the client's problem.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	for _, np := range s.proxies {
 		go np.run.Serve()
 	}
 	go func() {
-		if err := s.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(s.api, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("control API stopped", "err", err)
 		}
 	}()
-	log.Info("control API listening", "addr", ln.Addr().String())
+	log.Info("control API listening", "addr", ln.Addr().String(), "tls", apiTLS != nil, "token", token != "")
 	if len(s.proxies) == 0 {
 		log.Info("no proxies configured yet: add them through the control API (POST /proxies)")
 	}
 	return s, nil
+}
+
+// boundToLoopback reports whether a listener accepts from this machine only.
+func boundToLoopback(ln net.Listener) bool {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}
+
+// serveHTTP serves srv on ln, with TLS when srv has a TLS config.
+func serveHTTP(srv *http.Server, ln net.Listener) error {
+	if srv.TLSConfig != nil {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // listen makes np's proxy and binds its listen address, remembering the

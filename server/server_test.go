@@ -166,7 +166,15 @@ func TestRemoteAPINeedsAllow(t *testing.T) {
 	if _, err := server.Start(cfg, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "--api-allow-remote") {
 		t.Fatalf("want a configuration error naming --api-allow-remote, got %v", err)
 	}
+	// Beyond loopback the API needs a token, or to be told it may go
+	// without one.
 	cfg.AllowRemoteAPI = true
+	if _, err := server.Start(cfg, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "--api-token-file") || !strings.Contains(err.Error(), "--api-insecure") {
+		t.Fatalf("want a configuration error naming --api-token-file and --api-insecure, got %v", err)
+	}
+	cfg.APIToken = "s3cret"
+	start(t, cfg)
+	cfg.APIToken, cfg.APIInsecure = "", true
 	start(t, cfg)
 }
 

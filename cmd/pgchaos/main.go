@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/server"
 )
 
@@ -118,7 +119,11 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.BoolVar(&embedded, "embedded", false, "start a throwaway local PostgreSQL and relay to it (instead of --upstream)")
 	fs.StringVar(&pgBinDir, "pg-bindir", "", "PostgreSQL binaries for --embedded (default: pg_config --bindir)")
 	fs.StringVar(&cfg.API, "api", server.DefaultAPI, "address of the control API (health, sessions, metrics)")
-	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address")
+	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address (needs a token or --api-insecure)")
+	fs.StringVar(&cfg.APITokenFile, "api-token-file", "", "file holding the bearer token the control API requires (default: $"+control.EnvToken+"; neither: no token)")
+	fs.BoolVar(&cfg.APIInsecure, "api-insecure", false, "serve a non-loopback control API without a token (e.g. for toxiproxy clients in a container)")
+	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "PEM certificate to serve the control API over HTTPS")
+	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "PEM private key for --api-tls-cert")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for terminating client TLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")
@@ -172,6 +177,7 @@ func runProxy(args []string, stderr io.Writer) error {
 		}
 		cfg.Proxies = []server.ProxyConfig{one}
 	}
+	cfg.APIToken = os.Getenv(control.EnvToken)
 	if err := cfg.Validate(); err != nil {
 		return errUsage{fmt.Errorf("proxy:%w", err)}
 	}

@@ -31,6 +31,9 @@ func TestUsageErrors(t *testing.T) {
 	missing := filepath.Join(dir, "missing.pem")
 	notPEM := filepath.Join(dir, "not.pem")
 	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
+	emptyToken := filepath.Join(dir, "empty-token")
+	os.WriteFile(emptyToken, []byte("\n"), 0o600)
+	t.Setenv("PGCHAOS_API_TOKEN", "")
 	pgOK := []string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--api", "127.0.0.1:0"}
 	with := func(extra ...string) []string { return append(append([]string{}, pgOK...), extra...) }
 	cases := []struct {
@@ -55,6 +58,15 @@ func TestUsageErrors(t *testing.T) {
 		{with("--upstream-tls", "--upstream-ca", missing), 2, "read upstream CA: open " + missing},
 		{with("--upstream-tls", "--upstream-ca", notPEM), 2, "holds no PEM certificate"},
 		{with("--upstream-ca", notPEM), 2, "upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)"},
+		{with("--api", "0.0.0.0:0", "--api-allow-remote"), 2, "give it a token with --api-token-file FILE (api_token_file) or PGCHAOS_API_TOKEN, or pass --api-insecure"},
+		{with("--api-token-file", missing), 2, "read API token: open " + missing},
+		{with("--api-token-file", emptyToken), 2, "API token file " + emptyToken + ": the token is empty"},
+		{with("--api-tls-cert", notPEM), 2, "api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together"},
+		{with("--api-tls-cert", missing, "--api-tls-key", missing), 2, "load the control API's TLS certificate: open " + missing},
+		{[]string{"fault", "list", "--api-token-file", missing}, 2, "read API token: open " + missing},
+		{[]string{"sessions", "--api", "https://127.0.0.1:1", "--api-ca", missing}, 2, "read CA: open " + missing},
+		{[]string{"events", "--api", "https://127.0.0.1:1", "--api-ca", notPEM}, 2, "holds no PEM certificate"},
+		{[]string{"fault", "rm", "x", "--api", "127.0.0.1:1", "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API"},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
