@@ -35,6 +35,8 @@ type Server struct {
 	// needs (nil: none).
 	token     *[sha256.Size]byte
 	hostCheck bool
+	// remoteListen lets toxiproxy's API open listeners beyond loopback.
+	remoteListen bool
 }
 
 // Config wires a Server to the data plane.
@@ -52,6 +54,11 @@ type Config struct {
 	// listens on loopback: a web page can then reach it only through DNS
 	// rebinding, and that request names the page's host.
 	HostCheck bool
+	// RemoteListen lets the toxiproxy-compatible API create proxies that
+	// listen beyond loopback (pgchaos proxy --api-allow-remote). Without
+	// it such a listen address is a 403: an API client is not trusted to
+	// open ports on every interface of the machine.
+	RemoteListen bool
 }
 
 // New returns the control API handler.
@@ -65,7 +72,8 @@ func New(cfg Config) *Server {
 		started:  time.Now(),
 		mux:      http.NewServeMux(),
 
-		hostCheck: cfg.HostCheck,
+		hostCheck:    cfg.HostCheck,
+		remoteListen: cfg.RemoteListen,
 	}
 	if cfg.Token != "" {
 		sum := sha256.Sum256([]byte(cfg.Token))

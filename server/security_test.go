@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,12 +12,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 	"github.com/pgchaos/pgchaos/server"
@@ -208,5 +212,80 @@ func TestAPITLS(t *testing.T) {
 	}
 	if _, err := http.Get("https://" + addr + "/healthz"); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("an unverified certificate should fail the request, got %v", err)
+	}
+}
+
+// toxiproxy's POST /proxies opens listeners on loopback only, unless
+// pgchaos runs with --api-allow-remote.
+func TestToxiproxyListenLoopbackOnly(t *testing.T) {
+	s := start(t, server.Config{API: "127.0.0.1:0"})
+	api := "http://" + s.APIAddr().String()
+	up := pg.Addr()
+	for _, listen := range []string{"0.0.0.0:0", ":0", "[::]:0", "db.example:0"} {
+		body := send(t, "POST", api+"/proxies", fmt.Sprintf(`{"name": "wide", "listen": %q, "upstream": %q}`, listen, up), 403)
+		if msg, _ := body["error"].(string); !strings.Contains(msg, "listen address "+listen+" is not a loopback address") || !strings.Contains(msg, "--api-allow-remote") || body["status"] != float64(403) {
+			t.Fatalf("POST /proxies with listen %s: %v", listen, body)
+		}
+	}
+	// toxiproxy's own client shows the reason.
+	if _, err := toxiproxy.NewClient(s.APIAddr().String()).CreateProxy("wide", "0.0.0.0:0", up); err == nil || !strings.Contains(err.Error(), "--api-allow-remote") {
+		t.Fatalf("toxiproxy client: %v", err)
+	}
+	if len(s.ListProxies()) != 0 {
+		t.Fatalf("a refused proxy was created: %+v", s.ListProxies())
+	}
+	send(t, "POST", api+"/proxies", fmt.Sprintf(`{"name": "a", "upstream": %q}`, up), 201)
+	send(t, "POST", api+"/proxies", fmt.Sprintf(`{"name": "b", "listen": "localhost:0", "upstream": %q}`, up), 201)
+	send(t, "POST", api+"/proxies", fmt.Sprintf(`{"name": "c", "listen": "[::1]:0", "upstream": %q}`, up), 201)
+	// Changing where a proxy listens is checked the same way; other
+	// changes are not.
+	send(t, "POST", api+"/proxies/a", `{"listen": "0.0.0.0:0"}`, 403)
+	send(t, "PATCH", api+"/proxies/a", `{"enabled": false}`, 200)
+	send(t, "POST", api+"/proxies/a", `{"enabled": true}`, 200)
+	send(t, "POST", api+"/populate", fmt.Sprintf(`[{"name": "d", "listen": "0.0.0.0:0", "upstream": %q}]`, up), 403)
+	send(t, "POST", api+"/populate", fmt.Sprintf(`[{"name": "d", "listen": "127.0.0.1:0", "upstream": %q}]`, up), 201)
+	for _, p := range s.ListProxies() {
+		if !control.IsLoopbackAddr(p.Listen) {
+			t.Fatalf("proxy %s listens on %s", p.Name, p.Listen)
+		}
+	}
+
+	remote := start(t, server.Config{API: "127.0.0.1:0", AllowRemoteAPI: true})
+	api = "http://" + remote.APIAddr().String()
+	send(t, "POST", api+"/proxies", fmt.Sprintf(`{"name": "wide", "listen": "0.0.0.0:0", "upstream": %q}`, up), 201)
+	send(t, "POST", api+"/populate", fmt.Sprintf(`[{"name": "d", "listen": "0.0.0.0:0", "upstream": %q}]`, up), 201)
+	send(t, "POST", api+"/proxies/d", `{"listen": "[::]:0"}`, 200)
+}
+
+// The container configuration of docs/toxiproxy.md serves toxiproxy
+// clients, which send no token, and lets them create proxies that the
+// container's published ports reach.
+func TestToxiproxyDocsContainerConfig(t *testing.T) {
+	doc, err := os.ReadFile("../docs/toxiproxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(# pgchaos.yaml in the container\n.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/toxiproxy.md has no container configuration")
+	}
+	path := filepath.Join(t.TempDir(), "pgchaos.yaml")
+	os.WriteFile(path, bytes.ReplaceAll(m[1], []byte(":8474"), []byte(":0")), 0o644)
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, cfg)
+	_, port, _ := net.SplitHostPort(s.APIAddr().String())
+	client := toxiproxy.NewClient("127.0.0.1:" + port)
+	if _, err := client.Version(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := client.CreateProxy("pg", "0.0.0.0:0", pg.Addr())
+	if err != nil {
+		t.Fatalf("create a proxy for the published ports: %v", err)
+	}
+	if _, err := p.AddToxic("", "pg_error", "upstream", 1, toxiproxy.Attributes{"sql": "^UPDATE", "sqlstate": "40001"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -119,7 +119,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	s.api = &http.Server{
 		Handler: control.New(control.Config{
 			Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
-			Token: token, HostCheck: boundToLoopback(ln),
+			Token: token, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
 		}),
 		TLSConfig:         apiTLS,
 		ReadHeaderTimeout: 10 * time.Second,
