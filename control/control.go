@@ -97,6 +97,27 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// MetricsHandler serves GET /metrics alone, for a listener of its own
+// (pgchaos proxy --metrics-listen) that Prometheus scrapes: read-only and
+// without SQL, so it needs no token. With hostCheck it refuses Host
+// headers as the API does on loopback.
+func MetricsHandler(g prometheus.Gatherer, hostCheck bool) http.Handler {
+	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case hostCheck && !allowedHost(r.Host):
+			writeError(w, http.StatusForbidden, fmt.Sprintf("host %q not allowed: this address listens on loopback and answers only requests for localhost or a loopback address", r.Host))
+		case r.URL.Path != "/metrics":
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (this address serves only GET /metrics)", r.Method, r.URL.Path))
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on /metrics (allowed: GET)", r.Method))
+		default:
+			metrics.ServeHTTP(w, r)
+		}
+	})
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.guard(w, r) {
 		s.log.Debug("control API request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "host", r.Host)

@@ -34,8 +34,11 @@ type Config struct {
 	APIToken     string `yaml:"-"`
 	APIInsecure  bool   `yaml:"api_insecure"`
 	// APITLSCert and APITLSKey serve the control API over HTTPS.
-	APITLSCert     string `yaml:"api_tls_cert"`
-	APITLSKey      string `yaml:"api_tls_key"`
+	APITLSCert string `yaml:"api_tls_cert"`
+	APITLSKey  string `yaml:"api_tls_key"`
+	// MetricsListen also serves GET /metrics, and nothing else, on this
+	// address: for Prometheus, without a token, wherever it listens.
+	MetricsListen  string `yaml:"metrics_listen"`
 	TLSCert        string `yaml:"tls_cert"`
 	TLSKey         string `yaml:"tls_key"`
 	UpstreamTLS    bool   `yaml:"upstream_tls"`
@@ -124,6 +127,13 @@ func (c *Config) Validate() error {
 	}
 	if !control.IsLoopbackAddr(c.API) && c.APITokenFile == "" && c.APIToken == "" && !c.APIInsecure {
 		return fmt.Errorf(" control address %s is not a loopback address: give it a token with --api-token-file FILE (api_token_file) or %s, or pass --api-insecure (api_insecure: true) to serve it without one", c.API, control.EnvToken)
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf(" metrics_listen %q (--metrics-listen): %v", c.MetricsListen, err)
+		} else if c.MetricsListen == c.API && port != "0" {
+			return fmt.Errorf(" metrics_listen %s (--metrics-listen) is the control API's address; give it a port of its own", c.MetricsListen)
+		}
 	}
 	if (c.APITLSCert == "") != (c.APITLSKey == "") {
 		return errors.New(" api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together")

@@ -69,7 +69,9 @@ func TestEventsRedactSQL(t *testing.T) {
 // header) through client and returns the status, headers and body.
 func request(t *testing.T, client *http.Client, method, url string, headers map[string]string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,5 +289,74 @@ func TestToxiproxyDocsContainerConfig(t *testing.T) {
 	}
 	if _, err := p.AddToxic("", "pg_error", "upstream", 1, toxiproxy.Attributes{"sql": "^UPDATE", "sqlstate": "40001"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// --metrics-listen serves /metrics, without a token, and nothing else; the
+// API keeps its own /metrics behind the token.
+func TestMetricsListen(t *testing.T) {
+	s, err := server.Start(server.Config{API: "127.0.0.1:0", APIToken: "s3cret", MetricsListen: "127.0.0.1:0",
+		Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	metrics := "http://" + s.MetricsAddr().String()
+	code, _, body := request(t, http.DefaultClient, "GET", metrics+"/metrics", nil)
+	if code != 200 || !strings.Contains(body, `pgchaos_sessions_active{proxy="pg"} 0`) {
+		t.Fatalf("GET /metrics on --metrics-listen: %d\n%.300s", code, body)
+	}
+	for _, tc := range []struct {
+		method, path string
+		headers      map[string]string
+		want         int
+	}{
+		{"GET", "/rules", nil, 404},
+		{"GET", "/rules", map[string]string{"Authorization": "Bearer s3cret"}, 404},
+		{"GET", "/events", nil, 404},
+		{"GET", "/healthz", nil, 404},
+		{"GET", "/proxies", nil, 404},
+		{"DELETE", "/sessions/1", nil, 404},
+		{"GET", "/metrics/", nil, 404},
+		{"POST", "/metrics", nil, 405},
+		{"GET", "/metrics", map[string]string{"Host": "evil.example"}, 403},
+	} {
+		code, _, body := request(t, http.DefaultClient, tc.method, metrics+tc.path, tc.headers)
+		if code != tc.want {
+			t.Fatalf("%s %s on --metrics-listen: %d, want %d: %s", tc.method, tc.path, code, tc.want, body)
+		}
+		if _, status := jsonError(t, body); status != tc.want {
+			t.Fatalf("%s %s: error status %d", tc.method, tc.path, status)
+		}
+	}
+	api := "http://" + s.APIAddr().String()
+	if code, _, _ := request(t, http.DefaultClient, "GET", api+"/metrics", nil); code != 401 {
+		t.Fatalf("the API's /metrics without a token: %d", code)
+	}
+	if code, _, _ := request(t, http.DefaultClient, "GET", api+"/metrics", map[string]string{"Authorization": "Bearer s3cret"}); code != 200 {
+		t.Fatalf("the API's /metrics: %d", code)
+	}
+	// Close ends the metrics listener with the API.
+	addr := s.MetricsAddr().String()
+	s.Close()
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the metrics listener %s still accepts after Close", addr)
+	}
+}
+
+// Over TLS the metrics listener uses the API's certificate.
+func TestMetricsListenTLS(t *testing.T) {
+	cert, key, err := pgtest.WriteSelfSignedCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, server.Config{API: "127.0.0.1:0", APITLSCert: cert, APITLSKey: key, MetricsListen: "127.0.0.1:0"})
+	pemData, _ := os.ReadFile(cert)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemData)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	if code, _, body := request(t, client, "GET", "https://"+s.MetricsAddr().String()+"/metrics", nil); code != 200 || !strings.Contains(body, "go_goroutines") {
+		t.Fatalf("GET https://.../metrics: %d %.200s", code, body)
 	}
 }

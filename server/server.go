@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,9 @@ type Server struct {
 	apiLn    net.Listener
 	loops    *proxy.EventLoops
 	log      *slog.Logger
+	// metricsLn serves GET /metrics alone (--metrics-listen); the API's
+	// http.Server serves it too, so that shutting the API down closes it.
+	metricsLn net.Listener
 	// base is what every proxy shares: TLS, limits, metrics, registry,
 	// event loops and the fault engine.
 	base proxy.Config
@@ -116,11 +120,23 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control API: listen on %s: %w", cfg.API, err)
 	}
 	s.apiLn = ln
+	var handler http.Handler = control.New(control.Config{
+		Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
+		Token: token, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
+	})
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			s.Close()
+			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
+		}
+		s.metricsLn = metricsListener{mln}
+		handler = byListener(handler, control.MetricsHandler(reg, boundToLoopback(mln)))
+	}
 	s.api = &http.Server{
-		Handler: control.New(control.Config{
-			Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
-			Token: token, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
-		}),
+		Handler:           handler,
+		ConnContext:       markMetricsConn,
 		TLSConfig:         apiTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		// TLS handshake failures and the like: the client's problem.
@@ -129,11 +145,19 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	for _, np := range s.proxies {
 		go np.run.Serve()
 	}
-	go func() {
-		if err := serveHTTP(s.api, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("control API stopped", "err", err)
+	for _, l := range []net.Listener{ln, s.metricsLn} {
+		if l == nil {
+			continue
 		}
-	}()
+		go func() {
+			if err := serveHTTP(s.api, l, apiTLS != nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("control API stopped", "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	if s.metricsLn != nil {
+		log.Info("metrics listening", "addr", s.metricsLn.Addr().String(), "path", "/metrics")
+	}
 	log.Info("control API listening", "addr", ln.Addr().String(), "tls", apiTLS != nil, "token", token != "")
 	if len(s.proxies) == 0 {
 		log.Info("no proxies configured yet: add them through the control API (POST /proxies)")
@@ -147,9 +171,58 @@ func boundToLoopback(ln net.Listener) bool {
 	return ok && a.IP.IsLoopback()
 }
 
-// serveHTTP serves srv on ln, with TLS when srv has a TLS config.
-func serveHTTP(srv *http.Server, ln net.Listener) error {
-	if srv.TLSConfig != nil {
+// metricsListener marks the connections it accepts as the metrics
+// listener's (see markMetricsConn).
+type metricsListener struct{ net.Listener }
+
+type metricsConn struct{ net.Conn }
+
+func (l metricsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return metricsConn{c}, nil
+}
+
+type metricsConnKey struct{}
+
+// markMetricsConn tells the handler which connections came through the
+// metrics listener.
+func markMetricsConn(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if _, ok := c.(metricsConn); ok {
+		return context.WithValue(ctx, metricsConnKey{}, true)
+	}
+	return ctx
+}
+
+// byListener sends the metrics listener's requests to metrics, the rest
+// to api.
+func byListener(api, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(metricsConnKey{}) != nil {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// MetricsAddr is the bound --metrics-listen address (nil: none).
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// serveHTTP serves srv on ln, with srv's TLS config or without TLS. (Not
+// "when srv.TLSConfig is set": serving sets one up for HTTP/2.)
+func serveHTTP(srv *http.Server, ln net.Listener, useTLS bool) error {
+	if useTLS {
 		return srv.ServeTLS(ln, "", "")
 	}
 	return srv.Serve(ln)

@@ -124,6 +124,7 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.APIInsecure, "api-insecure", false, "serve a non-loopback control API without a token (e.g. for toxiproxy clients in a container)")
 	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "PEM certificate to serve the control API over HTTPS")
 	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "PEM private key for --api-tls-cert")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve GET /metrics alone on this address, without a token (e.g. 0.0.0.0:9187 for Prometheus)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for terminating client TLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")

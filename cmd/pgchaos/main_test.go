@@ -67,6 +67,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sessions", "--api", "https://127.0.0.1:1", "--api-ca", missing}, 2, "read CA: open " + missing},
 		{[]string{"events", "--api", "https://127.0.0.1:1", "--api-ca", notPEM}, 2, "holds no PEM certificate"},
 		{[]string{"fault", "rm", "x", "--api", "127.0.0.1:1", "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API"},
+		{with("--metrics-listen", "9187"), 2, `metrics_listen "9187" (--metrics-listen): address 9187: missing port in address`},
+		{with("--api", "127.0.0.1:8474", "--metrics-listen", "127.0.0.1:8474"), 2, "metrics_listen 127.0.0.1:8474 (--metrics-listen) is the control API's address"},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
