@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -248,8 +249,20 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
-	// No proxies is a valid start: they come through the control API.
+	// The security settings have keys of their own.
 	path := filepath.Join(t.TempDir(), "pgchaos.yaml")
+	os.WriteFile(path, []byte("api: 0.0.0.0:8474\napi_allow_remote: true\napi_token_file: /run/token\napi_insecure: true\n"+
+		"api_tls_cert: api.crt\napi_tls_key: api.key\nmetrics_listen: 0.0.0.0:9187\nlog_sql: full\n"), 0o644)
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (server.Config{API: "0.0.0.0:8474", AllowRemoteAPI: true, APITokenFile: "/run/token", APIInsecure: true,
+		APITLSCert: "api.crt", APITLSKey: "api.key", MetricsListen: "0.0.0.0:9187", LogSQL: "full", Relay: "loop"}); !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("security keys:\n got %+v\nwant %+v", cfg, want)
+	}
+	// No proxies is a valid start: they come through the control API.
+	path = filepath.Join(t.TempDir(), "pgchaos.yaml")
 	os.WriteFile(path, []byte("api: 127.0.0.1:8474\n"), 0o644)
 	if cfg, err := server.LoadConfig(path); err != nil || len(cfg.Proxies) != 0 {
 		t.Fatalf("a file without proxies: %+v, %v", cfg, err)

@@ -34,6 +34,9 @@ func TestUsageErrors(t *testing.T) {
 	emptyToken := filepath.Join(dir, "empty-token")
 	os.WriteFile(emptyToken, []byte("\n"), 0o600)
 	t.Setenv("PGCHAOS_API_TOKEN", "")
+	remoteCfg := filepath.Join(dir, "remote.yaml")
+	os.WriteFile(remoteCfg, []byte("api: 0.0.0.0:0\napi_allow_remote: true\nlog_sql: full\n"), 0o644)
+	exp := "../../experiments/examples/latency-spike.yaml"
 	pgOK := []string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--api", "127.0.0.1:0"}
 	with := func(extra ...string) []string { return append(append([]string{}, pgOK...), extra...) }
 	cases := []struct {
@@ -69,6 +72,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"fault", "rm", "x", "--api", "127.0.0.1:1", "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API"},
 		{with("--metrics-listen", "9187"), 2, `metrics_listen "9187" (--metrics-listen): address 9187: missing port in address`},
 		{with("--api", "127.0.0.1:8474", "--metrics-listen", "127.0.0.1:8474"), 2, "metrics_listen 127.0.0.1:8474 (--metrics-listen) is the control API's address"},
+		{[]string{"proxy", "--config", remoteCfg}, 2, remoteCfg + ": control address 0.0.0.0:0 is not a loopback address: give it a token"},
+		{[]string{"run", exp, "--api-token-file", missing}, 2, "read API token: open " + missing},
+		{[]string{"run", exp, "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API; no proxy of the experiment has an https:// url"},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
