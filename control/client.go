@@ -3,11 +3,14 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -17,17 +20,54 @@ import (
 
 // Client talks to a running pgchaos's control API.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
 
-// NewClient returns a client for the API at addr ("127.0.0.1:8474" or a URL).
-func NewClient(addr string) *Client {
+// ClientOption secures a Client.
+type ClientOption func(*Client)
+
+// WithToken sends token as the bearer token of every request (empty: none).
+func WithToken(token string) ClientOption {
+	return func(c *Client) { c.token = token }
+}
+
+// WithRootCAs verifies an https API's certificate against roots instead of
+// the system's.
+func WithRootCAs(roots *x509.CertPool) ClientOption {
+	return func(c *Client) {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		c.http.Transport = t
+	}
+}
+
+// NewClient returns a client for the API at addr: "127.0.0.1:8474", or a
+// URL, https:// for an API served with TLS.
+func NewClient(addr string, opts ...ClientOption) *Client {
 	base := strings.TrimRight(addr, "/")
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	return &Client{base: base, http: &http.Client{Timeout: 30 * time.Second}}
+	c := &Client{base: base, http: &http.Client{Timeout: 30 * time.Second}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// LoadCertPool reads a PEM bundle of CA certificates.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // APIError is an error answer from the control API.
@@ -54,6 +94,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

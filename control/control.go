@@ -4,6 +4,7 @@
 package control
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,12 @@ type Server struct {
 	log      *slog.Logger
 	started  time.Time
 	mux      *http.ServeMux
+	// token is the hash of the bearer token every request but liveness
+	// needs (nil: none).
+	token     *[sha256.Size]byte
+	hostCheck bool
+	// remoteListen lets toxiproxy's API open listeners beyond loopback.
+	remoteListen bool
 }
 
 // Config wires a Server to the data plane.
@@ -39,6 +46,19 @@ type Config struct {
 	Gatherer prometheus.Gatherer // what /metrics exposes; nil: no metrics
 	Faults   *faults.Engine      // rules and events; nil: no fault endpoints
 	Logger   *slog.Logger
+	// Token, when set, is the bearer token every request must carry
+	// (Authorization: Bearer TOKEN) except GET /healthz and GET /version.
+	Token string
+	// HostCheck answers 403 to a request whose Host header is not a
+	// loopback address, localhost or *.localhost. Set it when the API
+	// listens on loopback: a web page can then reach it only through DNS
+	// rebinding, and that request names the page's host.
+	HostCheck bool
+	// RemoteListen lets the toxiproxy-compatible API create proxies that
+	// listen beyond loopback (pgchaos proxy --api-allow-remote). Without
+	// it such a listen address is a 403: an API client is not trusted to
+	// open ports on every interface of the machine.
+	RemoteListen bool
 }
 
 // New returns the control API handler.
@@ -51,6 +71,13 @@ func New(cfg Config) *Server {
 		log:      cfg.Logger,
 		started:  time.Now(),
 		mux:      http.NewServeMux(),
+
+		hostCheck:    cfg.HostCheck,
+		remoteListen: cfg.RemoteListen,
+	}
+	if cfg.Token != "" {
+		sum := sha256.Sum256([]byte(cfg.Token))
+		s.token = &sum
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -70,7 +97,32 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// MetricsHandler serves GET /metrics alone, for a listener of its own
+// (pgchaos proxy --metrics-listen) that Prometheus scrapes: read-only and
+// without SQL, so it needs no token. With hostCheck it refuses Host
+// headers as the API does on loopback.
+func MetricsHandler(g prometheus.Gatherer, hostCheck bool) http.Handler {
+	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case hostCheck && !allowedHost(r.Host):
+			writeError(w, http.StatusForbidden, fmt.Sprintf("host %q not allowed: this address listens on loopback and answers only requests for localhost or a loopback address", r.Host))
+		case r.URL.Path != "/metrics":
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (this address serves only GET /metrics)", r.Method, r.URL.Path))
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on /metrics (allowed: GET)", r.Method))
+		default:
+			metrics.ServeHTTP(w, r)
+		}
+	})
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.guard(w, r) {
+		s.log.Debug("control API request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "host", r.Host)
+		return
+	}
 	// A web page must not change faults or proxies through the visitor's
 	// browser (toxiproxy refuses browsers outright; reading stays allowed).
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.UserAgent(), "Mozilla/") {
@@ -166,21 +218,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // CheckListen refuses a non-loopback control address unless allowed: the
-// API can kill sessions and, later, inject faults.
+// API kills sessions, injects faults and opens listeners.
 func CheckListen(addr string, allowRemote bool) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return fmt.Errorf("control address %q: %w", addr, err)
 	}
-	if allowRemote {
+	if allowRemote || IsLoopbackAddr(addr) {
 		return nil
 	}
-	if host == "localhost" {
-		return nil
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() {
-		return errors.New("control address " + addr + " is not a loopback address; pass --api-allow-remote to expose the API beyond this machine")
-	}
-	return nil
+	return errors.New("control address " + addr + " is not a loopback address; pass --api-allow-remote (api_allow_remote: true) to expose the API beyond this machine")
 }

@@ -497,6 +497,15 @@ func checkAddrs(p ProxySpec) *tpError {
 	return nil
 }
 
+// checkListen refuses a proxy listen address beyond loopback unless the
+// API may open such listeners.
+func (s *Server) checkListen(listen string) *tpError {
+	if s.remoteListen || IsLoopbackAddr(listen) {
+		return nil
+	}
+	return &tpError{http.StatusForbidden, fmt.Sprintf("listen address %s is not a loopback address: start pgchaos with --api-allow-remote (api_allow_remote: true) to let the API open listeners beyond this machine", listen)}
+}
+
 func decodeBody(r *http.Request, v any) *tpError {
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(v); err != nil {
 		return badBody("%v", err)
@@ -511,6 +520,9 @@ func (s *Server) createProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec, te := in.spec("")
+	if te == nil {
+		te = s.checkListen(spec.Listen)
+	}
 	if te != nil {
 		writeTPError(w, te)
 		return
@@ -551,7 +563,11 @@ func (s *Server) updateProxy(w http.ResponseWriter, r *http.Request) {
 	if in.Listen == "" {
 		in.Listen = DefaultToxiproxyListen
 	}
-	if te := checkAddrs(in); te != nil {
+	te := checkAddrs(in)
+	if te == nil && in.Listen != cur.Listen {
+		te = s.checkListen(in.Listen)
+	}
+	if te != nil {
 		writeTPError(w, te)
 		return
 	}
@@ -592,6 +608,12 @@ func (s *Server) populate(w http.ResponseWriter, r *http.Request) {
 	specs := make([]ProxySpec, len(in))
 	for i, p := range in {
 		spec, te := p.spec(fmt.Sprintf(" at proxy %d", i+1))
+		if te == nil {
+			// A proxy kept as it is opens nothing new.
+			if cur, err := s.proxies.GetProxy(spec.Name); err != nil || cur.Listen != spec.Listen {
+				te = s.checkListen(spec.Listen)
+			}
+		}
 		if te != nil {
 			fail(te)
 			return

@@ -338,15 +338,21 @@ type Options struct {
 	EventLogSize int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// FullSQL keeps the SQL of fired events as sent. By default events show
+	// it with its constants replaced by $1, $2, ... (RedactSQL): a statement
+	// can carry a password or personal data, and the event log is readable
+	// by anyone who may read the control API.
+	FullSQL bool
 }
 
 // Engine holds the rules of a process and publishes, for each proxy, an
 // immutable snapshot. Changing rules never waits on traffic: a session
 // reads the snapshot that was current when its message went by.
 type Engine struct {
-	seed  int64
-	now   func() time.Time
-	fired *prometheus.CounterVec
+	seed    int64
+	now     func() time.Time
+	fired   *prometheus.CounterVec
+	fullSQL bool
 
 	mu       sync.Mutex // serialises writers; readers use snapshots
 	nextID   uint64
@@ -361,7 +367,7 @@ type Engine struct {
 
 // NewEngine returns an engine with no rules.
 func NewEngine(o Options) *Engine {
-	e := &Engine{seed: o.Seed, now: o.Now, logCap: o.EventLogSize, policies: map[string]*Policy{}}
+	e := &Engine{seed: o.Seed, now: o.Now, logCap: o.EventLogSize, fullSQL: o.FullSQL, policies: map[string]*Policy{}}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -560,7 +566,7 @@ func (r *compiledRule) status() RuleStatus {
 
 func (e *Engine) record(proxy string, r *compiledRule, s *Session, m *Message) {
 	e.fired.WithLabelValues(proxy, r.rule.Name, r.rule.Action.Type).Inc()
-	ev := Event{Time: e.now(), Rule: r.rule.Name, Proxy: proxy, Action: r.rule.Action.Type, Message: summarize(r, m)}
+	ev := Event{Time: e.now(), Rule: r.rule.Name, Proxy: proxy, Action: r.rule.Action.Type, Message: summarize(r, m, e.fullSQL)}
 	if s != nil {
 		ev.Session = s.ID
 	}
@@ -588,7 +594,8 @@ func (e *Engine) Events(limit int) []Event {
 	return out
 }
 
-func summarize(r *compiledRule, m *Message) string {
+// summarize says what a fired rule acted on, for the event log.
+func summarize(r *compiledRule, m *Message, fullSQL bool) string {
 	if m == nil {
 		switch {
 		case r.event == EventConnect:
@@ -608,8 +615,10 @@ func summarize(r *compiledRule, m *Message) string {
 	switch {
 	case m.Tag != nil:
 		return fmt.Sprintf("%s %q", name, clip(m.Tag))
-	case m.SQL != nil:
+	case m.SQL != nil && fullSQL:
 		return fmt.Sprintf("%s %q", name, clip(m.SQL))
+	case m.SQL != nil:
+		return fmt.Sprintf("%s %q", name, clip([]byte(RedactSQL(m.SQL))))
 	}
 	return name
 }

@@ -305,7 +305,7 @@ func TestEventsLog(t *testing.T) {
 	}{
 		{"tag", "error", 102, []string{"command_complete", "COMMIT"}},
 		{"sync", "disconnect", 103, []string{"sync"}},
-		{"sql", "delay", 104, []string{"execute", "UPDATE accounts SET x = 5"}},
+		{"sql", "delay", 104, []string{"execute", "UPDATE accounts SET x = $1"}},
 	}
 	for i, w := range want {
 		ev := evs[i]
@@ -333,12 +333,19 @@ func TestEventsLog(t *testing.T) {
 	if e.Events(0)[0].Rule == "mangled" {
 		t.Error("Events returns the engine's own storage")
 	}
-	// The query summary includes the SQL.
+	// The query summary includes the SQL, its constants replaced unless
+	// the engine keeps full SQL.
 	e2 := newTestEngine(t, Options{})
 	mustAdd(t, e2, Rule{Name: "q", Match: Match{SQL: "."}, Action: Action{Type: "drop"}})
-	e2.Policy("x").Rules().Decide(baseSession(), queryMsg("SELECT abalance FROM pgbench_accounts WHERE aid = 42"))
-	if evs := e2.Events(0); len(evs) != 1 || !strings.Contains(evs[0].Message, "query") || !strings.Contains(evs[0].Message, "SELECT abalance FROM pgbench_accounts WHERE aid = 42") {
+	e2.Policy("x").Rules().Decide(baseSession(), queryMsg("SELECT abalance FROM pgbench_accounts WHERE aid = 42 AND note = 'TopSecret123'"))
+	if evs := e2.Events(0); len(evs) != 1 || !strings.Contains(evs[0].Message, "query") || !strings.Contains(evs[0].Message, "SELECT abalance FROM pgbench_accounts WHERE aid = $1 AND note = $2") {
 		t.Errorf("query summary: %+v", evs)
+	}
+	full := newTestEngine(t, Options{FullSQL: true})
+	mustAdd(t, full, Rule{Name: "q", Match: Match{SQL: "."}, Action: Action{Type: "drop"}})
+	full.Policy("x").Rules().Decide(baseSession(), queryMsg("SELECT abalance FROM pgbench_accounts WHERE aid = 42"))
+	if evs := full.Events(0); len(evs) != 1 || !strings.Contains(evs[0].Message, "SELECT abalance FROM pgbench_accounts WHERE aid = 42") {
+		t.Errorf("query summary with FullSQL: %+v", evs)
 	}
 	// Long SQL is clipped, not dropped.
 	long := "SELECT " + strings.Repeat("x", 1000)

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/faults"
 )
 
@@ -25,6 +26,19 @@ const DefaultAPI = "127.0.0.1:8474"
 type Config struct {
 	API            string `yaml:"api"`
 	AllowRemoteAPI bool   `yaml:"api_allow_remote"`
+	// APITokenFile holds the bearer token the control API requires; it
+	// wins over APIToken (e.g. from PGCHAOS_API_TOKEN). With neither, the
+	// API needs none, and a non-loopback API is refused unless
+	// APIInsecure says so.
+	APITokenFile string `yaml:"api_token_file"`
+	APIToken     string `yaml:"-"`
+	APIInsecure  bool   `yaml:"api_insecure"`
+	// APITLSCert and APITLSKey serve the control API over HTTPS.
+	APITLSCert string `yaml:"api_tls_cert"`
+	APITLSKey  string `yaml:"api_tls_key"`
+	// MetricsListen also serves GET /metrics, and nothing else, on this
+	// address: for Prometheus, without a token, wherever it listens.
+	MetricsListen  string `yaml:"metrics_listen"`
 	TLSCert        string `yaml:"tls_cert"`
 	TLSKey         string `yaml:"tls_key"`
 	UpstreamTLS    bool   `yaml:"upstream_tls"`
@@ -40,9 +54,18 @@ type Config struct {
 	// Rules are fault rules active from the start.
 	Rules []faults.Rule `yaml:"rules"`
 	// Seed makes rule probabilities and jitter reproducible.
-	Seed      int64 `yaml:"seed"`
+	Seed int64 `yaml:"seed"`
+	// LogSQL is how fired events and log lines show SQL: "redacted" (the
+	// default: constants replaced by $1, $2, ...) or "full".
+	LogSQL    string `yaml:"log_sql"`
 	ruleLines []int
 }
+
+// Values of Config.LogSQL.
+const (
+	LogSQLRedacted = "redacted"
+	LogSQLFull     = "full"
+)
 
 // ProxyConfig names one proxy: where it listens and where it relays to.
 type ProxyConfig struct {
@@ -99,6 +122,22 @@ func (c *Config) Validate() error {
 	if c.API == "" {
 		c.API = DefaultAPI
 	}
+	if err := control.CheckListen(c.API, c.AllowRemoteAPI); err != nil {
+		return errors.New(" " + err.Error())
+	}
+	if !control.IsLoopbackAddr(c.API) && c.APITokenFile == "" && c.APIToken == "" && !c.APIInsecure {
+		return fmt.Errorf(" control address %s is not a loopback address: give it a token with --api-token-file FILE (api_token_file) or %s, or pass --api-insecure (api_insecure: true) to serve it without one", c.API, control.EnvToken)
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf(" metrics_listen %q (--metrics-listen): %v", c.MetricsListen, err)
+		} else if c.MetricsListen == c.API && port != "0" {
+			return fmt.Errorf(" metrics_listen %s (--metrics-listen) is the control API's address; give it a port of its own", c.MetricsListen)
+		}
+	}
+	if (c.APITLSCert == "") != (c.APITLSKey == "") {
+		return errors.New(" api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together")
+	}
 	// No proxies is fine: they can be added through the control API, as
 	// with toxiproxy.
 	seenName := map[string]bool{}
@@ -128,6 +167,9 @@ func (c *Config) Validate() error {
 		}
 		seenName[p.Name], seenListen[p.Listen] = true, true
 	}
+	if c.UpstreamCA != "" && !c.UpstreamTLS {
+		return errors.New(" upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)")
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New(" tls_cert and tls_key (--tls-cert/--tls-key) must be given together")
 	}
@@ -137,6 +179,13 @@ func (c *Config) Validate() error {
 	case "loop", "goroutine":
 	default:
 		return fmt.Errorf(" relay %q: want loop or goroutine", c.Relay)
+	}
+	switch c.LogSQL {
+	case "":
+		c.LogSQL = LogSQLRedacted
+	case LogSQLRedacted, LogSQLFull:
+	default:
+		return fmt.Errorf(" log_sql %q (--log-sql): want redacted or full", c.LogSQL)
 	}
 	if c.Loops < 0 {
 		return fmt.Errorf(" loops %d is negative", c.Loops)
@@ -166,6 +215,31 @@ func (c *Config) Validate() error {
 		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)
 	}
 	return nil
+}
+
+// apiToken is the control API's bearer token ("": none).
+func (c *Config) apiToken() (string, error) {
+	if c.APITokenFile != "" {
+		return control.ReadTokenFile(c.APITokenFile)
+	}
+	if c.APIToken != "" {
+		if err := control.CheckToken(c.APIToken); err != nil {
+			return "", fmt.Errorf("API token from %s: %w", control.EnvToken, err)
+		}
+	}
+	return c.APIToken, nil
+}
+
+// apiTLS loads the certificate the control API is served with, if any.
+func (c *Config) apiTLS() (*tls.Config, error) {
+	if c.APITLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.APITLSCert, c.APITLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load the control API's TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // clientTLS loads the certificate that terminates client TLS, if any.

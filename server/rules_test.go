@@ -106,7 +106,7 @@ func TestRulesAPI(t *testing.T) {
 	}
 	var events []faults.Event
 	get(t, api+"/events", 200, &events)
-	if len(events) != 1 || events[0].Rule != "deny-42" || !strings.Contains(events[0].Message, "SELECT 42") || events[0].Proxy != "pg" {
+	if len(events) != 1 || events[0].Rule != "deny-42" || !strings.Contains(events[0].Message, `"SELECT $1"`) || events[0].Proxy != "pg" {
 		t.Fatalf("events: %+v", events)
 	}
 	if !strings.Contains(get(t, api+"/metrics", 200, nil), `pgchaos_fault_fired_total{action="error",proxy="pg",rule="deny-42"} 1`) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,9 @@ type Server struct {
 	apiLn    net.Listener
 	loops    *proxy.EventLoops
 	log      *slog.Logger
+	// metricsLn serves GET /metrics alone (--metrics-listen); the API's
+	// http.Server serves it too, so that shutting the API down closes it.
+	metricsLn net.Listener
 	// base is what every proxy shares: TLS, limits, metrics, registry,
 	// event loops and the fault engine.
 	base proxy.Config
@@ -49,6 +53,14 @@ type namedProxy struct {
 	run   *proxy.Proxy // nil while disabled
 }
 
+// ConfigError is a configuration that cannot run: a bad setting, or a file
+// it names that cannot be read or used. The command line exits 2 for it,
+// as for a bad flag; other errors of Start (a port in use) are failures.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // Start validates cfg, binds every listener (failing before anything is
 // served if one cannot be bound) and starts serving.
 func Start(cfg Config, log *slog.Logger) (*Server, error) {
@@ -56,26 +68,31 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config:%w", err)
-	}
-	if err := control.CheckListen(cfg.API, cfg.AllowRemoteAPI); err != nil {
-		return nil, err
+		return nil, &ConfigError{fmt.Errorf("config:%w", err)}
 	}
 	clientTLS, err := cfg.clientTLS()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	upTLS, err := cfg.upstreamTLS()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
+	}
+	token, err := cfg.apiToken()
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	apiTLS, err := cfg.apiTLS()
+	if err != nil {
+		return nil, &ConfigError{err}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
-	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg})
+	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg, FullSQL: cfg.LogSQL == LogSQLFull})
 	for _, r := range cfg.Rules {
 		if _, err := s.Faults.Add(r); err != nil {
-			return nil, fmt.Errorf("config: rule %q: %w", r.Name, err)
+			return nil, &ConfigError{fmt.Errorf("config: rule %q: %w", r.Name, err)}
 		}
 	}
 	if cfg.Relay == "loop" && runtime.GOOS == "linux" {
@@ -103,23 +120,112 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control API: listen on %s: %w", cfg.API, err)
 	}
 	s.apiLn = ln
+	var handler http.Handler = control.New(control.Config{
+		Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
+		Token: token, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
+	})
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			s.Close()
+			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
+		}
+		s.metricsLn = metricsListener{mln}
+		handler = byListener(handler, control.MetricsHandler(reg, boundToLoopback(mln)))
+	}
 	s.api = &http.Server{
-		Handler:           control.New(control.Config{Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log}),
+		Handler:           handler,
+		ConnContext:       markMetricsConn,
+		TLSConfig:         apiTLS,
 		ReadHeaderTimeout: 10 * time.Second,
+		// TLS handshake failures and the like: the client's problem.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	for _, np := range s.proxies {
 		go np.run.Serve()
 	}
-	go func() {
-		if err := s.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("control API stopped", "err", err)
+	for _, l := range []net.Listener{ln, s.metricsLn} {
+		if l == nil {
+			continue
 		}
-	}()
-	log.Info("control API listening", "addr", ln.Addr().String())
+		go func() {
+			if err := serveHTTP(s.api, l, apiTLS != nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("control API stopped", "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	if s.metricsLn != nil {
+		log.Info("metrics listening", "addr", s.metricsLn.Addr().String(), "path", "/metrics")
+	}
+	log.Info("control API listening", "addr", ln.Addr().String(), "tls", apiTLS != nil, "token", token != "")
 	if len(s.proxies) == 0 {
 		log.Info("no proxies configured yet: add them through the control API (POST /proxies)")
 	}
 	return s, nil
+}
+
+// boundToLoopback reports whether a listener accepts from this machine only.
+func boundToLoopback(ln net.Listener) bool {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}
+
+// metricsListener marks the connections it accepts as the metrics
+// listener's (see markMetricsConn).
+type metricsListener struct{ net.Listener }
+
+type metricsConn struct{ net.Conn }
+
+func (l metricsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return metricsConn{c}, nil
+}
+
+type metricsConnKey struct{}
+
+// markMetricsConn tells the handler which connections came through the
+// metrics listener.
+func markMetricsConn(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if _, ok := c.(metricsConn); ok {
+		return context.WithValue(ctx, metricsConnKey{}, true)
+	}
+	return ctx
+}
+
+// byListener sends the metrics listener's requests to metrics, the rest
+// to api.
+func byListener(api, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(metricsConnKey{}) != nil {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// MetricsAddr is the bound --metrics-listen address (nil: none).
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// serveHTTP serves srv on ln, with srv's TLS config or without TLS. (Not
+// "when srv.TLSConfig is set": serving sets one up for HTTP/2.)
+func serveHTTP(srv *http.Server, ln net.Listener, useTLS bool) error {
+	if useTLS {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // listen makes np's proxy and binds its listen address, remembering the

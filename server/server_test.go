@@ -3,12 +3,14 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -161,10 +163,19 @@ func TestControlAPI(t *testing.T) {
 
 func TestRemoteAPINeedsAllow(t *testing.T) {
 	cfg := server.Config{API: "0.0.0.0:0", Proxies: []server.ProxyConfig{{Name: "a", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}
-	if _, err := server.Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "--api-allow-remote") {
-		t.Fatalf("want a refusal naming --api-allow-remote, got %v", err)
+	var ce *server.ConfigError
+	if _, err := server.Start(cfg, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "--api-allow-remote") {
+		t.Fatalf("want a configuration error naming --api-allow-remote, got %v", err)
 	}
+	// Beyond loopback the API needs a token, or to be told it may go
+	// without one.
 	cfg.AllowRemoteAPI = true
+	if _, err := server.Start(cfg, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "--api-token-file") || !strings.Contains(err.Error(), "--api-insecure") {
+		t.Fatalf("want a configuration error naming --api-token-file and --api-insecure, got %v", err)
+	}
+	cfg.APIToken = "s3cret"
+	start(t, cfg)
+	cfg.APIToken, cfg.APIInsecure = "", true
 	start(t, cfg)
 }
 
@@ -217,6 +228,7 @@ func TestLoadConfig(t *testing.T) {
 		{"duplicate name", "proxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n  - {name: a, listen: '127.0.0.1:3', upstream: '127.0.0.1:2'}\n", `:3: proxies[1]: name "a" is used twice`},
 		{"bad address", "proxies:\n  - {name: a, listen: 'nope', upstream: '127.0.0.1:2'}\n", `:2: proxies[0] (a): listen "nope"`},
 		{"bad relay", "relay: threads\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `relay "threads": want loop or goroutine`},
+		{"bad log_sql", "log_sql: everything\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `log_sql "everything" (--log-sql): want redacted or full`},
 		{"not yaml", "proxies: [\n", "pgchaos.yaml"},
 	}
 	for _, tc := range cases {
@@ -237,8 +249,20 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
-	// No proxies is a valid start: they come through the control API.
+	// The security settings have keys of their own.
 	path := filepath.Join(t.TempDir(), "pgchaos.yaml")
+	os.WriteFile(path, []byte("api: 0.0.0.0:8474\napi_allow_remote: true\napi_token_file: /run/token\napi_insecure: true\n"+
+		"api_tls_cert: api.crt\napi_tls_key: api.key\nmetrics_listen: 0.0.0.0:9187\nlog_sql: full\n"), 0o644)
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (server.Config{API: "0.0.0.0:8474", AllowRemoteAPI: true, APITokenFile: "/run/token", APIInsecure: true,
+		APITLSCert: "api.crt", APITLSKey: "api.key", MetricsListen: "0.0.0.0:9187", LogSQL: "full", Relay: "loop"}); !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("security keys:\n got %+v\nwant %+v", cfg, want)
+	}
+	// No proxies is a valid start: they come through the control API.
+	path = filepath.Join(t.TempDir(), "pgchaos.yaml")
 	os.WriteFile(path, []byte("api: 127.0.0.1:8474\n"), 0o644)
 	if cfg, err := server.LoadConfig(path); err != nil || len(cfg.Proxies) != 0 {
 		t.Fatalf("a file without proxies: %+v, %v", cfg, err)

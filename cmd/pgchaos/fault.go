@@ -30,8 +30,62 @@ Example — cut the connection right after the server prepared a transaction:
   pgchaos fault add --name cut-after-prepare --tag "PREPARE TRANSACTION" --action disconnect
 `
 
-func apiFlag(fs *pflag.FlagSet) *string {
-	return fs.String("api", server.DefaultAPI, "address or URL of the pgchaos control API")
+// apiFlags say how to reach a pgchaos control API.
+type apiFlags struct {
+	addr, tokenFile, ca string
+}
+
+func addAPIFlags(fs *pflag.FlagSet) *apiFlags {
+	a := &apiFlags{}
+	fs.StringVar(&a.addr, "api", server.DefaultAPI, "address or URL of the pgchaos control API (https://... when it is served with TLS)")
+	fs.StringVar(&a.tokenFile, "api-token-file", "", "file holding the control API's bearer token (default: $"+control.EnvToken+")")
+	fs.StringVar(&a.ca, "api-ca", "", "CA bundle to verify an https control API (default: the system's)")
+	return a
+}
+
+// options are the client options the flags and the environment give: the
+// token of --api-token-file or PGCHAOS_API_TOKEN, and --api-ca's roots.
+// A file that cannot be used is a usage error.
+func (a *apiFlags) options(hint string, urls ...string) ([]control.ClientOption, error) {
+	var opts []control.ClientOption
+	token := os.Getenv(control.EnvToken)
+	if a.tokenFile != "" {
+		var err error
+		if token, err = control.ReadTokenFile(a.tokenFile); err != nil {
+			return nil, errUsage{err}
+		}
+	} else if token != "" {
+		if err := control.CheckToken(token); err != nil {
+			return nil, errUsage{fmt.Errorf("API token from %s: %w", control.EnvToken, err)}
+		}
+	}
+	if token != "" {
+		opts = append(opts, control.WithToken(token))
+	}
+	if a.ca != "" {
+		https := false
+		for _, u := range urls {
+			https = https || strings.HasPrefix(strings.ToLower(u), "https://")
+		}
+		if !https {
+			return nil, errUsage{errors.New("--api-ca verifies an https:// control API; " + hint)}
+		}
+		roots, err := control.LoadCertPool(a.ca)
+		if err != nil {
+			return nil, errUsage{err}
+		}
+		opts = append(opts, control.WithRootCAs(roots))
+	}
+	return opts, nil
+}
+
+// client is a client for --api.
+func (a *apiFlags) client() (*control.Client, error) {
+	opts, err := a.options("give --api https://HOST:PORT", a.addr)
+	if err != nil {
+		return nil, err
+	}
+	return control.NewClient(a.addr, opts...), nil
 }
 
 func newFlagSet(name string, stderr io.Writer, usage string) *pflag.FlagSet {
@@ -73,12 +127,16 @@ func runFault(args []string, stdout, stderr io.Writer) error {
 		return faultAdd(ctx, args[1:], stdout, stderr)
 	case "list", "ls":
 		fs := newFlagSet("pgchaos fault list", stderr, faultUsage)
-		api := apiFlag(fs)
+		api := addAPIFlags(fs)
 		asJSON := fs.Bool("json", false, "print JSON")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		rules, err := control.NewClient(*api).Rules(ctx)
+		c, err := api.client()
+		if err != nil {
+			return err
+		}
+		rules, err := c.Rules(ctx)
 		if err != nil {
 			return apiErr(err)
 		}
@@ -97,7 +155,7 @@ func runFault(args []string, stdout, stderr io.Writer) error {
 		return tw.Flush()
 	case "rm", "remove":
 		fs := newFlagSet("pgchaos fault rm", stderr, faultUsage)
-		api := apiFlag(fs)
+		api := addAPIFlags(fs)
 		proxyName := fs.String("proxy", "", "the rule's proxy, for a rule limited to one proxy")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
@@ -105,18 +163,26 @@ func runFault(args []string, stdout, stderr io.Writer) error {
 		if fs.NArg() != 1 {
 			return errUsage{errors.New("fault rm: give the rule's name")}
 		}
-		if err := control.NewClient(*api).RemoveRule(ctx, *proxyName, fs.Arg(0)); err != nil {
+		c, err := api.client()
+		if err != nil {
+			return err
+		}
+		if err := c.RemoveRule(ctx, *proxyName, fs.Arg(0)); err != nil {
 			return apiErr(err)
 		}
 		fmt.Fprintf(stdout, "removed rule %s\n", fs.Arg(0))
 		return nil
 	case "reset":
 		fs := newFlagSet("pgchaos fault reset", stderr, faultUsage)
-		api := apiFlag(fs)
+		api := addAPIFlags(fs)
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		if err := control.NewClient(*api).ResetRules(ctx); err != nil {
+		c, err := api.client()
+		if err != nil {
+			return err
+		}
+		if err := c.ResetRules(ctx); err != nil {
 			return apiErr(err)
 		}
 		fmt.Fprintln(stdout, "removed all rules")
@@ -154,7 +220,7 @@ func describeMatch(m faults.Match) string {
 
 func faultAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pgchaos fault add", stderr, faultUsage)
-	api := apiFlag(fs)
+	api := addAPIFlags(fs)
 	var (
 		r                       faults.Rule
 		file                    string
@@ -233,7 +299,10 @@ func faultAdd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		rules = []faults.Rule{r}
 	}
-	c := control.NewClient(*api)
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
 	for _, rule := range rules {
 		var st faults.RuleStatus
 		var err error
@@ -252,7 +321,7 @@ func faultAdd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func runSessions(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pgchaos sessions", stderr, "Usage:\n  pgchaos sessions [--api ADDR] [--json]\n  pgchaos sessions [--api ADDR] --kill ID\n")
-	api := apiFlag(fs)
+	api := addAPIFlags(fs)
 	kill := fs.Uint64("kill", 0, "end the session with this id")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -260,7 +329,10 @@ func runSessions(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := control.NewClient(*api)
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
 	if fs.Changed("kill") {
 		if err := c.KillSession(ctx, *kill); err != nil {
 			return apiErr(err)
@@ -286,7 +358,7 @@ func runSessions(args []string, stdout, stderr io.Writer) error {
 
 func runEvents(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pgchaos events", stderr, "Usage:\n  pgchaos events [--api ADDR] [--limit N] [--json]\n")
-	api := apiFlag(fs)
+	api := addAPIFlags(fs)
 	limit := fs.Int("limit", 50, "show the last N fired faults (0: all kept)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -294,7 +366,11 @@ func runEvents(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	list, err := control.NewClient(*api).Events(ctx, *limit)
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
+	list, err := c.Events(ctx, *limit)
 	if err != nil {
 		return apiErr(err)
 	}

@@ -61,7 +61,7 @@ func TestFaultCommands(t *testing.T) {
 	if !strings.Contains(list, "nope") || !strings.Contains(list, "sql=^select 7$") || !strings.Contains(list, "2        1") {
 		t.Fatalf("fault list:\n%s", list)
 	}
-	if ev := pgchaos(t, 0, "events", "--api", api); !strings.Contains(ev, "nope") || !strings.Contains(ev, `"SELECT 7"`) {
+	if ev := pgchaos(t, 0, "events", "--api", api); !strings.Contains(ev, "nope") || !strings.Contains(ev, `"SELECT $1"`) {
 		t.Fatalf("events:\n%s", ev)
 	}
 	pgchaos(t, 0, "fault", "rm", "--api", api, "nope")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/server"
 )
 
@@ -118,7 +119,12 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.BoolVar(&embedded, "embedded", false, "start a throwaway local PostgreSQL and relay to it (instead of --upstream)")
 	fs.StringVar(&pgBinDir, "pg-bindir", "", "PostgreSQL binaries for --embedded (default: pg_config --bindir)")
 	fs.StringVar(&cfg.API, "api", server.DefaultAPI, "address of the control API (health, sessions, metrics)")
-	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address")
+	fs.BoolVar(&cfg.AllowRemoteAPI, "api-allow-remote", false, "allow the control API on a non-loopback address (needs a token or --api-insecure)")
+	fs.StringVar(&cfg.APITokenFile, "api-token-file", "", "file holding the bearer token the control API requires (default: $"+control.EnvToken+"; neither: no token)")
+	fs.BoolVar(&cfg.APIInsecure, "api-insecure", false, "serve a non-loopback control API without a token (e.g. for toxiproxy clients in a container)")
+	fs.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "PEM certificate to serve the control API over HTTPS")
+	fs.StringVar(&cfg.APITLSKey, "api-tls-key", "", "PEM private key for --api-tls-cert")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve GET /metrics alone on this address, without a token (e.g. 0.0.0.0:9187 for Prometheus)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for terminating client TLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")
@@ -129,6 +135,7 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed for rule probabilities and jitter, for reproducible runs")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&cfg.LogSQL, "log-sql", server.LogSQLRedacted, "how /events and logs show SQL: redacted (constants replaced by $1, $2, ...) or full")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n  pgchaos proxy --listen ADDR --upstream ADDR [--name NAME] [--api ADDR]\n  pgchaos proxy --config FILE\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -171,6 +178,7 @@ func runProxy(args []string, stderr io.Writer) error {
 		}
 		cfg.Proxies = []server.ProxyConfig{one}
 	}
+	cfg.APIToken = os.Getenv(control.EnvToken)
 	if err := cfg.Validate(); err != nil {
 		return errUsage{fmt.Errorf("proxy:%w", err)}
 	}
@@ -188,7 +196,12 @@ func runProxy(args []string, stderr io.Writer) error {
 		cfg.Proxies[0].Upstream = db.Addr()
 		log.Info("embedded PostgreSQL is up; connect through pgchaos with: psql '" + db.ConnString(cfg.Proxies[0].Listen) + "'")
 	}
-	return server.Run(ctx, cfg, log)
+	err = server.Run(ctx, cfg, log)
+	var ce *server.ConfigError
+	if errors.As(err, &ce) {
+		return errUsage{err}
+	}
+	return err
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

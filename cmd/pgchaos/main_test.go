@@ -27,6 +27,18 @@ func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
 func TestUsageErrors(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfgPath, []byte("proxies:\n  - name: a\n    listen: 127.0.0.1:1\n"), 0o644)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	notPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
+	emptyToken := filepath.Join(dir, "empty-token")
+	os.WriteFile(emptyToken, []byte("\n"), 0o600)
+	t.Setenv("PGCHAOS_API_TOKEN", "")
+	remoteCfg := filepath.Join(dir, "remote.yaml")
+	os.WriteFile(remoteCfg, []byte("api: 0.0.0.0:0\napi_allow_remote: true\nlog_sql: full\n"), 0o644)
+	exp := "../../experiments/examples/latency-spike.yaml"
+	pgOK := []string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--api", "127.0.0.1:0"}
+	with := func(extra ...string) []string { return append(append([]string{}, pgOK...), extra...) }
 	cases := []struct {
 		args []string
 		code int
@@ -41,6 +53,28 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--config", cfgPath, "--listen", "127.0.0.1:1"}, 2, "either --config or --listen/--upstream"},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", "x.pem"}, 2, "must be given together"},
+		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--log-sql", "all"}, 2, `log_sql "all" (--log-sql): want redacted or full`},
+		{[]string{"proxy", "--config", missing}, 2, "read config: open " + missing},
+		{with("--api", "0.0.0.0:8474"), 2, "control address 0.0.0.0:8474 is not a loopback address"},
+		{with("--tls-cert", missing, "--tls-key", missing), 2, "load TLS certificate: open " + missing},
+		{with("--tls-cert", notPEM, "--tls-key", notPEM), 2, "load TLS certificate"},
+		{with("--upstream-tls", "--upstream-ca", missing), 2, "read upstream CA: open " + missing},
+		{with("--upstream-tls", "--upstream-ca", notPEM), 2, "holds no PEM certificate"},
+		{with("--upstream-ca", notPEM), 2, "upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)"},
+		{with("--api", "0.0.0.0:0", "--api-allow-remote"), 2, "give it a token with --api-token-file FILE (api_token_file) or PGCHAOS_API_TOKEN, or pass --api-insecure"},
+		{with("--api-token-file", missing), 2, "read API token: open " + missing},
+		{with("--api-token-file", emptyToken), 2, "API token file " + emptyToken + ": the token is empty"},
+		{with("--api-tls-cert", notPEM), 2, "api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together"},
+		{with("--api-tls-cert", missing, "--api-tls-key", missing), 2, "load the control API's TLS certificate: open " + missing},
+		{[]string{"fault", "list", "--api-token-file", missing}, 2, "read API token: open " + missing},
+		{[]string{"sessions", "--api", "https://127.0.0.1:1", "--api-ca", missing}, 2, "read CA: open " + missing},
+		{[]string{"events", "--api", "https://127.0.0.1:1", "--api-ca", notPEM}, 2, "holds no PEM certificate"},
+		{[]string{"fault", "rm", "x", "--api", "127.0.0.1:1", "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API"},
+		{with("--metrics-listen", "9187"), 2, `metrics_listen "9187" (--metrics-listen): address 9187: missing port in address`},
+		{with("--api", "127.0.0.1:8474", "--metrics-listen", "127.0.0.1:8474"), 2, "metrics_listen 127.0.0.1:8474 (--metrics-listen) is the control API's address"},
+		{[]string{"proxy", "--config", remoteCfg}, 2, remoteCfg + ": control address 0.0.0.0:0 is not a loopback address: give it a token"},
+		{[]string{"run", exp, "--api-token-file", missing}, 2, "read API token: open " + missing},
+		{[]string{"run", exp, "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API; no proxy of the experiment has an https:// url"},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/examples"
 	"github.com/pgchaos/pgchaos/experiments/runner"
@@ -45,6 +46,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
 	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
 	verbose := flags.Bool("verbose", false, "log what the proxies do")
+	api := &apiFlags{}
+	flags.StringVar(&api.tokenFile, "api-token-file", "", "file holding the bearer token of the remote proxies' control APIs (default: $"+control.EnvToken+")")
+	flags.StringVar(&api.ca, "api-ca", "", "CA bundle to verify remote proxies' https control APIs (default: the system's)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -64,12 +68,20 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return errUsage{errors.New("run: the experiment file has problems")}
 	}
+	var urls []string
+	for _, p := range exp.Proxies {
+		urls = append(urls, p.URL)
+	}
+	apiOpts, err := api.options("no proxy of the experiment has an https:// url", urls...)
+	if err != nil {
+		return err
+	}
 	if *reportDir != "" {
 		*jsonOut = or(*jsonOut, filepath.Join(*reportDir, "report.json"))
 		*junit = or(*junit, filepath.Join(*reportDir, "junit.xml"))
 		*markdown = or(*markdown, filepath.Join(*reportDir, "summary.md"))
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose)},
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
 		*jsonOut, *junit, *markdown, stdout, stderr)
 }
 

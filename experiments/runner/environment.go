@@ -72,7 +72,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 	var later []experiments.Proxy
 	for _, p := range exp.Proxies {
 		if p.Remote() {
-			c := control.NewClient(p.URL)
+			c := control.NewClient(p.URL, opts.API...)
 			env.remote[p.Name] = c
 			listen, err := c.ProxyListen(ctx, p.Name)
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
 	"github.com/pgchaos/pgchaos/experiments/verify"
@@ -47,6 +48,9 @@ type Options struct {
 	// Live keeps one status line at the bottom of a terminal, rewritten in
 	// place, instead of printing progress lines.
 	Live bool
+	// API secures the clients of remote proxies' control APIs: their
+	// bearer token, the roots that verify an https API.
+	API []control.ClientOption
 }
 
 // StepResult is what one step did.

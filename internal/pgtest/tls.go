@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -31,13 +32,9 @@ var tlsSettings = []string{"ssl", "ssl_cert_file", "ssl_key_file"}
 // and short enough that a leaked test key is not trusted forever.
 const certValidity = 365 * 24 * time.Hour
 
-// writeServerCert generates a self-signed certificate and its key in dir and
-// returns the certificate's PEM and the settings that make Postgres use them.
-//
-// The certificate is its own CA (the setup the PostgreSQL manual describes
-// for self-signed servers), so clients verify it with sslrootcert pointing
-// at the certificate itself, both in Go and in libpq/OpenSSL.
-func (r runAs) writeServerCert(dir string) (certPEM []byte, settings map[string]string, err error) {
+// selfSigned makes a certificate for Host and localhost that is its own CA,
+// and its key, both PEM.
+func selfSigned() (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generating TLS key: %w", err)
@@ -70,8 +67,39 @@ func (r runAs) writeServerCert(dir string) (certPEM []byte, settings map[string]
 		return nil, nil, fmt.Errorf("encoding TLS key: %w", err)
 	}
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return certPEM, keyPEM, nil
+}
 
+// WriteSelfSignedCert writes a certificate for 127.0.0.1 and localhost that
+// is its own CA (cert.pem) and its key (key.pem) into dir, for tests of TLS
+// servers other than PostgreSQL: clients verify it with cert.pem as CA.
+func WriteSelfSignedCert(dir string) (certFile, keyFile string, err error) {
+	certPEM, keyPEM, err := selfSigned()
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// writeServerCert generates a self-signed certificate and its key in dir and
+// returns the certificate's PEM and the settings that make Postgres use them.
+//
+// The certificate is its own CA (the setup the PostgreSQL manual describes
+// for self-signed servers), so clients verify it with sslrootcert pointing
+// at the certificate itself, both in Go and in libpq/OpenSSL.
+func (r runAs) writeServerCert(dir string) (certPEM []byte, settings map[string]string, err error) {
+	certPEM, keyPEM, err := selfSigned()
+	if err != nil {
+		return nil, nil, err
+	}
 	certPath := filepath.Join(dir, certName)
 	keyPath := filepath.Join(dir, keyName)
 	// Postgres refuses to start unless the key belongs to its OS user and

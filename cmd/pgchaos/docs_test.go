@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSecurityDocs runs every command of docs/security.md in order.
+func TestSecurityDocs(t *testing.T) {
+	runDocCommands(t, "../../docs/security.md")
+}
+
+// docPorts are the ports the docs use; the test runs on free ones instead
+// (5432 is the test's PostgreSQL).
+var docPorts = []string{"8474", "6543", "9187"}
+
+var (
+	docBlockRE   = regexp.MustCompile("(?ms)^```([a-z]*)\n(.*?)^```\n")
+	expectExitRE = regexp.MustCompile(`#\s*exit (\d+)\s*$`)
+)
+
+// runDocCommands runs the sh blocks of a Markdown file as a user would, in
+// a scratch directory with the pgchaos binary on PATH, on free ports
+// instead of the docs' (also where a command relies on the default API
+// address): a `pgchaos proxy`
+// runs in the background (replacing the one before) until the API
+// listens; every other command must exit 0, or with the status a trailing
+// "# exit N" names. A plain block right after such a failing command is
+// the error it must print. A yaml block whose first line is "# NAME" is
+// written to the file NAME.
+func runDocCommands(t *testing.T, path string) {
+	for _, tool := range []string{"sh", "curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s runs the commands of %s: %v (apt-get install -y %s)", tool, path, err, tool)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildBinary(t)
+	work := t.TempDir()
+	subst := []string{":5432", ":" + strconv.Itoa(pg.Port())}
+	for _, p := range docPorts {
+		port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+		subst = append(subst, ":"+p, ":"+port)
+	}
+	replacer := strings.NewReplacer(subst...)
+	defaultAPI := replacer.Replace("127.0.0.1:8474")
+	env := []string{"PATH=" + filepath.Dir(bin) + string(os.PathListSeparator) + os.Getenv("PATH"), "HOME=" + work}
+
+	var proxy *exec.Cmd
+	stopProxy := func() {
+		if proxy == nil {
+			return
+		}
+		proxy.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- proxy.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("pgchaos proxy exited with %v after SIGTERM", err)
+			}
+		case <-time.After(15 * time.Second):
+			proxy.Process.Kill()
+			t.Errorf("pgchaos proxy still running 15s after SIGTERM")
+		}
+		proxy = nil
+	}
+	defer stopProxy()
+
+	lastFailure := ""
+	for _, m := range docBlockRE.FindAllStringSubmatch(string(data), -1) {
+		lang, text := m[1], replacer.Replace(m[2])
+		switch lang {
+		case "yaml":
+			first, _, _ := strings.Cut(text, "\n")
+			if name, ok := strings.CutPrefix(first, "# "); ok && !strings.Contains(name, " ") {
+				if err := os.WriteFile(filepath.Join(work, name), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			continue
+		case "":
+			if lastFailure != "" && strings.TrimSpace(text) != lastFailure {
+				t.Errorf("%s shows the error\n%s\nbut the command printed\n%s", path, strings.TrimSpace(text), lastFailure)
+			}
+			lastFailure = ""
+			continue
+		case "sh":
+		default:
+			continue
+		}
+		lastFailure = ""
+		for _, line := range shellCommands(text) {
+			line = withAPI(line, defaultAPI)
+			want := 0
+			if e := expectExitRE.FindStringSubmatch(line); e != nil {
+				want, _ = strconv.Atoi(e[1])
+			}
+			if strings.HasPrefix(line, "pgchaos proxy") && want == 0 {
+				stopProxy()
+				proxy = startDocProxy(t, work, env, line)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			cmd := exec.CommandContext(ctx, "sh", "-c", line)
+			cmd.Dir, cmd.Env = work, env
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			cancel()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			t.Logf("$ %s\n%s%s", line, stdout.String(), stderr.String())
+			if code != want {
+				t.Fatalf("%s: exit %d, want %d\n%s%s", line, code, want, stdout.String(), stderr.String())
+			}
+			if want != 0 {
+				lastFailure = strings.TrimSpace(stderr.String())
+			}
+		}
+	}
+}
+
+var (
+	pgchaosCmdRE = regexp.MustCompile(`\bpgchaos (proxy|fault \w+|sessions|events)\b`)
+	shellOpRE    = regexp.MustCompile(`\s*(\||;|&&|>|#)`)
+)
+
+// withAPI gives a pgchaos command that uses the default control API
+// address (127.0.0.1:8474) the test's instead, as the docs' explicit ports
+// are replaced. A --config file names its own.
+func withAPI(line, api string) string {
+	loc := pgchaosCmdRE.FindStringIndex(line)
+	if loc == nil {
+		return line
+	}
+	end := len(line)
+	if op := shellOpRE.FindStringIndex(line[loc[1]:]); op != nil {
+		end = loc[1] + op[0]
+	}
+	if cmd := line[loc[0]:end]; strings.Contains(cmd, "--api ") || strings.Contains(cmd, "--api=") || strings.Contains(cmd, "--config ") {
+		return line
+	}
+	return line[:end] + " --api " + api + line[end:]
+}
+
+// shellCommands splits a sh block into its commands, joining continued
+// lines and skipping comments.
+func shellCommands(block string) []string {
+	var cmds []string
+	cur := ""
+	for _, line := range strings.Split(block, "\n") {
+		if strings.HasSuffix(line, "\\") {
+			cur += strings.TrimSuffix(line, "\\")
+			continue
+		}
+		line = strings.TrimSpace(cur + line)
+		cur = ""
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		cmds = append(cmds, line)
+	}
+	return cmds
+}
+
+// startDocProxy starts a `pgchaos proxy` command line of the docs and
+// waits until its control API listens.
+func startDocProxy(t *testing.T, dir string, env []string, line string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "exec "+line)
+	cmd.Dir, cmd.Env = dir, env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan bool, 1)
+	var log bytes.Buffer
+	go func() {
+		lines := bufio.NewScanner(stderr)
+		for lines.Scan() {
+			fmt.Fprintln(&log, lines.Text())
+			if strings.Contains(lines.Text(), "control API listening") {
+				listening <- true
+				io.Copy(io.Discard, stderr)
+				return
+			}
+		}
+		listening <- false
+	}()
+	select {
+	case ok := <-listening:
+		if !ok {
+			cmd.Wait()
+			t.Fatalf("$ %s\nended before its API listened:\n%s", line, log.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("$ %s\nno API after 60s", line)
+	}
+	t.Logf("$ %s  (running)", line)
+	return cmd
+}
