@@ -7,14 +7,32 @@ package proxy
 //
 // The unnamed statement and portal are re-used by drivers for every query, so
 // they live in reused byte slices: tracking them allocates nothing.
+//
+// What is kept is bounded, so that a session's memory follows its traffic,
+// not its history: the first MaxStatementSQL bytes of each statement's SQL
+// (rules match that prefix), and named statements' SQL up to
+// MaxSessionStatementsSQL in all. A statement prepared beyond that budget
+// is remembered without its SQL: rules that look at SQL do not match its
+// Executes (its Parse, which carries the SQL, still matches).
 type statements struct {
 	unnamedSQL    []byte
 	unnamedPortal []byte // statement name the unnamed portal was bound to
 	named         map[string][]byte
+	namedBytes    int
 	portals       map[string]string
 }
 
+const (
+	// MaxStatementSQL is how much of a prepared statement's SQL a session
+	// keeps for matching Executes.
+	MaxStatementSQL = 16 << 10
+	// MaxSessionStatementsSQL bounds the SQL kept for a session's named
+	// statements in all.
+	MaxSessionStatementsSQL = 1 << 20
+)
+
 func (t *statements) parse(name, sql []byte) {
+	sql = sql[:min(len(sql), MaxStatementSQL)]
 	if len(name) == 0 {
 		t.unnamedSQL = append(t.unnamedSQL[:0], sql...)
 		return
@@ -22,7 +40,13 @@ func (t *statements) parse(name, sql []byte) {
 	if t.named == nil {
 		t.named = make(map[string][]byte)
 	}
+	t.namedBytes -= len(t.named[string(name)])
+	if t.namedBytes+len(sql) > MaxSessionStatementsSQL {
+		t.named[string(name)] = nil
+		return
+	}
 	t.named[string(name)] = append([]byte(nil), sql...)
+	t.namedBytes += len(sql)
 }
 
 func (t *statements) bind(portal, stmt []byte) {
@@ -42,6 +66,7 @@ func (t *statements) close(kind byte, name []byte) {
 		if len(name) == 0 {
 			t.unnamedSQL = t.unnamedSQL[:0]
 		} else {
+			t.namedBytes -= len(t.named[string(name)])
 			delete(t.named, string(name))
 		}
 	case 'P':
