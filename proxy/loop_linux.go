@@ -376,13 +376,25 @@ func (l *eventLoop) process(ls *loopSession, d Direction) {
 		return
 	}
 	if perr != nil {
-		l.end(ls, d, perr)
+		l.brokeProtocol(ls, d, perr)
 		return
 	}
 	if p.need > 0 {
 		p.makeRoom(p.need)
 	}
 	p.settle()
+}
+
+// brokeProtocol ends a session whose side d sent something that is not the
+// protocol, once what came before it is out. A client with requests the
+// server has not answered yet goes to goroutine pumps, which pass those
+// answers on before telling it (sessionRelay.drainAfter).
+func (l *eventLoop) brokeProtocol(ls *loopSession, d Direction, perr error) {
+	if d == ClientToServer && ls.pumps[ServerToClient].syncs < ls.pumps[ClientToServer].syncs {
+		l.release(ls)
+		return
+	}
+	l.end(ls, d, perr)
 }
 
 // flush writes what direction d has ready. It reports whether everything
@@ -416,7 +428,8 @@ func (l *eventLoop) flush(ls *loopSession, d Direction) bool {
 		p.releaseBuffer()
 	}
 	if err := ls.perr[d]; err != nil {
-		l.end(ls, d, err)
+		ls.perr[d] = nil
+		l.brokeProtocol(ls, d, err)
 		return false
 	}
 	l.setEvents(ls, dst, ls.events[dst]&^syscall.EPOLLOUT)
@@ -442,10 +455,14 @@ func (l *eventLoop) finish(ls *loopSession, clientErr, serverErr error) {
 	ls.closed = true
 	var perr *protocolError
 	s2c := ls.pumps[ServerToClient]
-	if errors.As(clientErr, &perr) && s2c.atBoundary() && s2c.out <= s2c.start {
+	if s2c.atBoundary() && s2c.out <= s2c.start {
 		// Best effort, like the goroutine relay: the socket is non-blocking
 		// and the session is going away either way.
-		syscall.Write(ls.fds[0], errorResponse("FATAL", "08P01", "pgchaos: "+perr.msg))
+		if errors.As(clientErr, &perr) {
+			syscall.Write(ls.fds[0], errorResponse("FATAL", "08P01", "pgchaos: "+perr.msg))
+		} else if msg := ls.r.s.farewellMessage(); msg != "" {
+			syscall.Write(ls.fds[0], errorResponse("FATAL", "57P01", msg))
+		}
 	}
 	for _, fd := range ls.fds {
 		if fd < len(l.byFD) && l.byFD[fd] == ls {

@@ -17,6 +17,8 @@ type Metrics struct {
 	cancelRequests  *prometheus.CounterVec
 	sessionDuration *prometheus.HistogramVec
 	delayLateness   *prometheus.HistogramVec
+	rejected        *prometheus.CounterVec
+	startupTimeouts *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -53,10 +55,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How much later than intended a delayed message was forwarded (arrival + delay).",
 			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.005, 0.01, 0.05},
 		}, []string{"proxy"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_clients_rejected_total",
+			Help: "Clients turned away by pgchaos's own limits: max_sessions (--max-sessions reached) or out_of_fds (no file descriptor left, or only those kept for the control API).",
+		}, []string{"proxy", "reason"}),
+		startupTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgchaos_startup_timeouts_total", Help: "Clients closed because they did not finish the startup phase within --startup-timeout.",
+		}, []string{"proxy"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
-			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness)
+			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness,
+			m.rejected, m.startupTimeouts)
 	}
 	return m
 }
@@ -73,6 +83,9 @@ type proxyMetrics struct {
 	cancels         prometheus.Counter
 	duration        prometheus.Observer
 	delayLateness   prometheus.Observer
+	tooMany         prometheus.Counter
+	outOfFDs        prometheus.Counter
+	startupTimeouts prometheus.Counter
 }
 
 func (m *Metrics) forProxy(name string) *proxyMetrics {
@@ -84,6 +97,9 @@ func (m *Metrics) forProxy(name string) *proxyMetrics {
 		cancels:         m.cancelRequests.WithLabelValues(name),
 		duration:        m.sessionDuration.WithLabelValues(name),
 		delayLateness:   m.delayLateness.WithLabelValues(name),
+		tooMany:         m.rejected.WithLabelValues(name, "max_sessions"),
+		outOfFDs:        m.rejected.WithLabelValues(name, "out_of_fds"),
+		startupTimeouts: m.startupTimeouts.WithLabelValues(name),
 	}
 	for _, d := range []Direction{ClientToServer, ServerToClient} {
 		unknownMsgs := m.messages.WithLabelValues(name, d.String(), "unknown")

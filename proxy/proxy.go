@@ -12,6 +12,7 @@ import (
 
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,9 +25,14 @@ import (
 const (
 	DefaultMaxMessageSize = 1 << 30
 	DefaultConnectTimeout = 10 * time.Second
-	// startupTimeout bounds how long a client may take to send its startup
-	// packet (PostgreSQL's authentication_timeout defaults to a minute).
-	startupTimeout = time.Minute
+	// DefaultStartupTimeout bounds the whole startup phase of a client —
+	// TLS and GSS negotiation included — up to its StartupMessage
+	// (PostgreSQL's authentication_timeout defaults to a minute).
+	DefaultStartupTimeout = time.Minute
+	// fdReserve is how many file descriptors the proxy leaves free for the
+	// control API and for upstream connections: a client accepted beyond
+	// that is turned away, so that the API still answers at the limit.
+	fdReserve = 64
 )
 
 // Config describes one named proxy.
@@ -41,6 +47,7 @@ type Config struct {
 	UpstreamTLS    *tls.Config
 	MaxMessageSize int
 	ConnectTimeout time.Duration
+	StartupTimeout time.Duration
 	Logger         *slog.Logger
 	Metrics        *Metrics
 	Registry       *Registry
@@ -80,6 +87,12 @@ type Proxy struct {
 	// forwarded cancels), so that Close does not wait for a client that
 	// never finishes it.
 	accepted map[net.Conn]struct{}
+	// spare is a descriptor held back so that, out of descriptors, the
+	// proxy can still accept a client to tell it why it is turned away.
+	spare   *os.File
+	fdLimit int
+	// lastFDWarning rate-limits the log line about running out (unix nanos).
+	lastFDWarning atomic.Int64
 }
 
 // New checks cfg and returns a proxy that is not yet listening.
@@ -102,6 +115,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	if cfg.StartupTimeout <= 0 {
+		cfg.StartupTimeout = DefaultStartupTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -120,6 +136,7 @@ func New(cfg Config) (*Proxy, error) {
 		accepted: make(map[net.Conn]struct{}),
 	}
 	p.closing, p.stopClosing = context.WithCancel(context.Background())
+	p.fdLimit = fdLimit()
 	if cfg.Faults != nil {
 		p.policy = cfg.Faults.Policy(cfg.Name)
 	}
@@ -160,6 +177,7 @@ func (p *Proxy) Listen() error {
 		return fmt.Errorf("proxy %q: closed", p.cfg.Name)
 	}
 	p.ln = ln
+	p.spare, _ = os.Open(os.DevNull)
 	return nil
 }
 
@@ -201,6 +219,10 @@ func (p *Proxy) Serve() error {
 			if closed {
 				return nil
 			}
+			if isOutOfFDs(err) {
+				p.turnAwayOutOfFDs(ln)
+				continue
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
 				// Out of file descriptors and the like: back off rather than spin.
@@ -212,6 +234,10 @@ func (p *Proxy) Serve() error {
 			return fmt.Errorf("proxy %q: accept: %w", p.cfg.Name, err)
 		}
 		backoff = 0
+		if fd := fdOf(c); p.fdLimit > 0 && fd >= p.fdLimit-fdReserve {
+			p.rejectOutOfFDs(c, fmt.Sprintf("only %d of %d file descriptors are left, kept for the control API and upstream connections", p.fdLimit-fd, p.fdLimit))
+			continue
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -243,6 +269,10 @@ func (p *Proxy) StopAccepting() error {
 	}
 	p.closed = true
 	p.stopClosing()
+	if p.spare != nil {
+		p.spare.Close()
+		p.spare = nil
+	}
 	ln := p.ln
 	for c := range p.accepted {
 		c.Close()
@@ -258,8 +288,9 @@ func (p *Proxy) StopAccepting() error {
 // most closeWait, for them to be gone.
 func (p *Proxy) Close() error {
 	err := p.StopAccepting()
+	farewell := fmt.Sprintf("pgchaos: terminating connection because proxy %q is shutting down", p.cfg.Name)
 	for _, s := range p.reg.sessionsOf(p) {
-		s.Kill()
+		s.terminate(farewell)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -316,6 +347,50 @@ func (p *Proxy) Sessions() []SessionInfo {
 		}
 	}
 	return out
+}
+
+// turnAwayOutOfFDs is accept failing for want of a descriptor (EMFILE,
+// ENFILE): the spare descriptor makes room to accept the client waiting
+// first and tell it why, instead of leaving it to time out in silence.
+func (p *Proxy) turnAwayOutOfFDs(ln net.Listener) {
+	p.mu.Lock()
+	spare := p.spare
+	p.spare = nil
+	p.mu.Unlock()
+	if spare == nil {
+		p.rejected(nil, "out of file descriptors")
+		time.Sleep(10 * time.Millisecond) // nothing to make room with: do not spin
+		return
+	}
+	spare.Close()
+	c, err := ln.Accept()
+	if err == nil {
+		p.rejectOutOfFDs(c, "out of file descriptors")
+	}
+	p.mu.Lock()
+	if !p.closed {
+		p.spare, _ = os.Open(os.DevNull)
+	}
+	p.mu.Unlock()
+}
+
+// rejectOutOfFDs turns a client away with FATAL 53000 and says so.
+func (p *Proxy) rejectOutOfFDs(c net.Conn, why string) {
+	p.rejected(c, why)
+	writeError(c, "FATAL", "53000", "pgchaos: proxy "+p.cfg.Name+" is out of file descriptors; try again later")
+	c.Close()
+}
+
+func (p *Proxy) rejected(c net.Conn, why string) {
+	p.m.outOfFDs.Inc()
+	now := time.Now().UnixNano()
+	if last := p.lastFDWarning.Load(); now-last > int64(time.Second) && p.lastFDWarning.CompareAndSwap(last, now) {
+		args := []any{"reason", why, "limit", p.fdLimit}
+		if c != nil {
+			args = append(args, "client", c.RemoteAddr().String())
+		}
+		p.log.Warn("turning clients away: out of file descriptors (logged at most once a second; see pgchaos_clients_rejected_total)", args...)
+	}
 }
 
 func isTemporaryAccept(err error) bool {

@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// errDrained ends a server pump that has passed on every answer the server
+// owed a client that broke the protocol.
+var errDrained = errors.New("answers owed to the client passed on")
 
 const (
 	pumpBufferSize = 32 << 10
@@ -71,6 +77,13 @@ type pump struct {
 	executes    int
 	completions int
 	startupDone bool
+	// answered mirrors syncs of the server pump for other goroutines. When
+	// the client broke the protocol, drainTo is the number of answers the
+	// server still owes it: the server pump stops (drained) once they are
+	// through, so the client hears everything before pgchaos's error.
+	answered atomic.Uint64
+	drainTo  atomic.Uint64
+	drained  bool
 
 	// f carries out fault verdicts; nil on the fast path.
 	f *faultPump
@@ -185,6 +198,9 @@ func (p *pump) run() error {
 		if perr != nil {
 			return perr
 		}
+		if p.drained {
+			return errDrained
+		}
 		if p.f != nil {
 			again, err := p.f.act(p)
 			if err != nil {
@@ -216,7 +232,12 @@ func (p *pump) run() error {
 			p.readAt = time.Now()
 		}
 		if err != nil {
-			if handled, stop := p.f.parkOnDeadline(err); handled {
+			if t := p.drainTo.Load(); t != 0 {
+				if p.syncs >= t {
+					return errDrained // woken up: nothing more is owed
+				}
+				// Otherwise the drain's deadline: stop waiting for answers.
+			} else if handled, stop := p.f.parkOnDeadline(err); handled {
 				if stop != nil {
 					return stop
 				}
@@ -268,7 +289,7 @@ func (p *pump) scan() error {
 			p.s.bytes[p.dir].Add(nbytes)
 		}
 	}()
-	for i < end {
+	for i < end && !p.drained {
 		if p.remaining > 0 {
 			n := min(p.remaining, end-i)
 			if p.discard {
@@ -351,6 +372,10 @@ func (p *pump) tally(typ byte) {
 		// request of the client's.
 		if p.startupDone {
 			p.syncs++
+			p.answered.Store(p.syncs)
+			if t := p.drainTo.Load(); t != 0 && p.syncs >= t {
+				p.drained = true
+			}
 		}
 		p.startupDone = true
 		p.completions = 0

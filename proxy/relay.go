@@ -65,6 +65,7 @@ func (r *sessionRelay) end(clientErr, serverErr error) {
 	}
 	p := r.p
 	p.reg.remove(r.s)
+	p.reg.unreserve()
 	p.m.active.Dec()
 	p.m.duration.Observe(time.Since(r.s.Started).Seconds())
 	p.logEnd(r.s, clientErr, serverErr, r.upstreamAddr)
@@ -74,6 +75,37 @@ func (r *sessionRelay) end(clientErr, serverErr error) {
 	r.c2s.dropBuffer()
 	r.s2c.dropBuffer()
 	p.live.Done()
+}
+
+// drainWait bounds how long pgchaos waits for the server's answers to
+// what a client sent before it broke the protocol.
+const drainWait = 10 * time.Second
+
+// drainAfter is the client pump's end: when the client broke the protocol
+// after requests the server has not answered yet, the server pump passes
+// those answers on first (or gives up after drainWait), so that the client
+// is never told less than the server did — five INSERTs that committed are
+// acknowledged before pgchaos's FATAL. It reports whether the server pump
+// was left to finish so.
+func (r *sessionRelay) drainAfter(err error, upstream net.Conn) bool {
+	var perr *protocolError
+	if !errors.As(err, &perr) {
+		return false
+	}
+	owed := r.c2s.syncs
+	if r.s2c.answered.Load() >= owed {
+		return false
+	}
+	r.s2c.drainTo.Store(owed)
+	deadline := time.Now().Add(drainWait)
+	if r.s2c.answered.Load() >= owed {
+		deadline = time.Now() // it got there meanwhile: wake it to stop
+	}
+	upstream.SetReadDeadline(deadline)
+	if r.fs != nil {
+		signal(r.fs.wake) // a server pump reading through byte toxics
+	}
+	return true
 }
 
 // canHandBack reports whether the session can go back to an event loop
@@ -101,7 +133,10 @@ type pumpResult struct {
 func (r *sessionRelay) runPumps(client, upstream net.Conn) {
 	c2s, s2c, fs := r.c2s, r.s2c, r.fs
 	c2s.src, c2s.dst = client, upstream
-	s2c.src, s2c.dst = upstream, client
+	s2c.src, s2c.dst = upstream, &clientWriter{s: r.s, p: s2c, c: client}
+	r.s.clientMu.Lock()
+	r.s.clientBoundary = s2c.atBoundary()
+	r.s.clientMu.Unlock()
 	c2s.ownBuffer()
 	s2c.ownBuffer()
 	var up, down *toxicReader
@@ -117,12 +152,15 @@ func (r *sessionRelay) runPumps(client, upstream net.Conn) {
 		}
 	}
 	if !r.s.setStop(func() {
+		r.s.sayFarewell(client)
 		client.Close()
 		upstream.Close()
 		if fs != nil {
 			fs.kill()
 		}
 	}) {
+		// Killed on the way here (from an event loop, say).
+		r.s.sayFarewell(client)
 		client.Close()
 		upstream.Close()
 		closeReaders()
@@ -137,7 +175,7 @@ func (r *sessionRelay) runPumps(client, upstream net.Conn) {
 		// Report before closing the upstream, so that when s2c ends because
 		// of this close, the reason is already waiting in done.
 		done <- pumpResult{ClientToServer, err}
-		if err == errHandBack {
+		if err == errHandBack || r.drainAfter(err, upstream) {
 			return
 		}
 		if !lingering(lingerUpstream) {

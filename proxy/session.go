@@ -59,9 +59,18 @@ type Session struct {
 
 	mu     sync.Mutex
 	killed bool
+	// farewell is the FATAL message the client is told as the session is
+	// ended by a shutdown ("": a bare close).
+	farewell string
 	// stop ends the session the way its relay needs: closing sockets for
 	// goroutine pumps, a request to the event loop for loop sessions.
 	stop func()
+
+	// On goroutine pumps, writes to the client hold clientMu, and
+	// clientBoundary says whether what the client was sent so far ends
+	// on a message boundary: only then may a farewell go out.
+	clientMu       sync.Mutex
+	clientBoundary bool
 }
 
 // SessionInfo is a point-in-time copy of a session, as the control plane shows it.
@@ -146,6 +155,52 @@ func (s *Session) Kill() {
 	}
 }
 
+// terminate ends the session, telling the client why with FATAL 57P01 (as
+// PostgreSQL tells its clients when it shuts down) where the stream allows
+// a message of pgchaos's own. It never waits on traffic.
+func (s *Session) terminate(msg string) {
+	s.mu.Lock()
+	s.farewell = msg
+	s.mu.Unlock()
+	s.Kill()
+}
+
+func (s *Session) farewellMessage() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.farewell
+}
+
+// sayFarewell writes the farewell to a client on goroutine pumps, unless
+// the server pump is writing to it or stopped mid-message.
+func (s *Session) sayFarewell(client net.Conn) {
+	msg := s.farewellMessage()
+	if msg == "" || !s.clientMu.TryLock() {
+		return
+	}
+	defer s.clientMu.Unlock()
+	if s.clientBoundary {
+		client.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		client.Write(errorResponse("FATAL", "57P01", msg))
+	}
+}
+
+// clientWriter is the server pump's destination on goroutine pumps: the
+// client, written under clientMu.
+type clientWriter struct {
+	s *Session
+	p *pump
+	c net.Conn
+}
+
+func (w *clientWriter) Write(b []byte) (int, error) {
+	w.s.clientMu.Lock()
+	n, err := w.c.Write(b)
+	w.s.clientBoundary = w.p.atBoundary()
+	w.s.clientMu.Unlock()
+	return n, err
+}
+
 // setStop installs how Kill ends the session. It reports false when the
 // session was killed before its relay started.
 func (s *Session) setStop(stop func()) bool {
@@ -162,17 +217,52 @@ func (s *Session) wasKilled() bool {
 }
 
 // Registry holds the live sessions of every proxy in the process, so that
-// one id names one session whichever proxy carries it.
+// one id names one session whichever proxy carries it, and one limit
+// bounds them all.
 type Registry struct {
 	mu       sync.Mutex
 	next     uint64
 	sessions map[uint64]*Session
+	// maxSessions bounds sessions (started or starting) across the
+	// process; reserved counts them.
+	maxSessions atomic.Int64
+	reserved    atomic.Int64
 }
+
+// DefaultMaxSessions is how many sessions a pgchaos process relays at once
+// unless told otherwise.
+const DefaultMaxSessions = 10000
 
 // NewRegistry returns an empty session registry.
 func NewRegistry() *Registry {
-	return &Registry{sessions: make(map[uint64]*Session)}
+	r := &Registry{sessions: make(map[uint64]*Session)}
+	r.maxSessions.Store(DefaultMaxSessions)
+	return r
 }
+
+// SetMaxSessions sets how many sessions may run at once (n <= 0: the
+// default). Clients beyond it get FATAL 53300, as from PostgreSQL.
+func (r *Registry) SetMaxSessions(n int) {
+	if n <= 0 {
+		n = DefaultMaxSessions
+	}
+	r.maxSessions.Store(int64(n))
+}
+
+// MaxSessions is the limit SetMaxSessions set.
+func (r *Registry) MaxSessions() int { return int(r.maxSessions.Load()) }
+
+// reserve takes a place for a session about to start; false when the
+// limit is reached. unreserve gives it back.
+func (r *Registry) reserve() bool {
+	if r.reserved.Add(1) > r.maxSessions.Load() {
+		r.reserved.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (r *Registry) unreserve() { r.reserved.Add(-1) }
 
 func (r *Registry) add(s *Session) {
 	r.mu.Lock()

@@ -37,14 +37,24 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 		writeError(client, "FATAL", "08P01", "pgchaos: "+msg)
 	}
 
+	// One deadline for the whole startup phase: negotiating TLS or GSS
+	// again does not buy more time.
+	c.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
+	left := func(err error) {
+		switch {
+		case isTimeout(err):
+			p.m.startupTimeouts.Inc()
+			log.Info("closing client: it did not finish the startup phase in time", "startup_timeout", p.cfg.StartupTimeout.String())
+		case !errors.Is(err, io.EOF):
+			log.Debug("client left during startup", "err", err)
+		}
+	}
+
 	isTLS := false
 	for negotiations := 0; ; negotiations++ {
-		client.SetReadDeadline(time.Now().Add(startupTimeout))
 		var hdr [8]byte
 		if _, err := io.ReadFull(client, hdr[:4]); err != nil {
-			if !errors.Is(err, io.EOF) {
-				log.Debug("client left during startup", "err", err)
-			}
+			left(err)
 			return
 		}
 		if hdr[0] == tlsHandshake && !isTLS {
@@ -55,7 +65,11 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 			}
 			tc := tls.Server(&prefixConn{Conn: client, prefix: hdr[:4]}, p.directTLS)
 			if err := tc.HandshakeContext(context.Background()); err != nil {
-				log.Warn("closing client: direct TLS handshake failed", "err", err)
+				if isTimeout(err) {
+					left(err)
+				} else {
+					log.Warn("closing client: direct TLS handshake failed", "err", err)
+				}
 				return
 			}
 			client, isTLS = tc, true
@@ -69,7 +83,7 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 		pkt := make([]byte, length)
 		copy(pkt, hdr[:4])
 		if _, err := io.ReadFull(client, pkt[4:]); err != nil {
-			log.Debug("client left during startup", "err", err)
+			left(err)
 			return
 		}
 		if negotiations >= 4 {
@@ -90,7 +104,11 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 			}
 			tc := tls.Server(client, p.cfg.TLS)
 			if err := tc.HandshakeContext(context.Background()); err != nil {
-				log.Warn("closing client: TLS handshake failed", "err", err)
+				if isTimeout(err) {
+					left(err)
+				} else {
+					log.Warn("closing client: TLS handshake failed", "err", err)
+				}
 				return
 			}
 			client, isTLS = tc, true
@@ -99,11 +117,11 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 				return
 			}
 		case code == codeCancel:
-			client.SetReadDeadline(time.Time{})
+			c.SetDeadline(time.Time{})
 			p.forwardCancel(pkt, log)
 			return
 		case code>>16 == 3:
-			client.SetReadDeadline(time.Time{})
+			c.SetDeadline(time.Time{})
 			return p.startSession(client, c, pkt, log)
 		default:
 			fail("unsupported frontend protocol or request code %d.%d", code>>16, code&0xffff)
@@ -116,9 +134,21 @@ func (p *Proxy) handle(c net.Conn) (session bool) {
 // relays the session. It reports false if no session was started.
 func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interface {
 	Warn(string, ...any)
-}) bool {
-	var sm pgproto3.StartupMessage
-	if err := sm.Decode(pkt[4:]); err != nil {
+	Debug(string, ...any)
+}) (started bool) {
+	if !p.reg.reserve() {
+		p.m.tooMany.Inc()
+		log.Warn("closing client: too many sessions", "max_sessions", p.reg.MaxSessions())
+		writeError(client, "FATAL", "53300", fmt.Sprintf("pgchaos: sorry, too many clients already (max-sessions %d)", p.reg.MaxSessions()))
+		return false
+	}
+	defer func() {
+		if !started {
+			p.reg.unreserve()
+		}
+	}()
+	params, err := startupParameters(pkt[8:])
+	if err != nil {
 		p.m.protocolErrors.Inc()
 		log.Warn("closing client: malformed startup message", "err", err)
 		writeError(client, "FATAL", "08P01", "pgchaos: malformed startup message: "+err.Error())
@@ -128,16 +158,16 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 		Proxy:       p.cfg.Name,
 		Client:      rawClient.RemoteAddr(),
 		Started:     time.Now(),
-		User:        sm.Parameters["user"],
-		Database:    sm.Parameters["database"],
-		Replication: sm.Parameters["replication"],
+		User:        params["user"],
+		Database:    params["database"],
+		Replication: params["replication"],
 		owner:       p,
 		conn:        rawClient,
 	}
 	if s.Database == "" {
 		s.Database = s.User
 	}
-	if app, ok := sm.Parameters["application_name"]; ok {
+	if app, ok := params["application_name"]; ok {
 		s.appName.Store(&app)
 	}
 
@@ -162,6 +192,12 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 		}
 	}
 
+	if clientGone(rawClient) {
+		// It gave up (a slow_connect, a long wait to be accepted): do not
+		// open a server connection nobody will use.
+		log.Debug("client left before the upstream was dialed")
+		return false
+	}
 	upstream, err := p.dialUpstream()
 	if err != nil {
 		p.m.connectFailures.Inc()
@@ -177,6 +213,33 @@ func (p *Proxy) startSession(client, rawClient net.Conn, pkt []byte, log interfa
 	}
 	p.relay(s, client, upstream)
 	return true
+}
+
+// startupParameters reads the name/value pairs of a StartupMessage after
+// its protocol version. Any protocol 3.x is accepted: the packet goes to the
+// server as it came, and the server negotiates the minor version and the
+// _pq_ options it does not know (NegotiateProtocolVersion), as it would
+// without pgchaos in between.
+func startupParameters(b []byte) (map[string]string, error) {
+	params := map[string]string{}
+	for {
+		name, rest, ok := cstring(b)
+		if !ok {
+			return nil, errors.New("the parameter list is not terminated")
+		}
+		if len(name) == 0 {
+			if len(rest) != 0 {
+				return nil, errors.New("bytes after the end of the parameter list")
+			}
+			return params, nil
+		}
+		value, rest, ok := cstring(rest)
+		if !ok {
+			return nil, fmt.Errorf("parameter %q has no value", name)
+		}
+		params[string(name)] = string(value)
+		b = rest
+	}
 }
 
 // dialUpstream connects to the current upstream, negotiating TLS when
@@ -259,6 +322,11 @@ func (p *Proxy) forwardCancel(pkt []byte, log interface {
 	// Wait for the server to close, so the cancel has been read before we go.
 	io.Copy(io.Discard, up)
 	log.Debug("forwarded cancel request", "upstream", p.Upstream())
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // prefixConn replays bytes already read from a connection before reading

@@ -44,6 +44,12 @@ type Config struct {
 	UpstreamTLS    bool   `yaml:"upstream_tls"`
 	UpstreamCA     string `yaml:"upstream_ca"`
 	MaxMessageSize int    `yaml:"max_message_size"`
+	// MaxSessions bounds the sessions of every proxy together (0: the
+	// default, 10,000); clients beyond it get FATAL 53300.
+	MaxSessions int `yaml:"max_sessions"`
+	// StartupTimeout bounds a client's whole startup phase, TLS and GSS
+	// negotiation included (0: the default, a minute).
+	StartupTimeout faults.Duration `yaml:"startup_timeout"`
 	// Relay is "loop" (event loops, the default on Linux) or "goroutine".
 	Relay string `yaml:"relay"`
 	// Loops is how many event loops run (0: one per two CPUs).
@@ -210,6 +216,9 @@ func (c *Config) Validate() error {
 			}
 			return fmt.Errorf("%s (%s): proxy: no proxy named %q", where, r.Name, r.Proxy)
 		}
+	}
+	if c.MaxSessions < 0 {
+		return fmt.Errorf(" max_sessions %d is negative", c.MaxSessions)
 	}
 	if c.MaxMessageSize < 0 {
 		return fmt.Errorf(" max_message_size %d is negative", c.MaxMessageSize)

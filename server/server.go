@@ -102,8 +102,9 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		s.loops = loops
 	}
+	s.Registry.SetMaxSessions(cfg.MaxSessions)
 	s.base = proxy.Config{
-		TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize,
+		TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize, StartupTimeout: time.Duration(cfg.StartupTimeout),
 		Logger: log, Metrics: proxy.NewMetrics(reg), Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
 	}
 	for _, pc := range cfg.Proxies {

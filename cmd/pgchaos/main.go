@@ -12,10 +12,12 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/proxy"
 	"github.com/pgchaos/pgchaos/server"
 )
 
@@ -130,6 +132,8 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "connect to the upstream with TLS")
 	fs.StringVar(&cfg.UpstreamCA, "upstream-ca", "", "CA bundle to verify the upstream's certificate (default: not verified, like sslmode=require)")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<30, "largest protocol message accepted, in bytes")
+	fs.IntVar(&cfg.MaxSessions, "max-sessions", proxy.DefaultMaxSessions, "most sessions relayed at once, all proxies together; clients beyond get FATAL 53300")
+	fs.DurationVar((*time.Duration)(&cfg.StartupTimeout), "startup-timeout", proxy.DefaultStartupTimeout, "longest a client may take over its startup phase (TLS/GSS negotiation and StartupMessage)")
 	fs.StringVar(&cfg.Relay, "relay", "loop", "how sessions are relayed: loop (epoll event loops, Linux) or goroutine")
 	fs.IntVar(&cfg.Loops, "loops", 0, "number of event loops (0: one per two CPUs)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed for rule probabilities and jitter, for reproducible runs")
