@@ -140,7 +140,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		if ms < 0 {
 			return fmt.Errorf("duration %v is negative", ms)
 		}
-		*d = Duration(ms * float64(time.Millisecond))
+		ns := ms * float64(time.Millisecond)
+		if ns >= 1<<63 {
+			// Converted, it would wrap around to a negative duration.
+			return fmt.Errorf("duration %v ms is too long", ms)
+		}
+		*d = Duration(ns)
 		return nil
 	}
 	var s string
