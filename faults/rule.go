@@ -409,7 +409,9 @@ func compile(r Rule) (*compiledRule, error) {
 
 	l := r.Limits
 	if l.Probability != nil {
-		if *l.Probability < 0 || *l.Probability > 1 {
+		// Not "< 0 || > 1": NaN is neither, and a rule with it would fire
+		// on every match.
+		if p := *l.Probability; !(p >= 0 && p <= 1) {
 			return nil, fieldErr("limits.probability", "%v is not between 0 and 1", *l.Probability)
 		}
 		c.probability = *l.Probability
