@@ -235,6 +235,29 @@ method:
 			want: []string{`exp.yaml:2: did not find expected ',' or '}'`},
 		},
 		{
+			// The YAML library leaves the line out of errors on the first.
+			name: "yaml syntax error on the first line",
+			yaml: "name: \"x",
+			want: []string{`exp.yaml:1: found unexpected end of stream`},
+		},
+		{
+			// ... and says nothing of where it found a character it
+			// cannot read.
+			name: "control character",
+			yaml: "name: x\ntarget: {dsn: a}\ndescription: \x01\n",
+			want: []string{`exp.yaml:3:14: control characters are not allowed`},
+		},
+		{
+			name: "invalid UTF-8 after a CR LF and a BOM",
+			yaml: "\ufeffname: x\r\ntarget: {dsn: \xff}\n",
+			want: []string{`exp.yaml:2:15: invalid leading UTF-8 octet`},
+		},
+		{
+			name: "UTF-16",
+			yaml: "\xff\xfen\x00:\x00\n\x00 \x00\x00\xdc",
+			want: []string{`exp.yaml:2:2: unexpected low surrogate area`},
+		},
+		{
 			name: "key given twice",
 			yaml: "name: x\ntarget: {dsn: a}\nname: y\n",
 			want: []string{`exp.yaml:3:1: name: given twice (first at line 1)`},
