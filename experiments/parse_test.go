@@ -258,6 +258,15 @@ method:
 			want: []string{`exp.yaml:2:2: unexpected low surrogate area`},
 		},
 		{
+			// Each problem takes one line, whatever the path and message hold.
+			name: "line breaks in a key and in a message",
+			yaml: "name: x\ntarget: {dsn: a}\n\"a\\nb\": 1\nproxies: [{name: pg, upstream: target}]\nmethod:\n- kill_sessions: {proxy: pg, application_name: \"(\\r\\n\"}\n",
+			want: []string{
+				`exp.yaml:3:1: a\nb: unknown field`,
+				"exp.yaml:6:48: method[0].kill_sessions.application_name: error parsing regexp: missing closing ): `(\\r\\n`",
+			},
+		},
+		{
 			name: "key given twice",
 			yaml: "name: x\ntarget: {dsn: a}\nname: y\n",
 			want: []string{`exp.yaml:3:1: name: given twice (first at line 1)`},
