@@ -334,6 +334,20 @@ rollbacks:
 	}
 }
 
+// TestSameFileSameReport: a verifier of an unknown type knows the keys of
+// every type, and "mix" is as close to max as to min; the suggestion must
+// not depend on map order.
+func TestSameFileSameReport(t *testing.T) {
+	src := "name: x\ntarget: {dsn: x}\nverify: [{type: mistery, mix: 1}]\n"
+	want := `exp.yaml:3:26: verify[0].mix: unknown field (did you mean "max"?)`
+	for range 20 {
+		_, err := Parse([]byte(src), "exp.yaml", nil, noEnv)
+		if err == nil || !strings.HasSuffix(err.Error(), "\n"+want) {
+			t.Fatalf("got:\n%v\nwant it to end with:\n%s", err, want)
+		}
+	}
+}
+
 func TestVariables(t *testing.T) {
 	src := `name: ${var:name}
 target:
