@@ -16,7 +16,9 @@ type Problem struct {
 	Msg  string
 }
 
-// String is "FILE:LINE:COLUMN: path: message", the form editors jump to.
+// String is "FILE:LINE:COLUMN: path: message", the form editors jump to,
+// on one line: a line break in the path (a quoted key) or the message (a
+// regular expression quoted in it) is written as \n or \r.
 func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.Source)
@@ -28,12 +30,14 @@ func (p Problem) String() string {
 	}
 	b.WriteString(": ")
 	if p.Path != "" {
-		b.WriteString(p.Path)
+		b.WriteString(oneLine.Replace(p.Path))
 		b.WriteString(": ")
 	}
-	b.WriteString(p.Msg)
+	b.WriteString(oneLine.Replace(p.Msg))
 	return b.String()
 }
+
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // Errors is every problem found in a file, sorted by position. Parse
 // returns it as its error.

@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -79,20 +82,107 @@ func parserProblem(msg string) bool {
 		msg == "found undefined tag handle" || strings.HasPrefix(msg, "found duplicate %")
 }
 
+// readerProblem tells the problems of the YAML reader, which decodes the
+// file's characters before the scanner sees them.
+func readerProblem(msg string) bool {
+	switch msg {
+	case "control characters are not allowed", "invalid leading UTF-8 octet", "incomplete UTF-8 octet sequence",
+		"invalid trailing UTF-8 octet", "invalid length of a UTF-8 sequence", "invalid Unicode character",
+		"incomplete UTF-16 character", "unexpected low surrogate area", "incomplete UTF-16 surrogate pair",
+		"expected low surrogate area":
+		return true
+	}
+	return false
+}
+
+// unreadable returns the line and column of the first character of data
+// that the YAML reader refuses: one outside YAML's printable set, or not
+// UTF-8 (or UTF-16 after its byte order mark). Lines and columns count as
+// the YAML scanner counts them; 0, 0 when every character is readable.
+func unreadable(data []byte) (line, column int) {
+	next := func(b []byte) (rune, int) {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n <= 1 {
+			return -1, 1
+		}
+		return r, n
+	}
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0xFE}), bytes.HasPrefix(data, []byte{0xFE, 0xFF}):
+		var order binary.ByteOrder = binary.LittleEndian
+		if data[0] == 0xFE {
+			order = binary.BigEndian
+		}
+		data = data[2:]
+		next = func(b []byte) (rune, int) {
+			if len(b) < 2 {
+				return -1, len(b)
+			}
+			r := rune(order.Uint16(b))
+			switch {
+			case !utf16.IsSurrogate(r):
+				return r, 2
+			case r >= 0xDC00 || len(b) < 4:
+				return -1, 2
+			}
+			if r = utf16.DecodeRune(r, rune(order.Uint16(b[2:]))); r == utf8.RuneError {
+				return -1, 2
+			}
+			return r, 4
+		}
+	case bytes.HasPrefix(data, []byte("\xEF\xBB\xBF")):
+		data = data[3:]
+	}
+	line, column = 1, 1
+	for i := 0; i < len(data); {
+		r, n := next(data[i:])
+		if !yamlPrintable(r) {
+			return line, column
+		}
+		i += n
+		crlf := false
+		if r == '\r' && i < len(data) {
+			nr, _ := next(data[i:])
+			crlf = nr == '\n' // one line break, counted at the LF
+		}
+		switch {
+		case !crlf && (r == '\r' || r == '\n' || r == 0x85 || r == 0x2028 || r == 0x2029):
+			line, column = line+1, 1
+		default:
+			column++
+		}
+	}
+	return 0, 0
+}
+
+// yamlPrintable is the set of characters YAML 1.1 allows in a stream.
+func yamlPrintable(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D || r >= 0x20 && r <= 0x7E || r == 0x85 ||
+		r >= 0xA0 && r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
+}
+
 // document parses the YAML of a file holding one experiment.
 func (d *decoder) document(data []byte) *yaml.Node {
 	syntax := func(err error) {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		line := 0
+		line, column := 0, 0
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
 			msg = m[2]
 		}
-		if parserProblem(msg) {
+		switch {
+		case readerProblem(msg):
+			// The YAML reader says what it cannot read, not where.
+			line, column = unreadable(data)
+		case parserProblem(msg):
 			// The YAML parser (not its scanner) counts lines from 0.
 			line++
+		case line == 0:
+			// The scanner counts from 0 too, and leaves the line out of
+			// its message on the first.
+			line = 1
 		}
-		d.probs = append(d.probs, Problem{Source: d.src, Line: line, Msg: msg})
+		d.probs = append(d.probs, Problem{Source: d.src, Line: line, Column: column, Msg: msg})
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node

@@ -235,6 +235,38 @@ method:
 			want: []string{`exp.yaml:2: did not find expected ',' or '}'`},
 		},
 		{
+			// The YAML library leaves the line out of errors on the first.
+			name: "yaml syntax error on the first line",
+			yaml: "name: \"x",
+			want: []string{`exp.yaml:1: found unexpected end of stream`},
+		},
+		{
+			// ... and says nothing of where it found a character it
+			// cannot read.
+			name: "control character",
+			yaml: "name: x\ntarget: {dsn: a}\ndescription: \x01\n",
+			want: []string{`exp.yaml:3:14: control characters are not allowed`},
+		},
+		{
+			name: "invalid UTF-8 after a CR LF and a BOM",
+			yaml: "\ufeffname: x\r\ntarget: {dsn: \xff}\n",
+			want: []string{`exp.yaml:2:15: invalid leading UTF-8 octet`},
+		},
+		{
+			name: "UTF-16",
+			yaml: "\xff\xfen\x00:\x00\n\x00 \x00\x00\xdc",
+			want: []string{`exp.yaml:2:2: unexpected low surrogate area`},
+		},
+		{
+			// Each problem takes one line, whatever the path and message hold.
+			name: "line breaks in a key and in a message",
+			yaml: "name: x\ntarget: {dsn: a}\n\"a\\nb\": 1\nproxies: [{name: pg, upstream: target}]\nmethod:\n- kill_sessions: {proxy: pg, application_name: \"(\\r\\n\"}\n",
+			want: []string{
+				`exp.yaml:3:1: a\nb: unknown field`,
+				"exp.yaml:6:48: method[0].kill_sessions.application_name: error parsing regexp: missing closing ): `(\\r\\n`",
+			},
+		},
+		{
 			name: "key given twice",
 			yaml: "name: x\ntarget: {dsn: a}\nname: y\n",
 			want: []string{`exp.yaml:3:1: name: given twice (first at line 1)`},
@@ -298,6 +330,20 @@ rollbacks:
 	for i, p := range errs {
 		if p.String() != want[i] {
 			t.Errorf("problem %d:\n got  %s\n want %s", i, p, want[i])
+		}
+	}
+}
+
+// TestSameFileSameReport: a verifier of an unknown type knows the keys of
+// every type, and "mix" is as close to max as to min; the suggestion must
+// not depend on map order.
+func TestSameFileSameReport(t *testing.T) {
+	src := "name: x\ntarget: {dsn: x}\nverify: [{type: mistery, mix: 1}]\n"
+	want := `exp.yaml:3:26: verify[0].mix: unknown field (did you mean "max"?)`
+	for range 20 {
+		_, err := Parse([]byte(src), "exp.yaml", nil, noEnv)
+		if err == nil || !strings.HasSuffix(err.Error(), "\n"+want) {
+			t.Fatalf("got:\n%v\nwant it to end with:\n%s", err, want)
 		}
 	}
 }

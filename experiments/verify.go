@@ -44,8 +44,10 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		o.missing("type", " ("+oneOf(verifierTypes)+")")
 	}
 	if typ == "" {
-		for _, keys := range verifierFields {
-			for _, k := range keys {
+		// In a fixed order: the known keys are the candidates of "did
+		// you mean", which takes the first of equally close ones.
+		for _, t := range verifierTypes {
+			for _, k := range verifierFields[t] {
 				o.know(k)
 			}
 		}

@@ -31,6 +31,16 @@ func ParseRules(data []byte, source string) ([]Rule, error) {
 	var rules []Rule
 	var nodes []*yaml.Node
 	if root.Kind == yaml.SequenceNode {
+		// The YAML decoder drops null items from a list, which would
+		// number the rules after them wrongly.
+		for i, n := range root.Content {
+			for n.Kind == yaml.AliasNode && n.Alias != nil {
+				n = n.Alias
+			}
+			if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+				return nil, fmt.Errorf("%s:%d: rules[%d]: is empty (want a rule: name, match, action)", source, n.Line, i)
+			}
+		}
 		if err := dec.Decode(&rules); err != nil {
 			return nil, fmt.Errorf("%s: %s", source, strings.TrimPrefix(err.Error(), "yaml: "))
 		}

@@ -140,7 +140,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		if ms < 0 {
 			return fmt.Errorf("duration %v is negative", ms)
 		}
-		*d = Duration(ms * float64(time.Millisecond))
+		ns := ms * float64(time.Millisecond)
+		if ns >= 1<<63 {
+			// Converted, it would wrap around to a negative duration.
+			return fmt.Errorf("duration %v ms is too long", ms)
+		}
+		*d = Duration(ns)
 		return nil
 	}
 	var s string
@@ -404,7 +409,9 @@ func compile(r Rule) (*compiledRule, error) {
 
 	l := r.Limits
 	if l.Probability != nil {
-		if *l.Probability < 0 || *l.Probability > 1 {
+		// Not "< 0 || > 1": NaN is neither, and a rule with it would fire
+		// on every match.
+		if p := *l.Probability; !(p >= 0 && p <= 1) {
 			return nil, fieldErr("limits.probability", "%v is not between 0 and 1", *l.Probability)
 		}
 		c.probability = *l.Probability

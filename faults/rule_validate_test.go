@@ -2,6 +2,7 @@ package faults
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,7 @@ func TestCompileFieldErrors(t *testing.T) {
 		{"panic severity", Rule{Name: "r", Action: Action{Type: "error", SQLState: "40001", Severity: "PANIC"}}, "action.severity"},
 		{"probability above one", Rule{Name: "r", Action: delay, Limits: Limits{Probability: floatPtr(1.5)}}, "limits.probability"},
 		{"probability below zero", Rule{Name: "r", Action: delay, Limits: Limits{Probability: floatPtr(-0.1)}}, "limits.probability"},
+		{"probability NaN", Rule{Name: "r", Action: delay, Limits: Limits{Probability: floatPtr(math.NaN())}}, "limits.probability"},
 		{"negative skip", Rule{Name: "r", Action: delay, Limits: Limits{Skip: -1}}, "limits.skip"},
 		{"negative times", Rule{Name: "r", Action: delay, Limits: Limits{Times: -3}}, "limits.times"},
 

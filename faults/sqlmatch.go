@@ -12,9 +12,14 @@ import (
 // query than a case-sensitive literal search), so a case-insensitive
 // pattern is rewritten to match ASCII-lowercased SQL case-sensitively:
 // same answers, and literal searches stay literal.
+//
+// Two non-ASCII letters fold to ASCII ones: ſ (U+017F) to s and K (Kelvin
+// sign, U+212A) to k. (?i)select matches "ſELECT"; the lowered literal
+// would not. SQL holding either is matched with the (?i) regexp instead.
 type sqlMatcher struct {
 	re    *regexp.Regexp
-	lower bool // match against the SQL lowercased (ASCII)
+	lower bool           // match against the SQL lowercased (ASCII)
+	fold  *regexp.Regexp // with lower: the (?i) regexp, for SQL with ſ or K
 }
 
 func compileSQL(expr string, caseSensitive bool) (*sqlMatcher, error) {
@@ -26,7 +31,8 @@ func compileSQL(expr string, caseSensitive bool) (*sqlMatcher, error) {
 		return &sqlMatcher{re: re}, nil
 	}
 	// Compile it the plain way first, so errors read as users expect.
-	if _, err := regexp.Compile("(?i)" + expr); err != nil {
+	fold, err := regexp.Compile("(?i)" + expr)
+	if err != nil {
 		return nil, err
 	}
 	tree, err := syntax.Parse(expr, syntax.Perl|syntax.FoldCase)
@@ -36,18 +42,14 @@ func compileSQL(expr string, caseSensitive bool) (*sqlMatcher, error) {
 	if !foldsEverywhere(tree) {
 		// Part of the pattern is case-sensitive ((?-i)...): lowercased
 		// input would change its answers.
-		re, err := regexp.Compile("(?i)" + expr)
-		if err != nil {
-			return nil, err
-		}
-		return &sqlMatcher{re: re}, nil
+		return &sqlMatcher{re: fold}, nil
 	}
 	lowerLiterals(tree)
 	re, err := regexp.Compile(tree.String())
 	if err != nil {
 		return nil, err
 	}
-	return &sqlMatcher{re: re, lower: true}, nil
+	return &sqlMatcher{re: re, lower: true, fold: fold}, nil
 }
 
 // foldsEverywhere reports whether every letter in the pattern matches both
@@ -118,6 +120,8 @@ var lowerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 type loweredSQL struct {
 	buf  *[]byte
 	done bool
+	// folds: the SQL holds ſ or K, which lowercasing ASCII cannot fold.
+	folds bool
 }
 
 func (l *loweredSQL) get(sql []byte) []byte {
@@ -125,8 +129,12 @@ func (l *loweredSQL) get(sql []byte) []byte {
 		l.buf = lowerBufs.Get().(*[]byte)
 		b := append((*l.buf)[:0], sql...)
 		for i, c := range b {
-			if c >= 'A' && c <= 'Z' {
+			switch {
+			case c >= 'A' && c <= 'Z':
 				b[i] = c + ('a' - 'A')
+			case c == 0xC5 && i+1 < len(b) && b[i+1] == 0xBF, // ſ
+				c == 0xE2 && i+2 < len(b) && b[i+1] == 0x84 && b[i+2] == 0xAA: // K
+				l.folds = true
 			}
 		}
 		*l.buf = b
@@ -145,5 +153,9 @@ func (m *sqlMatcher) match(sql []byte, lowered *loweredSQL) bool {
 	if !m.lower {
 		return m.re.Match(sql)
 	}
-	return m.re.Match(lowered.get(sql))
+	b := lowered.get(sql)
+	if lowered.folds {
+		return m.fold.Match(sql)
+	}
+	return m.re.Match(b)
 }

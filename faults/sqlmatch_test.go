@@ -3,6 +3,7 @@ package faults
 import (
 	"regexp"
 	"testing"
+	"unicode"
 )
 
 // The lowercasing rewrite must answer exactly like Go's own (?i) matching.
@@ -10,11 +11,13 @@ func TestSQLMatcherAgreesWithFoldCase(t *testing.T) {
 	patterns := []string{
 		`^\s*SELECT`, `pgbench_tellers`, `DELETE\s+FROM\s+audit`, `[A-Z]+_id`, `[^a-z]`, `\bCOMMIT\b`,
 		`(?-i)SELECT`, `Straße`, `prepare transaction '[^']+'`, `^(BEGIN|START TRANSACTION)`, `x{2,}Y`, `\QA.B\E`,
+		`kill`, `\bask\b`,
 	}
 	inputs := []string{
 		"SELECT 1", "  select abalance FROM pgbench_accounts", "UPDATE PGBENCH_TELLERS SET x=1", "delete   from AUDIT",
 		"USER_ID", "abc", "123", "COMMIT", "commitment", "select 1", "STRASSE", "straße", "STRAßE",
 		"PREPARE TRANSACTION 'g1'", "begin", "start transaction", "xxY", "XXy", "a.b", "AxB", "",
+		"ſELECT 1", "\u212aILL", "aſ\u212a", // fold to s and k
 	}
 	for _, p := range patterns {
 		want := regexp.MustCompile("(?i)" + p)
@@ -25,6 +28,18 @@ func TestSQLMatcherAgreesWithFoldCase(t *testing.T) {
 		for _, in := range inputs {
 			if w, g := want.MatchString(in), got.match([]byte(in), &loweredSQL{}); w != g {
 				t.Errorf("pattern %q on %q: (?i) says %v, rewritten says %v (rewritten to %s)", p, in, w, g, got.re)
+			}
+		}
+	}
+}
+
+// sqlMatcher falls back to (?i) for SQL with ſ or K because they are the
+// only non-ASCII runes that fold to ASCII letters.
+func TestOnlySAndKFoldToASCII(t *testing.T) {
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < 0x80 && r != '\u017f' && r != '\u212a' {
+				t.Errorf("%U folds to %q: the lowered SQL matcher must fall back to (?i) for it too", r, f)
 			}
 		}
 	}
