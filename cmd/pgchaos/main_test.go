@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
@@ -75,6 +78,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--config", remoteCfg}, 2, remoteCfg + ": control address 0.0.0.0:0 is not a loopback address: give it a token"},
 		{[]string{"run", exp, "--api-token-file", missing}, 2, "read API token: open " + missing},
 		{[]string{"run", exp, "--api-ca", notPEM}, 2, "--api-ca verifies an https:// control API; no proxy of the experiment has an https:// url"},
+		{with("--max-sessions", "-1"), 2, "max_sessions -1 is negative"},
+		{with("--startup-timeout", "soon"), 2, `invalid argument "soon" for "--startup-timeout"`},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
 	}
 	for _, tc := range cases {
@@ -146,10 +151,52 @@ func TestSignals(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatalf("still running 15s after %v", sig)
 			}
-			if err := conn.Ping(ctx); err == nil {
-				t.Fatal("session survived the shutdown")
+			// The session was told why, as PostgreSQL tells its clients.
+			err = conn.Ping(ctx)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || !strings.Contains(pgErr.Message, `proxy "sig" is shutting down`) {
+				t.Fatalf("after %v the session got %v; want FATAL 57P01 naming the proxy", sig, err)
 			}
 		})
+	}
+}
+
+// The limit flags reach the proxy: a second session is refused as from
+// PostgreSQL, and a client that never finishes its startup is closed.
+func TestLimitFlags(t *testing.T) {
+	bin := buildBinary(t)
+	listen := freeAddr(t)
+	cmd := exec.Command(bin, "proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", freeAddr(t), "--max-sessions", "1", "--startup-timeout", "300ms")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stderr)
+	waitLine(t, lines, "control API listening")
+	go io.Copy(io.Discard, stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(ctx)
+	_, err = pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
+		t.Fatalf("second session: %v; want FATAL 53300", err)
+	}
+	idle, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	start := time.Now()
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, idle)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a client silent in its startup phase was kept %v under --startup-timeout 300ms", d)
 	}
 }
 
