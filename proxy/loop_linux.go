@@ -139,10 +139,7 @@ type loopRequest struct {
 }
 
 type eventLoop struct {
-	epfd int
-	// epfile is epfd in Go's network poller, where an idle loop waits
-	// without a thread or a wake-up of its own.
-	epfile   *os.File
+	epfd     int
 	wake     [2]int // pipe: a byte written to wake[1] interrupts epoll_wait
 	buf      []byte // what a read goes into; a session keeps only leftovers
 	mu       sync.Mutex
@@ -160,9 +157,9 @@ func newEventLoop() (*eventLoop, error) {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	l := &eventLoop{epfd: epfd, epfile: os.NewFile(uintptr(epfd), "pgchaos-event-loop"), buf: make([]byte, pumpBufferSize)}
+	l := &eventLoop{epfd: epfd, buf: make([]byte, pumpBufferSize)}
 	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
-		l.epfile.Close()
+		syscall.Close(epfd)
 		return nil, fmt.Errorf("pipe2: %w", err)
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake[0])}
@@ -261,7 +258,7 @@ func (l *eventLoop) run() {
 					l.finish(ls, nil, nil)
 				}
 			}
-			l.epfile.Close()
+			syscall.Close(l.epfd)
 			syscall.Close(l.wake[0])
 			syscall.Close(l.wake[1])
 			return
@@ -499,9 +496,18 @@ const (
 )
 
 // waitIdle waits, parked in Go's network poller, until the loop's epoll set
-// has an event, and returns the events.
+// has an event, and returns the events. The epoll descriptor is in Go's
+// poller only for the wait (as a duplicate, closed after it): were it there
+// always, every event of a busy loop would wake one of Go's threads too.
 func (l *eventLoop) waitIdle(events []syscall.EpollEvent) (int, error) {
-	rc, err := l.epfile.SyscallConn()
+	dup, err := syscall.Dup(l.epfd)
+	if err != nil {
+		return epollWait(l.epfd, events, epollTimeoutMillis)
+	}
+	syscall.CloseOnExec(dup)
+	f := os.NewFile(uintptr(dup), "pgchaos-event-loop")
+	defer f.Close()
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return epollWait(l.epfd, events, epollTimeoutMillis)
 	}

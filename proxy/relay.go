@@ -189,6 +189,9 @@ func (r *sessionRelay) runPumps(client, upstream net.Conn) {
 	handBack := r.canHandBack(client, upstream)
 	if handBack {
 		go func() { done <- pumpResult{ServerToClient, s2c.run()} }()
+		// Try from the start: what brought the session here (a byte toxic,
+		// say) may be gone already.
+		signal(fs.calm)
 		outcome, first := r.coordinate(client, upstream, done)
 		switch outcome {
 		case parkHandedBack:
