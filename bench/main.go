@@ -22,6 +22,10 @@
 //   - Proxy CPU per transaction at a fixed --rate (16 clients), from the
 //     proxy process's utime+stime in /proc/PID/stat: unlike TPS it does not
 //     depend on how the cores were shared.
+//   - Sparse-rule phase: proxy CPU at --rate with no rules, then with one
+//     rule that delays 0.1% of pgbench's SELECTs by 1 ms. A verdict moves a
+//     session to goroutine pumps; it must come back to its event loop, so
+//     the target is at most +5% CPU per transaction.
 //   - Rules phase: throughput at 16 clients and proxy CPU at --rate through
 //     pgchaos with no rules, then with 20 rules that match none of
 //     pgbench's traffic (loaded with POST /rules before the run and removed
@@ -46,6 +50,8 @@
 //	--mode M          pgbench -M: simple, extended or prepared (default simple)
 //	--pool-mode M     PgBouncer pool_mode (default transaction)
 //	--rules-phase     measure 20 rules that match nothing (default true)
+//	--sparse-phase    measure a rule that fires on 0.1% of statements (default true)
+//	--baseline REV    also measure pgchaos built at git revision REV (e.g. main~3)
 //	--delay-phase     measure delay accuracy (default true)
 //	--delay-samples N timings per delay in the delay phase (default 200)
 //	--json FILE       also write the results as JSON
@@ -114,8 +120,11 @@ type config struct {
 	jsonPath  string
 	keepGoing bool
 	// rulesPhase and delayPhase enable the fault-rule measurements.
-	rulesPhase   bool
-	delayPhase   bool
+	rulesPhase  bool
+	sparsePhase bool
+	delayPhase  bool
+	// baseline is a git revision of pgchaos to measure beside this one.
+	baseline     string
 	delaySamples int
 }
 
@@ -174,6 +183,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to `FILE`")
 	fs.BoolVar(&cfg.keepGoing, "keep-going", false, "record failures and carry on (exit status is still 1)")
 	fs.BoolVar(&cfg.rulesPhase, "rules-phase", true, "measure pgchaos with 20 fault rules that match none of the traffic against no rules")
+	fs.StringVar(&cfg.baseline, "baseline", "", "also measure pgchaos built at this git `REV` (e.g. main~3), as target pgchaos@REV")
+	fs.BoolVar(&cfg.sparsePhase, "sparse-phase", true, "measure pgchaos's CPU per transaction with a rule that fires on 0.1% of statements against no rules (needs --rate)")
 	fs.BoolVar(&cfg.delayPhase, "delay-phase", true, "measure how accurately delay rules of 10, 50 and 100 ms delay a query")
 	fs.IntVar(&cfg.delaySamples, "delay-samples", 200, "timings per delay in the delay phase")
 	if err := fs.Parse(args); err != nil {
@@ -324,6 +335,20 @@ func run(ctx context.Context, cfg config) (err error) {
 	chaosTarget := target{name: "pgchaos", port: chaosPort, pid: chaos.pid()}
 	targets = append(targets, chaosTarget)
 
+	if cfg.baseline != "" {
+		progress("building pgchaos at %s", cfg.baseline)
+		bin := filepath.Join(tmp, "pgchaos-baseline")
+		if err := buildPgchaosAt(ctx, root, cfg.baseline, filepath.Join(tmp, "baseline-src"), bin); err != nil {
+			return err
+		}
+		c, port, _, err := startPgchaos(ctx, bin, tmp, pg.Addr())
+		if err != nil {
+			return fmt.Errorf("starting pgchaos@%s: %w", cfg.baseline, err)
+		}
+		cl.add(func() error { return c.stop(syscall.SIGTERM) })
+		targets = append(targets, target{name: "pgchaos@" + cfg.baseline, port: port, pid: c.pid()})
+	}
+
 	progress("starting PgBouncer (%s pooling)", cfg.poolMode)
 	if tg, stop, err := startPgBouncer(ctx, cfg, pg.Addr(), logger); err != nil {
 		if err := optional("pgbouncer", err); err != nil {
@@ -352,7 +377,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		Config: jsonConfig{
 			Rounds: cfg.rounds, DurationSeconds: seconds(cfg.duration), Clients: cfg.clients,
 			Rate: cfg.rate, RateClients: rateClients, Scale: cfg.scale, Mode: cfg.mode,
-			PgBouncerPoolMode: cfg.poolMode, RulesPhase: cfg.rulesPhase, DelayPhase: cfg.delayPhase,
+			PgBouncerPoolMode: cfg.poolMode, RulesPhase: cfg.rulesPhase, SparsePhase: cfg.sparsePhase && cfg.rate > 0, DelayPhase: cfg.delayPhase,
 		},
 		Environment: environment(ctx, root, bench, pg),
 	}
@@ -445,6 +470,12 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 		res.Rules = rules
 		runsPerRound += rules.runs()
 	}
+	var sparse *sparseOverhead
+	if cfg.sparsePhase && cfg.rate > 0 {
+		sparse = newSparseOverhead(cfg.rounds)
+		res.Sparse = sparse
+		runsPerRound += 2
+	}
 
 	progress("measuring: %d rounds, about %s", cfg.rounds,
 		time.Duration(cfg.rounds*runsPerRound)*time.Duration(seconds(cfg.duration))*time.Second)
@@ -482,6 +513,9 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 		if rules != nil && rules.round(ctx, r, cfg, bench, chaos, api, fail) {
 			return failures
 		}
+		if sparse != nil && sparse.round(ctx, r, cfg, bench, chaos, api, fail) {
+			return failures
+		}
 	}
 
 	for _, c := range cfg.clients {
@@ -495,6 +529,9 @@ func measure(ctx context.Context, cfg config, bench *pgbench, targets []target, 
 	}
 	if rules != nil {
 		rules.summarise(cfg.rate)
+	}
+	if sparse != nil {
+		sparse.summarise(cfg.rate)
 	}
 
 	if cfg.delayPhase {
@@ -973,6 +1010,33 @@ func buildPgchaos(ctx context.Context, root, out string) error {
 	return nil
 }
 
+// buildPgchaosAt builds pgchaos as it was at git revision rev, from a copy
+// of that revision's tree in src.
+func buildPgchaosAt(ctx context.Context, root, rev, src, out string) error {
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	archive := exec.CommandContext(ctx, "git", "-C", root, "archive", "--format=tar", rev)
+	extract := exec.CommandContext(ctx, "tar", "-x", "-C", src)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	extract.Stdin = pipe
+	var msg bytes.Buffer
+	archive.Stderr, extract.Stderr = &msg, &msg
+	if err := extract.Start(); err != nil {
+		return err
+	}
+	if err := archive.Run(); err != nil {
+		return fmt.Errorf("git archive %s: %w\n%s", rev, err, msg.String())
+	}
+	if err := extract.Wait(); err != nil {
+		return fmt.Errorf("extracting %s: %w\n%s", rev, err, msg.String())
+	}
+	return buildPgchaos(ctx, src, out)
+}
+
 // moduleRoot finds the directory of go.mod, so the benchmark can be run from
 // any directory of the module.
 func moduleRoot(ctx context.Context) (string, error) {
@@ -1033,6 +1097,7 @@ type results struct {
 	Throughput  []*throughput     `json:"throughput"`
 	CPU         []*proxyCPU       `json:"proxy_cpu,omitempty"`
 	Rules       *rulesOverhead    `json:"rules_phase,omitempty"`
+	Sparse      *sparseOverhead   `json:"sparse_rule_phase,omitempty"`
 	Delay       *delayResults     `json:"delay_phase,omitempty"`
 	Failures    []string          `json:"failures,omitempty"`
 }
@@ -1048,6 +1113,7 @@ type jsonConfig struct {
 	PgBouncerPoolMode string   `json:"pgbouncer_pool_mode"`
 	Targets           []string `json:"targets"`
 	RulesPhase        bool     `json:"rules_phase"`
+	SparsePhase       bool     `json:"sparse_rule_phase"`
 	DelayPhase        bool     `json:"delay_phase"`
 }
 
@@ -1196,6 +1262,9 @@ func printResults(w io.Writer, cfg config, res *results) {
 	}
 	if res.Rules != nil {
 		printRulesOverhead(w, cfg, res.Rules)
+	}
+	if res.Sparse != nil {
+		printSparseOverhead(w, cfg, res.Sparse)
 	}
 	if res.Delay != nil {
 		printDelays(w, res.Delay)
