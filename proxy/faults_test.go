@@ -318,9 +318,12 @@ func TestFaultRefuseConnect(t *testing.T) {
 			ctx := testCtx(t)
 			db := newDatabase(t)
 			existing := connect(t, ctx, pgtest.ConnString(topo.addr, pgtest.SuperUser, "", db))
+			// A second database that exists: through PgBouncer, a client of
+			// it needs a new server connection, which pgchaos must refuse.
+			other := newDatabase(t)
 			addRule(t, e, faults.Rule{Name: "starting-up", Match: faults.Match{Event: "connect"},
 				Action: faults.Action{Type: "refuse", SQLState: "57P03", Message: "the database system is starting up"}})
-			_, err := pgx.Connect(ctx, pgtest.ConnString(topo.addr, pgtest.SuperUser, "", db+"_new"))
+			_, err := pgx.Connect(ctx, pgtest.ConnString(topo.addr, pgtest.SuperUser, "", other))
 			var pgErr *pgconn.PgError
 			if topo.clientFacing {
 				if !errors.As(err, &pgErr) || pgErr.Code != "57P03" {
