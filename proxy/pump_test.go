@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/pgchaos/pgchaos/faults"
 )
 
 func msg(typ byte, body ...[]byte) []byte {
@@ -183,4 +185,58 @@ func BenchmarkPumpExtended(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*5), "ns/msg")
+}
+
+// The hot path allocates nothing per message: forwarding pgbench's
+// replies and requests, with fault rules present that match none of them.
+// (CI runs the tests named Alloc without -race, which allocates itself.)
+func TestPumpAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; CI runs this without -race")
+	}
+	var reply, request []byte
+	reply = append(reply, msg('T', []byte{0, 1}, cstr("abalance"), make([]byte, 18))...)
+	reply = append(reply, msg('D', []byte{0, 1, 0, 0, 0, 4}, []byte("1234"))...)
+	reply = append(reply, msg('C', cstr("SELECT 1"))...)
+	reply = append(reply, msg('Z', []byte{'I'})...)
+	request = append(request, msg('P', cstr(""), cstr("SELECT abalance FROM pgbench_accounts WHERE aid = $1"), []byte{0, 0})...)
+	request = append(request, msg('B', cstr(""), cstr(""), []byte{0, 0, 0, 1, 0, 0, 0, 4}, []byte("1234"), []byte{0, 0})...)
+	request = append(request, msg('E', cstr(""), []byte{0, 0, 0, 0})...)
+	request = append(request, msg('S')...)
+	request = append(request, msg('Q', cstr("SELECT abalance FROM pgbench_accounts WHERE aid = 1"))...)
+	e := faults.NewEngine(faults.Options{})
+	for _, r := range []faults.Rule{
+		{Name: "other-table", Match: faults.Match{SQL: "pgbench_tellers"}, Action: faults.Action{Type: "error", SQLState: "40001"}},
+		{Name: "other-tag", Match: faults.Match{Tag: "COMMIT"}, Action: faults.Action{Type: "disconnect"}},
+		{Name: "other-user", Match: faults.Match{User: "nobody", Statement: faults.StringList{"select"}}, Action: faults.Action{Type: "drop"}},
+	} {
+		if _, err := e.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		dir   Direction
+		batch []byte
+	}{{"replies", ServerToClient, reply}, {"requests", ClientToServer, request}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &Session{User: "bench"}
+			p := testPump(c.dir, &loopReader{batch: c.batch}, io.Discard)
+			p.s = s
+			p.f = &faultPump{fs: newFaultSession(e.Policy("t"), s), dir: c.dir}
+			w := &countingWriter{}
+			p.dst = w
+			p.startupDone = true
+			allocs := testing.AllocsPerRun(100, func() {
+				w.left = 50
+				p.start, p.out, p.end = 0, 0, 0
+				if err := p.run(); !errors.Is(err, errDone) {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Fatalf("%.1f allocations per 50 batches", allocs)
+			}
+		})
+	}
 }

@@ -3,7 +3,9 @@ package pgtest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -374,5 +376,45 @@ func TestConnString(t *testing.T) {
 	}
 	if got, want := pg.DSN("a", "", ""), "postgres://a@"+pg.Addr()+"/postgres?sslmode=disable"; got != want {
 		t.Errorf("DSN without password/database = %q, want %q", got, want)
+	}
+}
+
+// recorder is a testing.TB that notes how a test would end.
+type recorder struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recorder) Helper()                   {}
+func (r *recorder) Fatalf(f string, a ...any) { r.fatal = fmt.Sprintf(f, a...); runtime.Goexit() }
+func (r *recorder) Skipf(f string, a ...any)  { r.skip = fmt.Sprintf(f, a...); runtime.Goexit() }
+
+// A server that is not installed skips a test outside CI; any other
+// failure to start fails it everywhere, so that a broken harness cannot
+// hide the tests behind skips.
+func TestUnavailableSkipsOnlyWhatIsNotInstalled(t *testing.T) {
+	notInstalled := fmt.Errorf("pgbouncer %w", pgtest.ErrNotInstalled)
+	broken := errors.New("pgbouncer exited: bad config")
+	for _, c := range []struct {
+		ci       string
+		err      error
+		wantSkip bool
+	}{
+		{"", notInstalled, true},
+		{"true", notInstalled, false},
+		{"", broken, false},
+		{"true", broken, false},
+	} {
+		t.Setenv("CI", c.ci)
+		r := &recorder{}
+		done := make(chan struct{})
+		go func() { // Fatalf and Skipf end the goroutine, as testing's do
+			defer close(done)
+			pgtest.Unavailable(r, c.err)
+		}()
+		<-done
+		if skipped := r.skip != ""; skipped != c.wantSkip || skipped == (r.fatal != "") {
+			t.Errorf("CI=%q, %v: skip %q, fatal %q; want skip=%v", c.ci, c.err, r.skip, r.fatal, c.wantSkip)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -21,15 +22,20 @@ func inCI() bool { return os.Getenv("CI") != "" }
 //	var pg *pgtest.Postgres
 //	func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
 //
-// If Postgres cannot start, it exits 1 with the error when $CI is set, and
-// otherwise prints "skipping: <reason>" and exits 0 so machines without
-// PostgreSQL can still run `go test ./...`.
+// If PostgreSQL is not installed, it prints "skipping: <reason>" and exits
+// 0 so machines without it can still run `go test ./...` — unless $CI is
+// set, where it exits 1. Any other failure to start exits 1 everywhere: a
+// broken harness must not hide every database test behind a skip.
 func Main(m *testing.M, opts Options, pg **Postgres) {
 	ctx, cancel := context.WithTimeout(context.Background(), mainStartTimeout)
 	p, err := StartPostgres(ctx, opts)
 	cancel()
 	if err != nil {
-		if inCI() {
+		switch {
+		case !errors.Is(err, ErrNotInstalled):
+			fmt.Fprintf(os.Stderr, "pgtest: cannot start PostgreSQL: %v\n", err)
+			os.Exit(1)
+		case inCI():
 			fmt.Fprintf(os.Stderr, "pgtest: cannot start PostgreSQL (failing because $CI is set): %v\n", err)
 			os.Exit(1)
 		}
@@ -50,8 +56,9 @@ func Main(m *testing.M, opts Options, pg **Postgres) {
 }
 
 // Unavailable reports that a server (typically PgBouncer) the test needs
-// could not be started: it fails the test when $CI is set and skips it
-// otherwise, with the reason either way. It does nothing when err is nil.
+// could not be started. It skips the test only when the server is not
+// installed and $CI is not set; it fails it otherwise, with the reason
+// either way. It does nothing when err is nil.
 //
 //	b, err := pgtest.StartPgBouncer(ctx, opts)
 //	pgtest.Unavailable(t, err)
@@ -60,8 +67,11 @@ func Unavailable(tb testing.TB, err error) {
 	if err == nil {
 		return
 	}
-	if inCI() {
+	switch {
+	case !errors.Is(err, ErrNotInstalled):
+		tb.Fatalf("required server failed to start: %v", err)
+	case inCI():
 		tb.Fatalf("required server unavailable (failing because $CI is set): %v", err)
 	}
-	tb.Skipf("skipping: required server unavailable: %v", err)
+	tb.Skipf("skipping: required server not installed: %v", err)
 }
