@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgchaos/pgchaos/faults"
 )
 
@@ -23,8 +25,8 @@ const (
 )
 
 // faultSession is what the two pumps of a session on the fault path share:
-// the rules' view of the session, replies the proxy owes the client, and
-// changes to make to the server's responses.
+// the rules' view of the session and changes to make to the server's
+// responses.
 type faultSession struct {
 	policy   *faults.Policy
 	sess     *Session
@@ -39,12 +41,11 @@ type faultSession struct {
 	// through byte toxics (a read deadline does that for a plain socket).
 	wake chan struct{}
 
-	mu         sync.Mutex // guards view, injections, overrides
-	view       faults.Session
-	injections []injection
-	overrides  []override
-	// pending is len(injections)+len(overrides), read without the lock by
-	// the server pump to skip all of this when nothing is owed.
+	mu        sync.Mutex // guards view, overrides
+	view      faults.Session
+	overrides []override
+	// pending is len(overrides), read without the lock by the server pump
+	// to skip all of this when nothing is to change.
 	pending   atomic.Int32
 	partition atomic.Pointer[hold]
 	linger    atomic.Int32
@@ -72,22 +73,30 @@ type faultSession struct {
 	toxicNeed bool
 }
 
-// injection is a reply the proxy makes up for the client: it goes out
-// after the server's afterZ-th ReadyForQuery, followed by a ReadyForQuery.
-type injection struct {
-	afterZ uint64
-	msg    []byte
-}
-
 type overrideMode uint8
 
 const (
 	// replaceResult puts msg in place of the (skip+1)-th result of the
 	// response, then drops what follows until ReadyForQuery.
 	replaceResult overrideMode = iota
-	// errorBeforeReady puts msg just before the response's ReadyForQuery.
-	errorBeforeReady
+	// replaceError puts msg in place of the response's first
+	// ErrorResponse: the server's answer to failingBind.
+	replaceError
 )
+
+// failingBind is what goes to the server in place of a statement that an
+// error rule stops before it: a Bind of a prepared statement that does not
+// exist. The server fails on it and does what its own errors do — aborts
+// the transaction (a pipeline's implicit one too) and skips what follows up
+// to the next Sync — so that the server and the client agree on what
+// happened; the client hears the rule's error in place of the server's.
+var failingBind = func() []byte {
+	b, _ := (&pgproto3.Bind{PreparedStatement: "pgchaos: statement refused by a fault rule"}).Encode(nil)
+	return b
+}()
+
+// syncMessage ends the request of a simple query replaced by failingBind.
+var syncMessage = []byte{'S', 0, 0, 0, 4}
 
 // override changes the server's response that ends with its response-th
 // ReadyForQuery.
@@ -169,19 +178,10 @@ func (fs *faultSession) needsToxics(rs *faults.RuleSet) bool {
 	return need
 }
 
-// wakeServerPump interrupts the server pump's wait for the upstream, so
-// that it looks at what it owes the client.
-func (fs *faultSession) wakeServerPump() {
-	if up := fs.upstream; up != nil {
-		up.SetReadDeadline(time.Now())
-	}
-	signal(fs.wake)
-}
-
 // idle reports whether the pump has no verdict or batch in hand. Only
 // read while the pump is parked.
 func (fp *faultPump) idle() bool {
-	return fp.st.kind == stopNone && !fp.skipUntilSync && !fp.pause
+	return fp.st.kind == stopNone
 }
 
 func (fs *faultSession) kill() {
@@ -309,17 +309,6 @@ func trimNul(b []byte) []byte {
 	return b
 }
 
-// inject queues a reply for the client after the server's afterZ-th
-// ReadyForQuery and wakes the server pump, which may be waiting for a
-// server that has nothing to say.
-func (fs *faultSession) inject(afterZ uint64, msg []byte) {
-	fs.mu.Lock()
-	fs.injections = append(fs.injections, injection{afterZ, msg})
-	fs.pending.Add(1)
-	fs.mu.Unlock()
-	fs.wakeServerPump()
-}
-
 func (fs *faultSession) addOverride(o override) {
 	fs.mu.Lock()
 	fs.overrides = append(fs.overrides, o)
@@ -378,16 +367,14 @@ type faultPump struct {
 	fs *faultSession
 	// rs is the rule snapshot of the current scan: one atomic load per
 	// read rather than one per message and another per decision.
-	rs            *faults.RuleSet
-	dir           Direction
-	st            stop
-	skipUntilSync bool // client to server: an injected error swallows the rest of the batch
-	pause         bool
+	rs  *faults.RuleSet
+	dir Direction
+	st  stop
 }
 
 // wants reports whether scan must look at (and so hold whole) a message.
 func (fp *faultPump) wants(d Direction, typ byte) bool {
-	if fp.skipUntilSync || fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
+	if fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
 		return true
 	}
 	return fp.rs.Wants(d, typ)
@@ -397,14 +384,6 @@ func (fp *faultPump) wants(d Direction, typ byte) bool {
 // (which is not yet counted by tally), recording what act() must do.
 func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) bool {
 	st := stop{typ: typ, total: total, have: have}
-	if fp.dir == ClientToServer && fp.skipUntilSync {
-		if typ != 'S' {
-			st.kind = stopDrop
-			fp.st = st
-			return true
-		}
-		fp.skipUntilSync = false
-	}
 	if fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
 		if k, msg := fp.fs.changeResponse(p, typ); k != stopNone {
 			st.kind, st.msg = k, msg
@@ -432,18 +411,28 @@ func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte) {
 			continue
 		}
 		if typ == 'Z' {
+			fired := o.fired
 			msg := o.msg
-			if o.mode == replaceResult {
-				msg = nil // already sent in place of the result
-				if !o.fired {
-					fs.dropOverride(i)
-					return stopNone, nil // the response ended before the result came
-				}
-			}
 			fs.dropOverride(i)
+			switch {
+			case o.mode == replaceResult && !fired:
+				return stopNone, nil // the response ended before the result came
+			case o.mode == replaceResult:
+				// Already sent in place of the result; the client was told
+				// the statement failed, so a transaction block has too.
+				return stopReady, nil
+			case fired:
+				return stopNone, nil // the server failed: its status stands
+			}
+			// The server did not fail on failingBind (it cannot happen
+			// short of a statement of that name): tell the client anyway.
 			return stopReady, msg
 		}
-		if o.mode != replaceResult {
+		if o.mode == replaceError {
+			if typ == 'E' && !o.fired {
+				o.fired = true
+				return stopReplace, o.msg
+			}
 			continue
 		}
 		if o.fired {
@@ -477,30 +466,15 @@ func (fs *faultSession) dropOverride(i int) {
 	}
 }
 
-// pauseAfter ends a scan after a ReadyForQuery when a made-up reply is due.
-func (fp *faultPump) pauseAfter(p *pump, typ byte) bool {
-	fp.pause = fp.dir == ServerToClient && typ == 'Z' && fp.fs.pending.Load() > 0
-	return fp.pause
-}
-
 // stopped reports whether a verdict waits to be carried out.
 func (fp *faultPump) stopped() bool { return fp != nil && fp.st.kind != stopNone }
 
 // act runs after everything before the stop has been written. It reports
 // whether the pump should scan again before reading.
 func (fp *faultPump) act(p *pump) (bool, error) {
-	if fp.dir == ServerToClient {
-		if err := fp.injectDue(p); err != nil {
-			return false, err
-		}
-	}
 	st := fp.st
 	if st.kind == stopNone {
-		// After a pause at a ReadyForQuery, scan what is already read
-		// before waiting for more.
-		paused := fp.pause
-		fp.pause = false
-		return paused, nil
+		return false, nil
 	}
 	fp.st = stop{}
 	switch st.kind {
@@ -633,57 +607,34 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			}
 			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg})
 			p.forwardMessage(st)
-		case st.typ == 'Q' || st.typ == 'F':
-			// The server never sees the query: answer it ourselves once the
-			// server has answered everything sent before it.
-			p.dropMessage(st)
-			fs.inject(p.syncs, msg)
-		case st.typ == 'S':
-			// The Sync still goes to the server, which answers what came
-			// before it; the error goes just before its ReadyForQuery.
-			fs.addOverride(override{response: p.syncs + 1, mode: errorBeforeReady, msg: msg})
-			p.forwardMessage(st)
 		default:
-			// Extended protocol: like the server, skip to the Sync; the Sync
-			// still goes to the server so it answers the earlier messages.
-			p.dropMessage(st)
-			fp.skipUntilSync = true
-			fs.addOverride(override{response: p.syncs + 1, mode: errorBeforeReady, msg: msg})
+			// The server never runs the statement: failingBind goes in its
+			// place, so the server fails as it would on its own error, and
+			// the client hears ours in place of the server's.
+			fake := failingBind
+			if st.typ == 'Q' || st.typ == 'F' {
+				// A simple query is a request of its own: it gets a Sync
+				// for its ReadyForQuery.
+				fake = append(fake[:len(fake):len(fake)], syncMessage...)
+			}
+			if _, err := p.dst.Write(fake); err != nil {
+				return false, err
+			}
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceError, msg: msg})
+			switch st.typ {
+			case 'S':
+				p.forwardMessage(st) // the Sync still ends the batch
+			case 'Q', 'F':
+				p.dropMessage(st)
+				p.syncs++ // in place of the query's own request
+			default:
+				p.dropMessage(st) // the server skips the rest up to the Sync
+			}
 		}
 	default:
 		p.forwardMessage(st)
 	}
 	return true, nil
-}
-
-// injectDue writes the made-up replies whose turn has come.
-func (fp *faultPump) injectDue(p *pump) error {
-	fs := fp.fs
-	if fs.pending.Load() == 0 || !p.atBoundary() {
-		return nil
-	}
-	for {
-		fs.mu.Lock()
-		if len(fs.injections) == 0 || fs.injections[0].afterZ > p.syncs {
-			fs.mu.Unlock()
-			return nil
-		}
-		inj := fs.injections[0]
-		fs.injections = fs.injections[1:]
-		if fs.pending.Add(-1) == 0 {
-			signal(fs.calm)
-		}
-		fs.mu.Unlock()
-		status := byte('I')
-		if t := p.s.TxStatus(); t == TxInTx || t == TxFailed {
-			status = 'E'
-		}
-		msg := append(inj.msg, 'Z', 0, 0, 0, 5, status)
-		if _, err := p.dst.Write(msg); err != nil {
-			return err
-		}
-		p.s.txStatus.Store(uint32(status))
-	}
 }
 
 // holdIfPartitioned stops a direction while a partition fault holds the session.

@@ -241,35 +241,104 @@ func TestErrorInTransactionBlock(t *testing.T) {
 	}
 }
 
-// An error injected before a statement of a pipelined batch (extended
-// protocol, one Sync at the end) skips the rest of the batch, as the
-// server would: the statements after it never run, and the session is in
-// step afterwards.
-func TestErrorBeforeInPipeline(t *testing.T) {
-	_, e, dsn := faultProxy(t)
+// An error injected before a statement does to the server what the
+// server's own error would: the server never runs it, skips the rest of a
+// pipelined batch up to its Sync, and aborts the transaction — the implicit
+// one of the batch, or the client's block — so a client that carries on as
+// if nothing happened meets what it would meet without pgchaos.
+func TestErrorBeforeAbortsAsTheServerWould(t *testing.T) {
 	ctx := testCtx(t)
 	db := newDatabase(t)
 	direct := connect(t, ctx, pg.DSN(pgtest.SuperUser, "", db))
 	mustExec(t, ctx, direct, "CREATE TABLE t (id int PRIMARY KEY)")
-	conn := connect(t, ctx, strings.Replace(dsn, "/postgres?", "/"+db+"?", 1))
-	addRule(t, e, faults.Rule{Name: "second", Match: faults.Match{SQL: "VALUES \\(2\\)"}, Action: faults.Action{Type: "error", SQLState: "40P01"}})
-	b := &pgx.Batch{}
-	b.Queue("INSERT INTO t VALUES (1)")
-	b.Queue("INSERT INTO t VALUES (2)")
-	b.Queue("INSERT INTO t VALUES (3)")
-	err := conn.SendBatch(ctx, b).Close()
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
-		t.Fatalf("batch: want 40P01, got %v", err)
+	rows := func() []int {
+		r, err := direct.Query(ctx, "SELECT id FROM t ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(r, pgx.RowTo[int])
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, ctx, direct, "TRUNCATE t")
+		return ids
 	}
-	var three int
-	direct.QueryRow(ctx, "SELECT count(*) FROM t WHERE id = 3").Scan(&three)
-	if three != 0 {
-		t.Fatal("the statement after the injected error ran")
+	for _, proto := range protocols {
+		t.Run(proto.name, func(t *testing.T) {
+			_, e, dsn := faultProxy(t)
+			conn := connect(t, ctx, strings.Replace(dsn, "/postgres?", "/"+db+"?", 1), func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = proto.mode })
+			addRule(t, e, faults.Rule{Name: "second", Match: faults.Match{SQL: "VALUES \\(2\\)"}, Action: faults.Action{Type: "error", SQLState: "40P01"}})
+
+			// A pipelined batch, one implicit transaction in the extended
+			// protocol (one Sync), one per statement in the simple one.
+			b := &pgx.Batch{}
+			b.Queue("INSERT INTO t VALUES (1)")
+			b.Queue("INSERT INTO t VALUES (2)")
+			b.Queue("INSERT INTO t VALUES (3)")
+			err := conn.SendBatch(ctx, b).Close()
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
+				t.Fatalf("batch: want 40P01, got %v", err)
+			}
+			// The failed implicit transaction takes the first INSERT with
+			// it (pgx sends a simple-protocol batch as one multi-statement
+			// Query, itself one implicit transaction).
+			if got := rows(); len(got) != 0 {
+				t.Fatalf("rows after the batch: %v, want none", got)
+			}
+
+			// A transaction block: the client that commits after the error
+			// is told ROLLBACK, and nothing of the block is kept.
+			mustExec(t, ctx, conn, "BEGIN")
+			mustExec(t, ctx, conn, "INSERT INTO t VALUES (1)")
+			if _, err := conn.Exec(ctx, "INSERT INTO t VALUES (2)"); err == nil {
+				t.Fatal("no error")
+			}
+			tag, err := conn.Exec(ctx, "COMMIT")
+			if err != nil || tag.String() != "ROLLBACK" {
+				t.Fatalf("COMMIT after the error: %q %v; want ROLLBACK, as the server says after its own error", tag.String(), err)
+			}
+			if got := rows(); len(got) != 0 {
+				t.Fatalf("rows after the aborted block: %v", got)
+			}
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
+				t.Fatalf("session afterwards: %d %v", n, err)
+			}
+		})
 	}
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
-		t.Fatalf("session after the batch: %d %v", n, err)
+}
+
+// Pipelined simple queries, the middle one refused by an error rule: each
+// gets its own answer, in order, and the last one still runs.
+func TestErrorBeforeInSimplePipeline(t *testing.T) {
+	in, e, _ := faultProxy(t)
+	c, fe := login(t, in.addr(), "postgres")
+	addRule(t, e, faults.Rule{Name: "q2", Match: faults.Match{SQL: "'q2'"}, Action: faults.Action{Type: "error", SQLState: "40001"}})
+	for _, q := range []string{"SELECT 'q1'", "SELECT 'q2'", "SELECT 'q3'"} {
+		fe.Send(&pgproto3.Query{String: q})
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []string
+	for len(got) < 6 {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.DataRow:
+			got = append(got, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			got = append(got, m.Code)
+		case *pgproto3.ReadyForQuery:
+			got = append(got, "Z")
+		}
+	}
+	if want := []string{"q1", "Z", "40001", "Z", "q3", "Z"}; !slices.Equal(got, want) {
+		t.Fatalf("client heard %v, want %v", got, want)
 	}
 }
 

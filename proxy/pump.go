@@ -341,9 +341,6 @@ func (p *pump) scan() error {
 			break
 		}
 		i += total
-		if p.f != nil && p.f.pauseAfter(p, typ) {
-			break
-		}
 	}
 	return nil
 }

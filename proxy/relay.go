@@ -328,9 +328,6 @@ func (r *sessionRelay) park(client, upstream net.Conn, done <-chan pumpResult) (
 			}
 		}
 		fs.parkMu.Unlock()
-		if !goBack && fs.pending.Load() > 0 {
-			fs.wakeServerPump() // a reply may be owed whose wake-up was cleared
-		}
 	}
 	timeout := time.NewTimer(parkWait)
 	defer timeout.Stop()
@@ -374,9 +371,9 @@ func (r *sessionRelay) park(client, upstream net.Conn, done <-chan pumpResult) (
 }
 
 // parkOnDeadline is how a pump on the fault path takes a read that ended
-// at a deadline: a hand-back asked it to park, or an injected reply woke
-// it. handled is false for any other error; stop is errHandBack when the
-// pump must stop because its session goes back to an event loop.
+// at a deadline: a hand-back asked it to park. handled is false for any
+// other error; stop is errHandBack when the pump must stop because its
+// session goes back to an event loop.
 func (fp *faultPump) parkOnDeadline(err error) (handled bool, stop error) {
 	if fp == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false, nil
@@ -384,16 +381,8 @@ func (fp *faultPump) parkOnDeadline(err error) (handled bool, stop error) {
 	fs := fp.fs
 	fs.parkMu.Lock()
 	if !fs.parking {
+		// A round that ended as the read did: its deadline is cleared.
 		fs.parkMu.Unlock()
-		// An injected reply is due (see faultSession.inject). The deadline
-		// is cleared here only if no hand-back has set one since.
-		if fp.dir == ServerToClient && fs.upstream != nil {
-			fs.parkMu.Lock()
-			if !fs.parking {
-				fs.upstream.SetReadDeadline(time.Time{})
-			}
-			fs.parkMu.Unlock()
-		}
 		return true, nil
 	}
 	fs.parkedAt[fp.dir] = true

@@ -118,7 +118,7 @@ func (r *toxicReader) Read(b []byte) (int, error) {
 				signal(r.fs.calm)
 				r.conn.SetReadDeadline(time.Time{})
 				select {
-				case <-wake: // the deadline just cleared may have been inject's
+				case <-wake: // the deadline just cleared may have been drainAfter's
 					return 0, os.ErrDeadlineExceeded
 				default:
 				}
@@ -133,7 +133,8 @@ func (r *toxicReader) Read(b []byte) (int, error) {
 			r.seen = rs
 			r.update(rs)
 		case <-wake:
-			// An injected reply is due: let the pump look (see faultSession.inject).
+			// The client broke the protocol: let the pump see whether the
+			// server still owes it answers (see sessionRelay.drainAfter).
 			return 0, os.ErrDeadlineExceeded
 		case <-r.fs.killed:
 			return 0, errSessionKilled
