@@ -445,17 +445,6 @@ func TestByteToxicDirections(t *testing.T) {
 			in, e, _ := faultProxy(t)
 			c, fe := login(t, in.addr(), "postgres")
 			var pid uint32
-			fe.Send(&pgproto3.Query{String: "SELECT 1"})
-			fe.Flush()
-			for {
-				msg, err := fe.Receive()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-					break
-				}
-			}
 			for _, s := range in.registry.Sessions() {
 				pid = uint32(s.BackendPID)
 			}
@@ -469,29 +458,28 @@ func TestByteToxicDirections(t *testing.T) {
 			waitFor(t, "the close to reach the server", func() bool { return !backendAlive(t, direct, pid) })
 		})
 	})
-	t.Run("timeout", func(t *testing.T) {
+	// untilClosed sends a query under the toxic and reads until the
+	// connection ends: how much came, how, and when.
+	untilClosed := func(t *testing.T, rule faults.Rule) (int64, time.Duration, error) {
 		in, e, _ := faultProxy(t)
 		c, fe := login(t, in.addr(), "postgres")
-		addRule(t, e, toxic("timeout", "server_to_client", map[string]any{"timeout": 400}))
+		addRule(t, e, rule)
 		fe.Send(&pgproto3.Query{String: "SELECT 1"})
 		fe.Flush()
 		start := time.Now()
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, _ := io.Copy(io.Discard, c)
-		if d := time.Since(start); n != 0 || d < 350*time.Millisecond || d > 5*time.Second {
+		n, err := io.Copy(io.Discard, c)
+		return n, time.Since(start), err
+	}
+	t.Run("timeout", func(t *testing.T) {
+		n, d, _ := untilClosed(t, toxic("timeout", "server_to_client", map[string]any{"timeout": 400}))
+		if n != 0 || d < 350*time.Millisecond || d > 5*time.Second {
 			t.Fatalf("under a 400ms timeout the client got %d bytes and the close after %v", n, d)
 		}
 	})
 	t.Run("reset_peer", func(t *testing.T) {
-		in, e, _ := faultProxy(t)
-		c, fe := login(t, in.addr(), "postgres")
-		addRule(t, e, toxic("reset_peer", "server_to_client", map[string]any{"timeout": 300}))
-		fe.Send(&pgproto3.Query{String: "SELECT 1"})
-		fe.Flush()
-		start := time.Now()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err := io.Copy(io.Discard, c)
-		if d := time.Since(start); err == nil || !isReset(err) || d < 250*time.Millisecond {
+		_, d, err := untilClosed(t, toxic("reset_peer", "server_to_client", map[string]any{"timeout": 300}))
+		if err == nil || !isReset(err) || d < 250*time.Millisecond {
 			t.Fatalf("reset_peer after 300ms: %v after %v; want a connection reset", err, d)
 		}
 	})

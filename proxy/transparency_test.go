@@ -76,17 +76,7 @@ func TestStartupAnyMinorVersion(t *testing.T) {
 			if negotiated == nil || negotiated.NewestMinorProtocol != 3<<16 {
 				t.Fatalf("NegotiateProtocolVersion = %+v, want the server's 3.0", negotiated)
 			}
-			fe.Send(&pgproto3.Query{String: "SELECT 1"})
-			fe.Flush()
-			for {
-				msg, err := fe.Receive()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-					return
-				}
-			}
+			exchange(t, fe, "SELECT 1")
 		})
 	}
 }

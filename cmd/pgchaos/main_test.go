@@ -116,22 +116,31 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// startProxyBinary runs `pgchaos proxy` in front of the test's PostgreSQL,
+// with extra flags, until the test ends; it returns once the API listens.
+func startProxyBinary(t *testing.T, bin string, extra ...string) (*exec.Cmd, string) {
+	t.Helper()
+	listen := freeAddr(t)
+	args := append([]string{"proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", freeAddr(t)}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stderr)
+	waitLine(t, lines, "control API listening")
+	go io.Copy(io.Discard, stderr)
+	return cmd, listen
+}
+
 // TestSignals runs the binary, opens a session through it, and checks that
 // SIGINT and SIGTERM each close the session and exit 0.
 func TestSignals(t *testing.T) {
 	bin := buildBinary(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			listen := freeAddr(t)
-			cmd := exec.Command(bin, "proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", freeAddr(t), "--name", "sig")
-			stderr, _ := cmd.StderrPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			lines := bufio.NewScanner(stderr)
-			waitLine(t, lines, "control API listening")
-			go io.Copy(io.Discard, stderr)
+			cmd, listen := startProxyBinary(t, bin, "--name", "sig")
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -164,17 +173,7 @@ func TestSignals(t *testing.T) {
 // The limit flags reach the proxy: a second session is refused as from
 // PostgreSQL, and a client that never finishes its startup is closed.
 func TestLimitFlags(t *testing.T) {
-	bin := buildBinary(t)
-	listen := freeAddr(t)
-	cmd := exec.Command(bin, "proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", freeAddr(t), "--max-sessions", "1", "--startup-timeout", "300ms")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(stderr)
-	waitLine(t, lines, "control API listening")
-	go io.Copy(io.Discard, stderr)
+	_, listen := startProxyBinary(t, buildBinary(t), "--max-sessions", "1", "--startup-timeout", "300ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	first, err := pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
