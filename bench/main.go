@@ -1,12 +1,18 @@
-// Command bench is pgchaos's throughput benchmark: it measures what putting
-// pgchaos (with no faults injected) between pgbench and PostgreSQL costs, next
-// to PgBouncer and, when installed, toxiproxy; what fault rules that match
-// none of the traffic cost; and how accurately a delay rule delays.
+// Command bench is pgchaos's benchmark. The first argument picks the mode:
+//
+//	go run ./bench [flags]          throughput, CPU, rules and delays (below)
+//	go run ./bench memory [flags]   memory per session and idle wake-ups (memory.go)
+//
+// The throughput mode measures what putting pgchaos (with no faults
+// injected) between pgbench and PostgreSQL costs, next to PgBouncer and,
+// when installed, toxiproxy; what fault rules that match none of the
+// traffic cost; and how accurately a delay rule delays.
 //
 // Usage, from anywhere inside the module:
 //
 //	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients, about 6 min
 //	go run ./bench --rounds 3 --duration 5 --json bench.json
+//	go run ./bench memory                            # about 6 min
 //
 // It needs PostgreSQL's server binaries, pgbench and pgbouncer installed (see
 // internal/pgtest); toxiproxy joins the comparison when toxiproxy-server is
@@ -54,6 +60,28 @@
 //
 // -M prepared through PgBouncer older than 1.21 in transaction mode fails
 // ("prepared statement does not exist"); use --pool-mode session for it.
+//
+// # Memory mode
+//
+// PostgreSQL, two PgBouncers with the same settings (transaction pooling),
+// and pgchaos in front of one of them. The other is measured on its own,
+// clients connecting to it directly, so that PgBouncer's figures sit
+// beside pgchaos's from the same run without pgchaos's upstream
+// connections in them. For both processes, at the same moments: RSS
+// (VmRSS) before any session; per session with --sessions idle ones (logged
+// in, nothing in flight); per session once --big-sessions of them sent an
+// unnamed Parse of --big-size bytes of SQL and then a Bind with a
+// --big-size parameter and went idle again; and --close-wait after every
+// session closed. For pgchaos also go_memstats_heap_inuse_bytes from its
+// /metrics, the lowest seen over three garbage collections (the scrapes
+// make them come). And the idle wake-ups of each: context switches summed
+// over /proc/PID/task/*/status and CPU ticks over --window, with no
+// sessions and with the idle ones. Targets (issue 7): idle session ≤ 8 KiB,
+// after the large messages ≤ 64 KiB, RSS after close within 10% of before.
+// Flags: --sessions N (1000), --big-sessions N (200), --big-size BYTES
+// (921600), --close-wait D (1m), --window D (10s), --json FILE.
+//
+// Exit status: 0 done, 1 a failure, 2 bad flags, 130 interrupted.
 package main
 
 import (
@@ -120,7 +148,7 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
+	start, err := parseArgs(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -141,7 +169,7 @@ func main() {
 		case <-finished:
 		}
 	}()
-	err = run(ctx, cfg)
+	err = start(ctx)
 	close(finished)
 	interrupted := ctx.Err() != nil
 	stop()
@@ -158,6 +186,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// parseArgs picks the mode from the first argument — memory, or the
+// throughput benchmark when it is a flag or absent — and parses the mode's
+// flags.
+func parseArgs(args []string) (func(context.Context) error, error) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "memory":
+			cfg, err := parseMemoryFlags(args[1:])
+			return func(ctx context.Context) error { return runMemory(ctx, cfg, os.Stdout) }, err
+		}
+	}
+	cfg, err := parseFlags(args)
+	return func(ctx context.Context) error { return run(ctx, cfg) }, err
 }
 
 func parseFlags(args []string) (config, error) {
