@@ -2,6 +2,7 @@
 //
 //	go run ./bench [flags]          throughput, CPU, rules and delays (below)
 //	go run ./bench memory [flags]   memory per session and idle wake-ups (memory.go)
+//	go run ./bench soak [flags]     a fault a second for minutes: leaks, errors, release (soak.go)
 //
 // The throughput mode measures what putting pgchaos (with no faults
 // injected) between pgbench and PostgreSQL costs, next to PgBouncer and,
@@ -13,6 +14,7 @@
 //	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients, about 6 min
 //	go run ./bench --rounds 3 --duration 5 --json bench.json
 //	go run ./bench memory                            # about 6 min
+//	go run ./bench soak --duration 10m               # about 11 min
 //
 // It needs PostgreSQL's server binaries, pgbench and pgbouncer installed (see
 // internal/pgtest); toxiproxy joins the comparison when toxiproxy-server is
@@ -81,7 +83,32 @@
 // Flags: --sessions N (1000), --big-sessions N (200), --big-size BYTES
 // (921600), --close-wait D (1m), --window D (10s), --json FILE.
 //
-// Exit status: 0 done, 1 a failure, 2 bad flags, 130 interrupted.
+// # Soak mode
+//
+// PostgreSQL, PgBouncer (transaction pooling) and pgchaos in front of it;
+// --sessions sessions through pgchaos, of which --victims are victims
+// (application_name pgchaos-soak-victim-K) and the rest bystanders
+// (pgchaos-soak-bystander-K), each running an operation every 1–2 s (a
+// simple or an extended query, or a transaction of both), beside pgbench
+// -c --pgbench-clients -R --rate. Every --interval a fault is removed and
+// the next added, cycling through every action type, each matched to
+// application_name ^pgchaos-soak-victim- only. Victims' errors are
+// explained by the faults; any bystander or pgbench error is not, and is
+// printed with its time. A probe victim has a query held by each hang,
+// partition, long delay and latency fault and times, from DELETE
+// /rules/NAME returning, how long the query takes to complete. Goroutines,
+// fds, RSS and sessions are printed at the start, every --report-every and
+// at the end, once every session closed and every rule went. Targets:
+// goroutines and fds back to the start (give or take 5 for the control
+// API), sessions back to the start, the mean RSS of the last minute within
+// 10% of the second minute's, no unexplained error, release p99 < 10 ms,
+// every held query released, every fault fired. A missed target makes the
+// exit status 1. Flags: --duration D (10m), --sessions N (1000), --victims
+// N (200), --pgbench-clients N (16), --rate TPS (100), --interval D (1s),
+// --report-every D (1m), --seed N, --json FILE.
+//
+// Exit status: 0 done (and, for the soak, every target met), 1 a failure
+// or a missed soak target, 2 bad flags, 130 interrupted.
 package main
 
 import (
@@ -188,12 +215,15 @@ func main() {
 	}
 }
 
-// parseArgs picks the mode from the first argument — memory, or the
-// throughput benchmark when it is a flag or absent — and parses the mode's
-// flags.
+// parseArgs picks the mode from the first argument — soak, memory, or
+// the throughput benchmark when it is a flag or absent — and parses the
+// mode's flags.
 func parseArgs(args []string) (func(context.Context) error, error) {
 	if len(args) > 0 {
 		switch args[0] {
+		case "soak":
+			cfg, err := parseSoakFlags(args[1:])
+			return func(ctx context.Context) error { return runSoakCommand(ctx, cfg) }, err
 		case "memory":
 			cfg, err := parseMemoryFlags(args[1:])
 			return func(ctx context.Context) error { return runMemory(ctx, cfg, os.Stdout) }, err
