@@ -108,7 +108,8 @@
 // --report-every D (1m), --seed N, --json FILE.
 //
 // Exit status: 0 done (and, for the soak, every target met), 1 a failure
-// or a missed soak target, 2 bad flags, 130 interrupted.
+// or a missed soak target, 2 bad flags, 3 PostgreSQL, PgBouncer or pgbench
+// not installed, 130 interrupted.
 package main
 
 import (
@@ -211,9 +212,17 @@ func main() {
 			os.Exit(130)
 		}
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		if errors.Is(err, pgtest.ErrNotInstalled) {
+			os.Exit(exitNotInstalled)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitNotInstalled is the exit status when PostgreSQL, PgBouncer or
+// pgbench is missing, so that a caller (the soak test) can tell "cannot
+// run here" from "failed".
+const exitNotInstalled = 3
 
 // parseArgs picks the mode from the first argument — soak, memory, or
 // the throughput benchmark when it is a flag or absent — and parses the
