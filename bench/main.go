@@ -13,7 +13,7 @@
 //
 //	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients, about 6 min
 //	go run ./bench --rounds 3 --duration 5 --json bench.json
-//	go run ./bench memory                            # about 6 min
+//	go run ./bench memory                            # about 2 min
 //	go run ./bench soak --duration 10m               # about 11 min
 //
 // It needs PostgreSQL's server binaries, pgbench and pgbouncer installed (see

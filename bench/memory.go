@@ -36,6 +36,9 @@ const (
 	gcCycles = 3
 	// gcTimeout bounds that wait; Go forces a collection every 2 minutes.
 	gcTimeout = 3 * time.Minute
+	// gcSettle is how long after those collections RSS is read again,
+	// for the runtime's background scavenger to return what they freed.
+	gcSettle = 10 * time.Second
 )
 
 type memoryConfig struct {
@@ -103,10 +106,14 @@ type processMemory struct {
 	BigPerSession    float64 `json:"after_big_rss_per_session"`
 	AfterCloseChange float64 `json:"after_close_rss_change"`
 
-	BaselineHeap      int64   `json:"baseline_heap_inuse,omitempty"`
-	IdleHeap          int64   `json:"idle_heap_inuse,omitempty"`
-	BigHeap           int64   `json:"after_big_heap_inuse,omitempty"`
-	ClosedHeap        int64   `json:"after_close_heap_inuse,omitempty"`
+	BaselineHeap int64 `json:"baseline_heap_inuse,omitempty"`
+	IdleHeap     int64 `json:"idle_heap_inuse,omitempty"`
+	BigHeap      int64 `json:"after_big_heap_inuse,omitempty"`
+	ClosedHeap   int64 `json:"after_close_heap_inuse,omitempty"`
+	// ClosedRSSAfterGC is pgchaos's RSS gcSettle after the garbage
+	// collections that measured ClosedHeap: what the Go runtime gives
+	// back once a collection has seen the heap without the sessions.
+	ClosedRSSAfterGC  int64   `json:"after_close_rss_after_gc,omitempty"`
 	IdleHeapPer       float64 `json:"idle_heap_inuse_per_session,omitempty"`
 	BigHeapExtra      float64 `json:"after_big_heap_inuse_extra_per_session,omitempty"`
 	BigHeapPer        float64 `json:"after_big_heap_inuse_per_session,omitempty"`
@@ -280,6 +287,12 @@ func runMemory(ctx context.Context, cfg memoryConfig, w io.Writer) (err error) {
 		return err
 	}
 	if err := heap("after close", &pc.ClosedHeap); err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, gcSettle); err != nil {
+		return err
+	}
+	if pc.ClosedRSSAfterGC, err = procRSS(chaos.pid); err != nil {
 		return err
 	}
 
@@ -504,6 +517,8 @@ func printMemory(w io.Writer, cfg memoryConfig, res *memoryResults) {
 	fmt.Fprintf(tw, "RSS, after the large messages\t%.1f MiB\t%.1f MiB\t\t\t\n", mib(pc.BigRSS), mib(pb.BigRSS))
 	fmt.Fprintf(tw, "RSS %s after close\t%.1f MiB (%+.1f%%)\t%.1f MiB (%+.1f%%)\t%s\t%s\t\n", cfg.closeWait,
 		mib(pc.ClosedRSS), 100*pc.AfterCloseChange, mib(pb.ClosedRSS), 100*pb.AfterCloseChange, checks[4].Want, v(checks[4]))
+	fmt.Fprintf(tw, "RSS after close, then %d GCs and %s\t%.1f MiB (%+.1f%%)\t-\treport\t\t\n", gcCycles, gcSettle,
+		mib(pc.ClosedRSSAfterGC), 100*(float64(pc.ClosedRSSAfterGC)/float64(pc.BaselineRSS)-1))
 	fmt.Fprintf(tw, "heap in use: before / idle / after large / after close\t%.1f / %.1f / %.1f / %.1f MiB\t-\t\t\t\n",
 		mib(pc.BaselineHeap), mib(pc.IdleHeap), mib(pc.BigHeap), mib(pc.ClosedHeap))
 	wake := func(x wakeups) string { return fmt.Sprintf("%.1f/s, %.2f%% CPU", x.PerSecond, x.CPUPercent) }
