@@ -101,6 +101,8 @@ const (
 	// maxListedErrors bounds how many unexplained errors are kept for the
 	// report; all are counted and each is printed as it happens.
 	maxListedErrors = 200
+	// firedMetric is the counter of fired faults, by rule.
+	firedMetric = "pgchaos_fault_fired_total"
 	// maxErrorKinds bounds the distinct victim error messages kept per
 	// fault.
 	maxErrorKinds = 20
@@ -319,7 +321,11 @@ type soakResults struct {
 	RelaysAfterRules map[string]int `json:"relays_after_rules,omitempty"`
 	// LeftSessions are the sessions still open at the end, if any.
 	LeftSessions []sessionInfo `json:"left_sessions,omitempty"`
-	Checks       []check       `json:"targets"`
+	// FiredSeries counts pgchaos_fault_fired_total's label sets at the
+	// start and the end: one per rule that ever fired.
+	FiredSeriesStart int     `json:"fired_series_start"`
+	FiredSeriesEnd   int     `json:"fired_series_end"`
+	Checks           []check `json:"targets"`
 }
 
 // soakRun is the state of one soak shared by its goroutines.
@@ -485,6 +491,9 @@ func runSoak(ctx context.Context, cfg soakConfig, w io.Writer) (res *soakResults
 	if startSample.HeapInuse, _, err = heapAfterGC(ctx, api); err != nil {
 		return nil, err
 	}
+	if res.FiredSeriesStart, err = api.series(ctx, firedMetric); err != nil {
+		return nil, err
+	}
 	startSample.ElapsedSeconds = 0
 	res.Samples = append(res.Samples, startSample)
 	progress("start: %d goroutines, %d fds, RSS %.1f MiB, %d sessions", startSample.Goroutines, startSample.FDs, mib(startSample.RSS), startSample.Sessions)
@@ -586,6 +595,9 @@ loop:
 		return nil, err
 	}
 	if endSample.HeapInuse, _, err = heapAfterGC(ctx, api); err != nil {
+		return nil, err
+	}
+	if res.FiredSeriesEnd, err = api.series(ctx, firedMetric); err != nil {
 		return nil, err
 	}
 	res.Samples = append(res.Samples, endSample)
@@ -1263,6 +1275,10 @@ func soakChecks(cfg soakConfig, res *soakResults, start, end resourceSample) (st
 	checks = append(checks, check{
 		Name: "held queries released", Want: "all, within " + releaseWait.String(),
 		Got: fmt.Sprintf("%d failed (%d probe queries were not held)", failures, notHeld), Met: failures == 0,
+	})
+	checks = append(checks, check{
+		Name: firedMetric + " series back to start", Want: strconv.Itoa(res.FiredSeriesStart),
+		Got: strconv.Itoa(res.FiredSeriesEnd), Met: res.FiredSeriesEnd <= res.FiredSeriesStart, ReportOnly: true,
 	})
 	var never []string
 	for _, f := range res.Faults {

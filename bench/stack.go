@@ -199,6 +199,24 @@ func (a rulesAPI) metrics(ctx context.Context) (map[string]float64, error) {
 	return out, nil
 }
 
+// series counts the label sets of one metric in pgchaos's /metrics.
+func (a rulesAPI) series(ctx context.Context, name string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := metricsClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading pgchaos metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("reading pgchaos metrics: %w", err)
+	}
+	return bytes.Count(body, []byte("\n"+name+"{")), nil
+}
+
 // sessionInfo is the part of a GET /sessions entry the modes read.
 type sessionInfo struct {
 	ID              uint64    `json:"id"`
