@@ -1,12 +1,20 @@
-// Command bench is pgchaos's throughput benchmark: it measures what putting
-// pgchaos (with no faults injected) between pgbench and PostgreSQL costs, next
-// to PgBouncer and, when installed, toxiproxy; what fault rules that match
-// none of the traffic cost; and how accurately a delay rule delays.
+// Command bench is pgchaos's benchmark. The first argument picks the mode:
+//
+//	go run ./bench [flags]          throughput, CPU, rules and delays (below)
+//	go run ./bench memory [flags]   memory per session and idle wake-ups (memory.go)
+//	go run ./bench soak [flags]     a fault a second for minutes: leaks, errors, release (soak.go)
+//
+// The throughput mode measures what putting pgchaos (with no faults
+// injected) between pgbench and PostgreSQL costs, next to PgBouncer and,
+// when installed, toxiproxy; what fault rules that match none of the
+// traffic cost; and how accurately a delay rule delays.
 //
 // Usage, from anywhere inside the module:
 //
 //	go run ./bench                                   # 5 rounds × 5 s, 1 and 16 clients, about 6 min
 //	go run ./bench --rounds 3 --duration 5 --json bench.json
+//	go run ./bench memory                            # about 2 min
+//	go run ./bench soak --duration 10m               # about 11 min
 //
 // It needs PostgreSQL's server binaries, pgbench and pgbouncer installed (see
 // internal/pgtest); toxiproxy joins the comparison when toxiproxy-server is
@@ -60,6 +68,54 @@
 //
 // -M prepared through PgBouncer older than 1.21 in transaction mode fails
 // ("prepared statement does not exist"); use --pool-mode session for it.
+//
+// # Memory mode
+//
+// PostgreSQL, two PgBouncers with the same settings (transaction pooling),
+// and pgchaos in front of one of them. The other is measured on its own,
+// clients connecting to it directly, so that PgBouncer's figures sit
+// beside pgchaos's from the same run without pgchaos's upstream
+// connections in them. For both processes, at the same moments: RSS
+// (VmRSS) before any session; per session with --sessions idle ones (logged
+// in, nothing in flight); per session once --big-sessions of them sent an
+// unnamed Parse of --big-size bytes of SQL and then a Bind with a
+// --big-size parameter and went idle again; and --close-wait after every
+// session closed. For pgchaos also go_memstats_heap_inuse_bytes from its
+// /metrics, the lowest seen over three garbage collections (the scrapes
+// make them come). And the idle wake-ups of each: context switches summed
+// over /proc/PID/task/*/status and CPU ticks over --window, with no
+// sessions and with the idle ones. Targets (issue 7): idle session ≤ 8 KiB,
+// after the large messages ≤ 64 KiB, RSS after close within 10% of before.
+// Flags: --sessions N (1000), --big-sessions N (200), --big-size BYTES
+// (921600), --close-wait D (1m), --window D (10s), --json FILE.
+//
+// # Soak mode
+//
+// PostgreSQL, PgBouncer (transaction pooling) and pgchaos in front of it;
+// --sessions sessions through pgchaos, of which --victims are victims
+// (application_name pgchaos-soak-victim-K) and the rest bystanders
+// (pgchaos-soak-bystander-K), each running an operation every 1–2 s (a
+// simple or an extended query, or a transaction of both), beside pgbench
+// -c --pgbench-clients -R --rate. Every --interval a fault is removed and
+// the next added, cycling through every action type, each matched to
+// application_name ^pgchaos-soak-victim- only. Victims' errors are
+// explained by the faults; any bystander or pgbench error is not, and is
+// printed with its time. A probe victim has a query held by each hang,
+// partition, long delay and latency fault and times, from DELETE
+// /rules/NAME returning, how long the query takes to complete. Goroutines,
+// fds, RSS and sessions are printed at the start, every --report-every and
+// at the end, once every session closed and every rule went. Targets:
+// goroutines and fds back to the start (give or take 5 for the control
+// API), sessions back to the start, the mean RSS of the last minute within
+// 10% of the second minute's, no unexplained error, release p99 < 10 ms,
+// every held query released, every fault fired. A missed target makes the
+// exit status 1. Flags: --duration D (10m), --sessions N (1000), --victims
+// N (200), --pgbench-clients N (16), --rate TPS (100), --interval D (1s),
+// --report-every D (1m), --seed N, --json FILE.
+//
+// Exit status: 0 done (and, for the soak, every target met), 1 a failure
+// or a missed soak target, 2 bad flags, 3 PostgreSQL, PgBouncer or pgbench
+// not installed, 130 interrupted.
 package main
 
 import (
@@ -129,7 +185,7 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
+	start, err := parseArgs(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -150,7 +206,7 @@ func main() {
 		case <-finished:
 		}
 	}()
-	err = run(ctx, cfg)
+	err = start(ctx)
 	close(finished)
 	interrupted := ctx.Err() != nil
 	stop()
@@ -165,8 +221,34 @@ func main() {
 			os.Exit(130)
 		}
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		if errors.Is(err, pgtest.ErrNotInstalled) {
+			os.Exit(exitNotInstalled)
+		}
 		os.Exit(1)
 	}
+}
+
+// exitNotInstalled is the exit status when PostgreSQL, PgBouncer or
+// pgbench is missing, so that a caller (the soak test) can tell "cannot
+// run here" from "failed".
+const exitNotInstalled = 3
+
+// parseArgs picks the mode from the first argument — soak, memory, or
+// the throughput benchmark when it is a flag or absent — and parses the
+// mode's flags.
+func parseArgs(args []string) (func(context.Context) error, error) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "soak":
+			cfg, err := parseSoakFlags(args[1:])
+			return func(ctx context.Context) error { return runSoakCommand(ctx, cfg) }, err
+		case "memory":
+			cfg, err := parseMemoryFlags(args[1:])
+			return func(ctx context.Context) error { return runMemory(ctx, cfg, os.Stdout) }, err
+		}
+	}
+	cfg, err := parseFlags(args)
+	return func(ctx context.Context) error { return run(ctx, cfg) }, err
 }
 
 func parseFlags(args []string) (config, error) {
