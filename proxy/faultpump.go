@@ -316,18 +316,34 @@ func (fs *faultSession) addOverride(o override) {
 	fs.mu.Unlock()
 }
 
-func (fs *faultSession) disconnect(side faults.Side, reset bool) {
+// disconnect cuts one side of the session, or both. A one-sided cut leaves
+// the other connection open and silent — a half-open link — until its peer
+// gives up, the session is killed, or the rule is removed (released):
+// removing the rule ends what it left behind, so that no server backend
+// waits on a dead client, its transaction open, for ever.
+func (fs *faultSession) disconnect(side faults.Side, reset bool, released <-chan struct{}) {
+	var left net.Conn
 	switch side {
 	case faults.SideClient:
 		fs.linger.Store(lingerUpstream)
 		closeConn(fs.client, reset)
+		left = fs.upstream
 	case faults.SideServer:
 		fs.linger.Store(lingerClient)
 		closeConn(fs.upstream, reset)
+		left = fs.client
 	default:
 		closeConn(fs.client, reset)
 		closeConn(fs.upstream, reset)
+		return
 	}
+	go func() {
+		select {
+		case <-released:
+			left.Close()
+		case <-fs.killed:
+		}
+	}()
 }
 
 // closeConn closes c, with a TCP RST instead of a FIN when reset is set.
@@ -579,7 +595,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			}
 			p.start = p.out
 		}
-		fs.disconnect(v.Side, v.Reset)
+		fs.disconnect(v.Side, v.Reset, v.Released)
 		return false, errFaultDisconnect
 	case faults.ActError:
 		msg := errorResponse(v.Error.Severity, v.Error.Code, v.Error.Message)

@@ -73,10 +73,12 @@ func TestDisconnectSide(t *testing.T) {
 			if want := side != "client"; serverCut != want {
 				t.Fatalf("side %s: the server's connection was cut: %v; want %v", side, serverCut, want)
 			}
-			// A half-open link stays until its peer gives up or it is killed.
-			for _, s := range in.registry.Sessions() {
-				in.registry.Kill(s.ID)
+			// A half-open link stays until its peer gives up, the session
+			// is killed, or the rule is removed: removing it ends the link.
+			if err := e.Remove("", "cut"); err != nil {
+				t.Fatal(err)
 			}
+			waitFor(t, "the session to end once its rule is gone", func() bool { return len(in.registry.Sessions()) == 0 })
 			waitFor(t, "the server connection to go", func() bool { return !backendAlive(t, direct, pid) })
 		})
 	}
