@@ -521,9 +521,29 @@ func (e *Engine) Remove(proxy, name string) error {
 	old := e.rules[i]
 	e.rules = slices.Delete(e.rules, i, i+1)
 	e.publish()
+	e.forget(old)
 	e.mu.Unlock()
 	old.state.releaseHeld()
 	return nil
+}
+
+// ForgetProxy drops the fired-fault series of a proxy that is gone (those
+// of rules for every proxy included; its own rules go with it).
+func (e *Engine) ForgetProxy(proxy string) {
+	e.fired.DeletePartialMatch(prometheus.Labels{"proxy": proxy})
+}
+
+// forget drops the fired-fault series of a removed rule, unless a rule of
+// the same name remains (on another proxy): a process that adds and
+// removes rules all day keeps no series, and no memory, for the gone ones.
+// Called with e.mu held.
+func (e *Engine) forget(r *compiledRule) {
+	for _, other := range e.rules {
+		if other.rule.Name == r.rule.Name {
+			return
+		}
+	}
+	e.fired.DeletePartialMatch(prometheus.Labels{"rule": r.rule.Name})
 }
 
 // Reset removes every rule and releases what they held.
@@ -532,6 +552,7 @@ func (e *Engine) Reset() {
 	old := e.rules
 	e.rules = nil
 	e.publish()
+	e.fired.Reset()
 	e.mu.Unlock()
 	for _, r := range old {
 		r.state.releaseHeld()

@@ -3,7 +3,9 @@ package proxy
 import (
 	"bytes"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A session keeps no more than a bounded prefix of what it once carried:
@@ -59,5 +61,37 @@ func TestStatementBudget(t *testing.T) {
 	st.parse([]byte("after-close"), []byte("SELECT 1"))
 	if st.namedBytes != MaxSessionStatementsSQL-MaxStatementSQL+len("SELECT 1") {
 		t.Fatalf("re-preparing a name: %d bytes accounted", st.namedBytes)
+	}
+}
+
+// When most of many sessions have closed, the memory they used goes back
+// to the operating system once, a second after the last of them.
+func TestRegistryGivesMemoryBack(t *testing.T) {
+	r := NewRegistry()
+	var reclaimed atomic.Int32
+	r.reclaim = func() { reclaimed.Add(1) }
+	var list []*Session
+	for range 300 {
+		s := &Session{}
+		r.add(s)
+		list = append(list, s)
+	}
+	for _, s := range list[:100] {
+		r.remove(s)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := reclaimed.Load(); n != 0 {
+		t.Fatalf("memory given back %d times after a third of the sessions closed", n)
+	}
+	for _, s := range list[100:] {
+		r.remove(s)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for reclaimed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := reclaimed.Load(); n != 1 {
+		t.Fatalf("memory given back %d times after the sessions closed; want once", n)
 	}
 }

@@ -71,6 +71,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Forget drops every series of the named proxy, once it is gone: a
+// process that creates and deletes proxies keeps no series, and no
+// memory, for the deleted ones.
+func (m *Metrics) Forget(proxy string) {
+	match := prometheus.Labels{"proxy": proxy}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.sessionsActive, m.sessionsTotal, m.messages, m.bytes, m.connectFailures, m.protocolErrors,
+		m.cancelRequests, m.sessionDuration, m.delayLateness, m.rejected, m.startupTimeouts} {
+		v.DeletePartialMatch(match)
+	}
+}
+
 // proxyMetrics are one proxy's series, resolved once so that the hot path
 // indexes an array instead of hashing label values per message.
 type proxyMetrics struct {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"net"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -227,7 +228,19 @@ type Registry struct {
 	// process; reserved counts them.
 	maxSessions atomic.Int64
 	reserved    atomic.Int64
+	// peak is the most sessions since memory was last given back; when
+	// many of them have gone, reclaim gives the memory they used back to
+	// the operating system (a second after the last of them, so a burst
+	// of closes costs one). Go would do it only after its next garbage
+	// collection, which an idle proxy does not run for minutes.
+	peak      int
+	reclaimer *time.Timer
+	reclaim   func()
 }
+
+// reclaimFrom is how many sessions must have been open for their closing
+// to be worth giving memory back for.
+const reclaimFrom = 100
 
 // DefaultMaxSessions is how many sessions a pgchaos process relays at once
 // unless told otherwise.
@@ -235,7 +248,7 @@ const DefaultMaxSessions = 10000
 
 // NewRegistry returns an empty session registry.
 func NewRegistry() *Registry {
-	r := &Registry{sessions: make(map[uint64]*Session)}
+	r := &Registry{sessions: make(map[uint64]*Session), reclaim: debug.FreeOSMemory}
 	r.maxSessions.Store(DefaultMaxSessions)
 	return r
 }
@@ -269,12 +282,21 @@ func (r *Registry) add(s *Session) {
 	r.next++
 	s.ID = r.next
 	r.sessions[s.ID] = s
+	r.peak = max(r.peak, len(r.sessions))
 	r.mu.Unlock()
 }
 
 func (r *Registry) remove(s *Session) {
 	r.mu.Lock()
 	delete(r.sessions, s.ID)
+	if n := len(r.sessions); r.peak >= reclaimFrom && n <= r.peak/2 {
+		r.peak = n
+		if r.reclaimer == nil {
+			r.reclaimer = time.AfterFunc(time.Second, r.reclaim)
+		} else {
+			r.reclaimer.Reset(time.Second)
+		}
+	}
 	r.mu.Unlock()
 }
 

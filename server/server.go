@@ -236,7 +236,10 @@ func (s *Server) listen(np *namedProxy) error {
 	cfg.Name, cfg.Listen, cfg.Upstream = np.spec.Name, np.spec.Listen, np.spec.Upstream
 	p, err := proxy.New(cfg)
 	if err == nil {
-		err = p.Listen()
+		if err = p.Listen(); err != nil {
+			// Its series were made; a proxy that never ran keeps none.
+			s.base.Metrics.Forget(np.spec.Name)
+		}
 	}
 	if err != nil {
 		np.spec.Enabled = false
@@ -388,6 +391,8 @@ func (s *Server) PutProxy(spec control.ProxySpec) (control.ProxySpec, error) {
 		}
 		s.dropRules(spec.Name)
 		s.stop(old, &closing)
+		s.base.Metrics.Forget(spec.Name) // before its successor makes its own
+		s.Faults.ForgetProxy(spec.Name)
 		s.proxies = slices.Delete(s.proxies, i, i+1)
 	}
 	np, err := s.open(spec)
@@ -452,6 +457,10 @@ func (s *Server) RemoveProxy(name string) error {
 	// Rules first: removing one releases what a hang holds.
 	s.dropRules(name)
 	s.stop(np, &closing)
+	// The series go now: sessions still closing count on series no
+	// longer exported, and a new proxy of the name makes its own.
+	s.base.Metrics.Forget(name)
+	s.Faults.ForgetProxy(name)
 	s.proxies = slices.Delete(s.proxies, i, i+1)
 	s.log.Info("proxy removed", "proxy", name)
 	return nil
