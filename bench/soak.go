@@ -41,6 +41,12 @@ const (
 	bystanderPrefix = "pgchaos-soak-bystander-"
 	// victimMatch is every fault's match.application_name.
 	victimMatch = "^pgchaos-soak-victim-"
+	// probeName is the probe's application_name, and probeMatch the
+	// match of the rule of its own that a holding fault also gets: its
+	// removal releases the probe's query alone, so the time it takes is
+	// pgchaos's release and not a herd of victims' round trips.
+	probeName  = "pgchaos-soak-probe"
+	probeMatch = "^pgchaos-soak-probe$"
 	// victimDatabase is the victims' database: through PgBouncer it gives
 	// them a pool of their own, so that victims whose transactions a fault
 	// holds cannot make bystanders queue for a server connection. Queueing
@@ -214,8 +220,10 @@ func soakFaults() []soakFault {
 	}
 }
 
-func (f soakFault) rule(name string) map[string]any {
-	m := map[string]any{"application_name": victimMatch}
+func (f soakFault) rule(name string) map[string]any { return f.ruleFor(name, victimMatch) }
+
+func (f soakFault) ruleFor(name, appMatch string) map[string]any {
+	m := map[string]any{"application_name": appMatch}
 	for k, v := range f.match {
 		m[k] = v
 	}
@@ -256,9 +264,9 @@ type faultStats struct {
 	// VictimErrorKinds counts what the victims were told, by message.
 	VictimErrorKinds map[string]int64 `json:"victim_error_kinds,omitempty"`
 	ReleaseMS        []float64        `json:"release_ms,omitempty"`
-	// ReleaseHerd is, for each release timed, how often the removed rule
-	// had fired: about how many messages or streams its removal let go
-	// at once.
+	// ReleaseHerd is, for each release timed, how often the victims'
+	// rule of the same fault had fired: the victims it still held while
+	// the probe's own rule was removed and timed, and let go right after.
 	ReleaseHerd []int64 `json:"release_herd,omitempty"`
 	// NotHeld counts probe queries that had completed before the rule
 	// was removed; ReleaseFailures those that failed, or did not complete
@@ -503,7 +511,7 @@ func runSoak(ctx context.Context, cfg soakConfig, w io.Writer) (res *soakResults
 	if err != nil {
 		return nil, err
 	}
-	probe := &soakProbe{dsn: soakDSN(addr, victimPrefix+"probe", probeDatabase)}
+	probe := &soakProbe{dsn: soakDSN(addr, probeName, probeDatabase)}
 	defer probe.close()
 	if err := probe.ensure(); err != nil {
 		closeClients(clients)
@@ -1028,7 +1036,9 @@ type activeFault struct {
 	added time.Time
 	name  string
 	fault soakFault
-	probe *probeQuery
+	// probeRule is the holding fault's rule for the probe alone.
+	probeRule string
+	probe     *probeQuery
 }
 
 func (fc *faultCycler) loop(ctx context.Context) {
@@ -1078,6 +1088,16 @@ func (fc *faultCycler) add(i int, f soakFault) *activeFault {
 	fc.byLabel[f.Label].Added++
 	a := &activeFault{name: name, fault: f, added: time.Now()}
 	if f.holds && fc.probe.conn != nil {
+		a.probeRule = name + "-probe"
+		rule, err := jsonRule(f.ruleFor(a.probeRule, probeMatch))
+		if err == nil {
+			err = fc.run.api.add(context.Background(), rule)
+		}
+		if err != nil {
+			fc.run.unexplainedError("control API", "POST /rules "+a.probeRule, err)
+			a.probeRule = ""
+			return a
+		}
 		a.probe = fc.probe.query(fc.run.cfg.interval)
 	}
 	return a
@@ -1105,12 +1125,28 @@ func (fc *faultCycler) remove(a *activeFault) {
 			held = true
 		}
 	}
+	// The probe's rule goes first and alone: what its removal lets go is
+	// the probe's query; the victims' herd follows once it is timed.
+	defer func() {
+		t0 := time.Now()
+		err := fc.run.api.remove(context.Background(), a.name)
+		fc.removalMS = append(fc.removalMS, ms(time.Since(t0)))
+		if err != nil {
+			fc.run.unexplainedError("control API", "DELETE /rules/"+a.name, err)
+		}
+	}()
+	if a.probeRule == "" {
+		return
+	}
+	if st, err := fc.run.api.get(context.Background(), a.probeRule); err == nil {
+		stats.Fired += st.Fired
+	}
 	t0 := time.Now()
-	err := fc.run.api.remove(context.Background(), a.name)
+	err := fc.run.api.remove(context.Background(), a.probeRule)
 	removed := time.Now()
 	fc.removalMS = append(fc.removalMS, ms(removed.Sub(t0)))
 	if err != nil {
-		fc.run.unexplainedError("control API", "DELETE /rules/"+a.name, err)
+		fc.run.unexplainedError("control API", "DELETE /rules/"+a.probeRule, err)
 	}
 	if !held {
 		return
@@ -1317,7 +1353,7 @@ func printSoak(w io.Writer, cfg soakConfig, res *soakResults) {
 
 	fmt.Fprintf(w, "\nFaults (each matched application_name %s; victim errors by the fault in place, or last removed, when the failed operation began)\n", victimMatch)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tadded\tfired\tvictim errors\treleases\tp50 ms\tmax ms\tmean fired per release\tnot held\trelease failures\t")
+	fmt.Fprintln(tw, "fault\tadded\tfired\tvictim errors\treleases\tp50 ms\tmax ms\tvictims held meanwhile\tnot held\trelease failures\t")
 	for _, f := range res.Faults {
 		rel, p50, mx, herd, nh, fails := "-", "-", "-", "-", "-", "-"
 		if f.ReleaseMS != nil || f.NotHeld > 0 || len(f.ReleaseFailures) > 0 {
@@ -1340,7 +1376,7 @@ func printSoak(w io.Writer, cfg soakConfig, res *soakResults) {
 			fmt.Fprintf(w, "release failure: %s\n", msg)
 		}
 	}
-	fmt.Fprintf(w, "removal-to-release (DELETE /rules/NAME returned -> the held probe query completed): %d samples, p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+	fmt.Fprintf(w, "removal-to-release (DELETE of the probe's own rule returned -> its held query completed, victims still held): %d samples, p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 		res.Release.Samples, res.Release.P50MS, res.Release.P99MS, res.Release.MaxMS)
 	fmt.Fprintf(w, "DELETE /rules/NAME itself: %d calls, p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 		res.RuleRemoval.Samples, res.RuleRemoval.P50MS, res.RuleRemoval.P99MS, res.RuleRemoval.MaxMS)
