@@ -6,6 +6,8 @@ import (
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
+	"github.com/pgchaos/pgchaos/faults"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // Concurrent transfers under serializable keep the total constant; the
@@ -25,6 +27,13 @@ func TestBankSerializable(t *testing.T) {
 	for _, op := range byOutcome(ops, history.Fail) {
 		if op.SQLState != "40001" && op.SQLState != "40P01" {
 			t.Fatalf("failed transfer %+v: want only exhausted retries", op)
+		}
+	}
+	for _, op := range ops {
+		for _, state := range op.Retried {
+			if state != "40001" && state != "40P01" {
+				t.Fatalf("transfer %+v retried on %q", op, state)
+			}
 		}
 	}
 	for _, op := range ops {
@@ -49,5 +58,45 @@ func TestBankSerializable(t *testing.T) {
 	}
 	if moved := queryInt(t, direct, "SELECT count(*) FROM "+table+" WHERE balance <> 100"); moved != 0 {
 		t.Fatalf("%d accounts not reset by Setup", moved)
+	}
+}
+
+// A serialization failure the proxy injects is retried, and the transfer
+// that succeeded in the end still records it: the client was told.
+func TestBankRecordsRetries(t *testing.T) {
+	db, direct := newDB(t)
+	addr, engine := faultProxy(t)
+	addRule(t, engine, faults.Rule{Name: "conflict", Match: faults.Match{Statement: faults.StringList{"update"}},
+		Action: faults.Action{Type: "error", SQLState: "40001"}, Limits: faults.Limits{Times: 3}})
+	spec := experiments.Workload{Name: "bank", Type: experiments.WorkloadBank, Clients: 1,
+		Bank: &experiments.BankOptions{Accounts: 5, InitialBalance: 100, Isolation: "serializable"}}
+	w, h := newWorkload(t, spec, pgtest.ConnString(addr, pgtest.SuperUser, "", db), dsnOf(db))
+	// Once the third failure went out, the transfer it hit is retried and
+	// recorded, and the one after it too: then every retry is in the history.
+	seen := -1
+	runUntil(t, w, h, func(ops []history.Op) bool {
+		if seen < 0 && fired(t, engine, "conflict") == 3 {
+			seen = len(ops)
+		}
+		return seen >= 0 && len(ops) >= seen+2
+	})
+
+	retried := 0
+	for _, op := range h.Of("bank") {
+		if op.Outcome != history.OK {
+			t.Fatalf("transfer %+v: want ok after retries", op)
+		}
+		for _, state := range op.Retried {
+			if state != "40001" {
+				t.Fatalf("transfer %+v retried on %q, want 40001", op, state)
+			}
+			retried++
+		}
+	}
+	if retried != 3 {
+		t.Fatalf("%d retried attempts recorded, want the 3 injected", retried)
+	}
+	if total := queryInt(t, direct, "SELECT sum(balance) FROM "+BankTable("bank")); total != 500 {
+		t.Fatalf("total balance %d, want 500", total)
 	}
 }

@@ -91,6 +91,22 @@ func TestSQLRetry(t *testing.T) {
 			if calls := queryInt(t, direct, "SELECT last_value FROM calls"); calls != want {
 				t.Fatalf("statement ran %d times; want %d for outcomes %v", calls, want, counts)
 			}
+			// Each attempt but the last of an operation failed and was
+			// retried: the op says so, with the SQLSTATE the client saw.
+			for _, op := range ops {
+				calls := tc.callsPerOK
+				if op.Outcome == history.Fail {
+					calls = tc.callsPerErr
+				}
+				if int64(len(op.Retried)) != calls-1 {
+					t.Fatalf("op %+v: %d retried attempts, want %d", op, len(op.Retried), calls-1)
+				}
+				for _, state := range op.Retried {
+					if state != "40001" {
+						t.Fatalf("op %+v: retried on %q, want 40001", op, state)
+					}
+				}
+			}
 		})
 	}
 }
