@@ -110,6 +110,16 @@ func TestLatency(t *testing.T) {
 		{"whole run", experiments.Latency{P99Max: p99(100 * time.Millisecond), Window: experiments.WindowRun}, false,
 			map[string]any{"operations": 240, "p50": "5ms", "p99": "250ms"}},
 		{"nothing ok", experiments.Latency{Workload: "other", P99Max: p99(time.Second)}, false, nil},
+		// The fault's ok operations all took 250ms: its median is that.
+		{"slowed by the fault", experiments.Latency{P50Min: p99(200 * time.Millisecond)}, true,
+			map[string]any{"p50": "250ms", "p50_min": "200ms"}},
+		{"p50 just at the floor", experiments.Latency{P50Min: p99(250 * time.Millisecond)}, true, nil},
+		{"not slowed enough", experiments.Latency{P50Min: p99(251 * time.Millisecond)}, false, nil},
+		{"not slowed over the run", experiments.Latency{P50Min: p99(100 * time.Millisecond), Window: experiments.WindowRun}, false,
+			map[string]any{"p50": "5ms"}},
+		{"both bounds hold", experiments.Latency{P99Max: p99(300 * time.Millisecond), P50Min: p99(200 * time.Millisecond)}, true, nil},
+		{"the upper bound fails", experiments.Latency{P99Max: p99(249 * time.Millisecond), P50Min: p99(200 * time.Millisecond)}, false, nil},
+		{"the lower bound fails", experiments.Latency{P99Max: p99(300 * time.Millisecond), P50Min: p99(300 * time.Millisecond)}, false, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +146,68 @@ func TestLatency(t *testing.T) {
 	wantPass(t, v, true)
 	wantEvidence(t, v, "p99", "99ms")
 	wantEvidence(t, v, "max", "100ms")
+}
+
+// errorRun has, in a fault window from 10s to 20s, an op that succeeded
+// after two serialization failures, one that failed with 40001, one
+// unknown, one that failed with 23505 and one plain success; and outside
+// it, one that failed with 40001.
+func errorRun() verify.Run {
+	h := &history.History{}
+	add := func(at time.Duration, w string, outcome history.Outcome, state string, retried ...string) {
+		h.Add(history.Op{Workload: w, Kind: "transfer", Start: t0.Add(at), End: t0.Add(at + time.Millisecond),
+			Outcome: outcome, SQLState: state, Retried: retried})
+	}
+	add(11*time.Second, "w", history.OK, "", "40001", "40001")
+	add(12*time.Second, "w", history.Fail, "40001")
+	add(13*time.Second, "w", history.Unknown, "")
+	add(14*time.Second, "w", history.Fail, "23505")
+	add(15*time.Second, "w", history.OK, "")
+	add(15*time.Second, "other", history.Fail, "40001", "40001")
+	add(25*time.Second, "w", history.Fail, "40001")
+	return verify.Run{
+		History:      h,
+		RunWindow:    verify.Window{Start: t0, End: t0.Add(30 * time.Second)},
+		FaultWindows: []verify.Window{{Start: t0.Add(10 * time.Second), End: t0.Add(20 * time.Second)}},
+	}
+}
+
+func TestErrorCount(t *testing.T) {
+	n := func(i int) *int { return &i }
+	cases := []struct {
+		name     string
+		check    experiments.ErrorCount
+		pass     bool
+		evidence map[string]any
+	}{
+		{"any error", experiments.ErrorCount{Min: 1}, true,
+			map[string]any{"errors": 5, "retried": 2, "failed_or_unknown": 3, "operations": 5, "window": "fault",
+				"by_sqlstate": map[string]int{"40001": 3, "23505": 1, "none": 1}}},
+		{"just enough", experiments.ErrorCount{Min: 5}, true, nil},
+		{"too few", experiments.ErrorCount{Min: 6}, false, map[string]any{"errors": 5}},
+		{"one SQLSTATE", experiments.ErrorCount{SQLState: "40001", Min: 3}, true,
+			map[string]any{"errors": 3, "retried": 2, "failed_or_unknown": 1, "sqlstate": "40001"}},
+		{"one SQLSTATE, too few", experiments.ErrorCount{SQLState: "40001", Min: 4}, false, nil},
+		{"a SQLSTATE never seen", experiments.ErrorCount{SQLState: "40P01", Min: 1}, false, map[string]any{"errors": 0}},
+		{"at most", experiments.ErrorCount{SQLState: "40001", Max: n(3)}, true, map[string]any{"max": 3}},
+		{"more than the most", experiments.ErrorCount{SQLState: "40001", Max: n(2)}, false, nil},
+		{"whole run", experiments.ErrorCount{SQLState: "40001", Min: 4, Max: n(4), Window: experiments.WindowRun}, true,
+			map[string]any{"errors": 4, "operations": 6, "window": "run"}},
+		{"none wanted", experiments.ErrorCount{Workload: "none", Max: n(0)}, true, map[string]any{"errors": 0}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.check
+			if c.Workload == "" {
+				c.Workload = "w"
+			}
+			v := check(t, &c, errorRun())
+			wantPass(t, v, tc.pass)
+			for k, want := range tc.evidence {
+				wantEvidence(t, v, k, want)
+			}
+		})
+	}
 }
 
 func TestFaultFired(t *testing.T) {
