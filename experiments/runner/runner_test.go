@@ -84,17 +84,24 @@ func TestCommitAckLostFails(t *testing.T) {
 	if res.Pass || res.ExitCode() != runner.ExitFailed {
 		t.Fatalf("the run passed; it must fail on ghost writes (phase %s)", res.Phase)
 	}
-	var found bool
+	found := map[string]bool{}
 	for _, v := range res.Verdicts {
-		if v.Type == "durability" {
-			found = true
+		found[v.Type] = true
+		switch v.Type {
+		case "durability":
 			if v.Pass || !strings.Contains(v.Summary, "ghost") {
 				t.Fatalf("durability: %+v", v)
 			}
+		case "errors":
+			// The lie reached the clients: the ghosts are not for want of
+			// a fault.
+			if !v.Pass {
+				t.Fatalf("errors: %+v", v)
+			}
 		}
 	}
-	if !found {
-		t.Fatal("no durability verdict")
+	if !found["durability"] || !found["errors"] {
+		t.Fatalf("verdicts %+v: want durability and errors", res.Verdicts)
 	}
 }
 
