@@ -15,11 +15,14 @@ import (
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
-// The runner starts its own throwaway servers; this one only proves the
-// machine can, so that a missing PostgreSQL fails in CI and skips elsewhere.
+// The shipped experiments start their own throwaway servers; the small
+// experiments of steps_test.go run against this one, each in a database of
+// its own. It can prepare transactions, as resolve_prepared needs.
 var pg *pgtest.Postgres
 
-func TestMain(m *testing.M) { pgtest.Main(m, pgtest.Options{}, &pg) }
+func TestMain(m *testing.M) {
+	pgtest.Main(m, pgtest.Options{Settings: map[string]string{"max_prepared_transactions": "10"}}, &pg)
+}
 
 func shipped(t *testing.T, name string) *experiments.Experiment {
 	t.Helper()
