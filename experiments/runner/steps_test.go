@@ -42,16 +42,20 @@ func newDB(t *testing.T) string {
 	return pg.DSN(pgtest.SuperUser, "", name)
 }
 
-// runFile parses src with ${var:dsn} (and vars) and runs it.
+// runFile parses src with vars and runs it.
 func runFile(t *testing.T, src string, vars map[string]string) *runner.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return runFileCtx(ctx, t, src, vars, &syncWriter{b: &strings.Builder{}})
+}
+
+func runFileCtx(ctx context.Context, t *testing.T, src string, vars map[string]string, out *syncWriter) *runner.Result {
 	t.Helper()
 	exp, err := experiments.Parse([]byte(src), t.Name()+".yaml", vars, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("the test's experiment does not parse:\n%v", err)
 	}
-	out := &syncWriter{b: &strings.Builder{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	res := runner.Run(ctx, exp, runner.Options{Out: out, StatusEvery: time.Hour})
 	t.Log(out.String())
 	return res
@@ -460,5 +464,49 @@ rollbacks:
 	}
 	if !strings.Contains(string(junit), `<testcase classname="run" name="setup"`) {
 		t.Errorf("JUnit lacks the setup failure:\n%s", junit)
+	}
+}
+
+// Interrupted while a setup or method step runs: the run says it was
+// interrupted (exit 130), not that the step or the setup failed, and the
+// rollbacks run.
+func TestInterruptedStep(t *testing.T) {
+	cases := []struct{ name, body, phase, waitFor string }{
+		{"method", `method:
+  - {name: long, wait: 5m}
+`, "interrupted", "method: long"},
+		{"setup", `  - {name: long, exec: "sleep 300"}
+`, "setup", "setup: long"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := newDB(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out := &syncWriter{b: &strings.Builder{}}
+			go func() {
+				deadline := time.Now().Add(time.Minute)
+				for !strings.Contains(out.String(), tc.waitFor) && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				cancel()
+			}()
+			res := runFileCtx(ctx, t, `name: interrupted
+target: {dsn: "${var:dsn}"}
+rollbacks:
+  - {name: mark, sql: "INSERT INTO marks VALUES ('rollback')"}
+setup:
+  - sql: CREATE TABLE marks (k text)
+`+tc.body, map[string]string{"dsn": dsn}, out)
+			if !res.Interrupted || res.ExitCode() != runner.ExitInterrupted || res.Phase != tc.phase {
+				t.Fatalf("interrupted %v, exit %d, phase %s (%s): want interrupted in %s, exit 130", res.Interrupted, res.ExitCode(), res.Phase, res.Problem, tc.phase)
+			}
+			if n := query[int64](t, dsn, "SELECT count(*) FROM marks"); n != 1 {
+				t.Errorf("the rollback did not run")
+			}
+			if md := runner.Markdown(res); !strings.Contains(md, "⚠️ interrupted") || strings.Contains(md, "**method:**") {
+				t.Errorf("summary:\n%s", md)
+			}
+		})
 	}
 }
