@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,6 +179,41 @@ func TestLimitFlags(t *testing.T) {
 	// held until the 30s read deadline.
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("a client silent in its startup phase was kept %v under --startup-timeout 300ms", d)
+	}
+}
+
+// Flags given beside --config override the file's settings: here the
+// control API's address and the session limit.
+func TestConfigFlagsOverride(t *testing.T) {
+	bin := buildBinary(t)
+	file := filepath.Join(t.TempDir(), "pgchaos.yaml")
+	var fileAPI string
+	p := startProxy(t, bin, func(listen, api string) []string {
+		fileAPI = freeAddr(t)
+		os.WriteFile(file, []byte(fmt.Sprintf("api: %s\nmax_sessions: 100\nproxies:\n  - {name: pg, listen: %q, upstream: %q}\n", fileAPI, listen, pg.Addr())), 0o644)
+		return []string{"proxy", "--config", file, "--api", api, "--max-sessions", "1"}
+	})
+	if !regexp.MustCompile(`control API listening"? addr=` + regexp.QuoteMeta(p.api) + `\b`).MatchString(p.log.String()) {
+		t.Fatalf("the control API does not listen on --api %s:\n%s", p.api, p.log.String())
+	}
+	if resp, err := http.Get("http://" + p.api + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /healthz on --api: %v %v", resp, err)
+	}
+	if resp, err := http.Get("http://" + fileAPI + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the file's api %s answers too", fileAPI)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(ctx)
+	_, err = pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
+		t.Fatalf("second session: %v; want FATAL 53300 from --max-sessions 1 over the file's 100", err)
 	}
 }
 
