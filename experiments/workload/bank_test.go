@@ -2,7 +2,6 @@ package workload
 
 import (
 	"testing"
-	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
@@ -17,11 +16,11 @@ func TestBankSerializable(t *testing.T) {
 	spec := experiments.Workload{Name: "bank", Type: experiments.WorkloadBank, Clients: 4,
 		Bank: &experiments.BankOptions{Accounts: 5, InitialBalance: 100, Isolation: "serializable"}}
 	w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
-	runFor(t, w, 1500*time.Millisecond)
+	runUntil(t, w, h, func(ops []history.Op) bool { return history.Counts(ops)[history.OK] >= 50 })
 
 	ops := h.Of("bank")
 	counts := history.Counts(ops)
-	if counts[history.OK] < 10 || counts[history.Unknown] != 0 {
+	if counts[history.OK] < 50 || counts[history.Unknown] != 0 {
 		t.Fatalf("outcomes %v, want many ok and no unknown", counts)
 	}
 	for _, op := range byOutcome(ops, history.Fail) {

@@ -22,11 +22,17 @@ func TestRateAndDuration(t *testing.T) {
 	if err := w.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < time.Second || took > 3*time.Second {
+	// It ends by itself after its duration; operations in flight may
+	// finish within stopGrace.
+	if took := time.Since(start); took < time.Second || took > time.Second+stopGrace {
 		t.Fatalf("Run took %v, want about the 1s duration", took)
 	}
+	// The pacer hands out a slot every 20ms and never a burst: at most 51
+	// operations start in 1s, whatever the load. Unpaced, 3 clients do
+	// hundreds; a machine too loaded to keep up does fewer than 50, so
+	// the lower bound only catches a rate off by an order of magnitude.
 	ops := h.Of("ledger")
-	if n := len(ops); n < 25 || n > 55 {
+	if n := len(ops); n < 10 || n > 51 {
 		t.Fatalf("%d operations in 1s at 50/s", n)
 	}
 	if counts := history.Counts(ops); counts[history.OK] != len(ops) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
@@ -25,7 +24,9 @@ func TestSQLWeights(t *testing.T) {
 		},
 	}}
 	w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
-	runFor(t, w, time.Second)
+	// 400 operations, however long they take: enough that the 3:1 split
+	// lands within the bounds below but for one run in a thousand.
+	runUntil(t, w, h, func(ops []history.Op) bool { return len(ops) >= 400 })
 
 	kinds := map[string]int{}
 	for _, op := range h.Of("mix") {
@@ -75,7 +76,7 @@ func TestSQLRetry(t *testing.T) {
 			spec := experiments.Workload{Name: "flaky", Type: experiments.WorkloadSQL, Clients: 1,
 				SQL: &experiments.SQLOptions{Statements: []experiments.Statement{tc.stmt}, Retry: tc.retry}}
 			w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
-			runFor(t, w, 300*time.Millisecond)
+			runUntil(t, w, h, func(ops []history.Op) bool { return len(ops) >= 5 })
 
 			ops := h.Of("flaky")
 			counts := history.Counts(ops)
