@@ -1,6 +1,8 @@
 package verify_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +148,27 @@ func TestLatency(t *testing.T) {
 	wantPass(t, v, true)
 	wantEvidence(t, v, "p99", "99ms")
 	wantEvidence(t, v, "max", "100ms")
+	// The evidence names the five slowest, slowest first; or all, when
+	// fewer succeeded.
+	slowest := func(v verify.Verdict) []string {
+		var ops []struct{ Latency string }
+		b, _ := json.Marshal(v.Evidence["slowest"])
+		if err := json.Unmarshal(b, &ops); err != nil {
+			t.Fatalf("slowest: %v", err)
+		}
+		var got []string
+		for _, op := range ops {
+			got = append(got, op.Latency)
+		}
+		return got
+	}
+	if got := slowest(v); fmt.Sprint(got) != "[100ms 99ms 98ms 97ms 96ms]" {
+		t.Errorf("slowest %v, want the five slowest, slowest first", got)
+	}
+	v = check(t, &experiments.Latency{Workload: "w", P99Max: p99(time.Second), Window: experiments.WindowRun}, verify.Run{History: hist(ops[:3]...)})
+	if got := slowest(v); fmt.Sprint(got) != "[3ms 2ms 1ms]" {
+		t.Errorf("slowest of three %v, want all three", got)
+	}
 }
 
 // errorRun has, in a fault window from 10s to 20s, an op that succeeded
@@ -211,24 +234,28 @@ func TestErrorCount(t *testing.T) {
 }
 
 func TestFaultFired(t *testing.T) {
-	fired := map[string]int64{"cut": 3, "slow": 0}
+	fired := map[string]int64{"cut": 3, "once": 1, "slow": 0}
 	cases := []struct {
-		rule string
-		min  int
-		pass bool
+		rule    string
+		min     int
+		pass    bool
+		summary string
 	}{
-		{"cut", 1, true},
-		{"cut", 3, true},
-		{"cut", 4, false},
-		{"cut", 0, true},
-		{"slow", 1, false},
-		{"never-injected", 1, false},
+		{"cut", 1, true, `rule "cut" fired 3 times (min 1)`},
+		{"cut", 3, true, ""},
+		{"cut", 4, false, `rule "cut" fired 3 times, want at least 4`},
+		{"cut", 0, true, ""},
+		{"once", 1, true, `rule "once" fired 1 time (min 1)`},
+		{"once", 2, false, `rule "once" fired 1 time, want at least 2`},
+		{"slow", 1, false, "never fired"},
+		{"slow", 0, false, "never fired (min 1)"}, // 0 is the default: at least once
+		{"never-injected", 1, false, "never fired"},
 	}
 	for _, tc := range cases {
 		v := check(t, &experiments.FaultFired{Rule: tc.rule, Min: tc.min}, verify.Run{Fired: fired})
 		wantPass(t, v, tc.pass)
-		if tc.rule != "cut" && !strings.Contains(v.Summary, "never fired") {
-			t.Errorf("summary %q does not say the rule never fired", v.Summary)
+		if !strings.Contains(v.Summary, tc.summary) {
+			t.Errorf("summary %q lacks %q", v.Summary, tc.summary)
 		}
 	}
 }
