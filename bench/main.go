@@ -60,6 +60,15 @@
 //
 // -M prepared through PgBouncer older than 1.21 in transaction mode fails
 // ("prepared statement does not exist"); use --pool-mode session for it.
+//
+// Beside this command, bench/ holds the checks too slow for CI:
+// `bash bench/fuzz.sh 10m` runs every fuzz target for 10 minutes, and
+// `bash bench/mutation.sh [PKG...]` runs mutation testing (gremlins, one
+// worker) over faults/, experiments/verify/, experiments/runner/ and the
+// fault path of proxy/ (faultpump.go, toxics.go, relay.go), printing each
+// package's efficacy (killed of killed and lived mutants), its mutant
+// coverage and the mutants that lived. faults/ takes about 20 minutes,
+// proxy/ hours.
 package main
 
 import (
