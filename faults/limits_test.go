@@ -355,15 +355,19 @@ func TestRandomStreamPerRule(t *testing.T) {
 		t.Error("rules of different names made the same 64 choices: the name does not seed the stream")
 	}
 
-	// Drawn for the probability only: a delay without jitter chooses as a
-	// drop does.
-	coin := func(a Action) []bool {
+	// Drawn for the probability only: without jitter, message i fires
+	// when the stream's i-th number is below the probability.
+	for _, a := range []Action{{Type: "drop"}, {Type: "delay", Delay: Duration(time.Millisecond)}} {
 		e := NewEngine(Options{Seed: 9})
 		mustAdd(t, e, Rule{Name: "coin", Match: Match{SQL: "coin"}, Action: a, Limits: Limits{Probability: floatPtr(0.5)}})
-		return fires(e.Policy("p").Rules(), baseSession(), "coin", 200)
-	}
-	if !slices.Equal(coin(Action{Type: "drop"}), coin(Action{Type: "delay", Delay: Duration(time.Millisecond)})) {
-		t.Error("a delay rule without jitter chose differently from a drop rule: it drew for a jitter it does not have")
+		rs := e.Policy("p").Rules()
+		stream := e.newState("coin")
+		for i := range 200 {
+			_, ok := rs.Decide(s, queryMsg("coin"))
+			if want := stream.random() < 0.5; ok != want {
+				t.Fatalf("%s rule, message %d: fired %v, want %v: it drew for something else than its probability", a.Type, i, ok, want)
+			}
+		}
 	}
 
 	// Drawn for the jitter only: with probability 1 each delay is the

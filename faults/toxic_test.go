@@ -51,3 +51,18 @@ func TestSessionToxics(t *testing.T) {
 		t.Errorf("no rule set: %+v", got)
 	}
 }
+
+// A toxic's probability is drawn once per session stream.
+func TestSessionToxicsProbability(t *testing.T) {
+	e := newTestEngine(t, Options{})
+	mustAdd(t, e, Rule{Name: "rare", Action: Action{Type: "latency", Attributes: map[string]any{"latency": 1}}, Limits: Limits{Probability: floatPtr(0.1)}})
+	rs := e.Policy("p").Rules()
+	n := 0
+	for range 400 {
+		n += len(rs.SessionToxics(ServerToClient, baseSession()))
+	}
+	// About 40; the bounds are four standard deviations out.
+	if n < 16 || n > 64 {
+		t.Errorf("a toxic with probability 0.1 applied to %d of 400 streams", n)
+	}
+}
