@@ -30,8 +30,11 @@ func TestBankInvariant(t *testing.T) {
 	wantEvidence(t, v, "total", "1000")
 	wantPass(t, check(t, &experiments.BankInvariant{Workload: "Mixed"}, run), true)
 
-	// Defaults (10 × 100) when the spec is not at hand.
+	// Defaults (10 × 100) when the spec is not at hand, or does not say
+	// how many accounts.
 	wantPass(t, check(t, &experiments.BankInvariant{Workload: "bank"}, verify.Run{VerifyDSN: dsn}), true)
+	unsaid := map[string]experiments.Workload{"bank": {Name: "bank", Type: "bank", Bank: &experiments.BankOptions{InitialBalance: 100}}}
+	wantPass(t, check(t, &experiments.BankInvariant{Workload: "bank"}, verify.Run{VerifyDSN: dsn, Workloads: unsaid}), true)
 
 	exec(t, dsn, "UPDATE pgchaos_bank_bank SET balance = balance + 7 WHERE id = 3")
 	v = check(t, &experiments.BankInvariant{Workload: "bank"}, run)
@@ -81,7 +84,7 @@ func TestSQLCheck(t *testing.T) {
 		{"at max", experiments.SQLCheck{SQL: "SELECT max(n) FROM t", Expect: experiments.Expect{Max: f(3)}}, true, "3"},
 		// Without a tolerance numbers compare exactly, beyond what a float
 		// can tell apart.
-		{"exact beyond a float", experiments.SQLCheck{SQL: "SELECT 0.3 + 1e-400::numeric", Expect: eq(0.3)}, false, "0.3" + strings.Repeat("0", 398) + "1"},
+		{"exact beyond a float", experiments.SQLCheck{SQL: "SELECT 1 + 1e-400::numeric", Expect: eq(1)}, false, "1." + strings.Repeat("0", 399) + "1"},
 		{"no rows", experiments.SQLCheck{SQL: "SELECT * FROM t WHERE n > 5", ExpectNoRows: true}, true, nil},
 		{"rows where none are expected", experiments.SQLCheck{SQL: "SELECT * FROM t WHERE n > 1", ExpectNoRows: true}, false, nil},
 		{"several rows for one value", experiments.SQLCheck{SQL: "SELECT n FROM t", Expect: eq(1)}, false, nil},

@@ -134,6 +134,15 @@ func TestLatency(t *testing.T) {
 			for k, want := range tc.evidence {
 				wantEvidence(t, v, k, want)
 			}
+			// A bound not given is neither evidence nor in the summary.
+			for key, bound := range map[string]experiments.Duration{"p99_max": c.P99Max, "p50_min": c.P50Min} {
+				if _, ok := v.Evidence[key]; ok != (bound > 0) {
+					t.Errorf("%s given %v, in the evidence %v", key, bound > 0, ok)
+				}
+			}
+			if c.P50Min == 0 && strings.Contains(v.Summary, "at least") || c.P99Max == 0 && strings.Contains(v.Summary, "at most") {
+				t.Errorf("summary %q judges a bound that was not given", v.Summary)
+			}
 		})
 	}
 
