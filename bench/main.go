@@ -113,6 +113,15 @@
 // N (200), --pgbench-clients N (16), --rate TPS (100), --interval D (1s),
 // --report-every D (1m), --seed N, --json FILE.
 //
+// Beside this command, bench/ holds the checks too slow for CI:
+// `bash bench/fuzz.sh 10m` runs every fuzz target for 10 minutes, and
+// `bash bench/mutation.sh [PKG...]` runs mutation testing (gremlins, one
+// worker) over faults/, experiments/verify/, experiments/runner/ and the
+// fault path of proxy/ (faultpump.go, toxics.go, relay.go), printing each
+// package's efficacy (killed of killed and lived mutants), its mutant
+// coverage and the mutants that lived. faults/ takes about 20 minutes,
+// proxy/ hours.
+//
 // Exit status: 0 done (and, for the soak, every target met), 1 a failure
 // or a missed soak target, 2 bad flags, 3 PostgreSQL, PgBouncer or pgbench
 // not installed, 130 interrupted.

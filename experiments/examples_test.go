@@ -68,7 +68,7 @@ func TestExamples(t *testing.T) {
 	if in.Rule.Action.Type != "delay" || time.Duration(in.Rule.Action.Delay) != 200*time.Millisecond {
 		t.Errorf("latency-spike: rule %+v", in.Rule)
 	}
-	if l := e.Verify[0].Check.(*Latency); time.Duration(l.P99Max) != 400*time.Millisecond {
+	if l := e.Verify[0].Check.(*Latency); time.Duration(l.P99Max) != 400*time.Millisecond || time.Duration(l.P50Min) != 150*time.Millisecond {
 		t.Errorf("latency-spike: %+v", l)
 	}
 
@@ -86,13 +86,52 @@ func TestExamples(t *testing.T) {
 	if w := e.Workloads[0]; w.Through != UpstreamPgBouncer || w.Ledger.TwoPhase {
 		t.Errorf("pgbouncer-server-disconnect: workload %+v", w)
 	}
-	wantTypes(t, "pgbouncer-server-disconnect", e, "durability", "availability", "sessions", "fault_fired")
+	wantTypes(t, "pgbouncer-server-disconnect", e, "durability", "availability", "errors", "sessions", "fault_fired")
 
 	e = parsed["serialization-storm.yaml"]
 	if w := e.Workloads[0]; w.Type != WorkloadBank || w.Bank.Isolation != "serializable" {
 		t.Errorf("serialization-storm: workload %+v", w)
 	}
-	wantTypes(t, "serialization-storm", e, "bank_invariant", "availability", "fault_fired")
+	wantTypes(t, "serialization-storm", e, "bank_invariant", "availability", "errors", "fault_fired")
+	if c := e.Verify[2].Check.(*ErrorCount); c.SQLState != "40001" || c.Min < 20 {
+		t.Errorf("serialization-storm: %+v", c)
+	}
+}
+
+// Every shipped experiment asserts a lower bound on what its fault did to
+// the workload's clients, not only that the rule fired and upper bounds:
+// a fault made a no-op must fail it.
+func TestExamplesAssertTheFaultWasFelt(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatal(files, err)
+	}
+	for _, f := range files {
+		e, err := ParseFile(f, nil, noEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var felt []string
+		for _, v := range e.Verify {
+			switch c := v.Check.(type) {
+			case *Latency:
+				if c.P50Min > 0 && c.Window != WindowRun {
+					felt = append(felt, v.Name)
+				}
+			case *ErrorCount:
+				if c.Min > 0 && c.Window != WindowRun {
+					felt = append(felt, v.Name)
+				}
+			case *PreparedTransactions:
+				if c.ExpectInDoubt {
+					felt = append(felt, v.Name)
+				}
+			}
+		}
+		if len(felt) == 0 {
+			t.Errorf("%s: no verifier shows that the fault reached the workload (latency p50_min, errors min, prepared_transactions expect_in_doubt)", f)
+		}
+	}
 }
 
 // TestPgBouncerVia checks target.embedded.pgbouncer_via and through:

@@ -323,7 +323,7 @@ type Verifier struct {
 
 // Check is what a verifier checks: *Durability, *BankInvariant,
 // *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
-// *Availability, *Latency, *FaultFired or *Sessions.
+// *Availability, *Latency, *ErrorCount, *FaultFired or *Sessions.
 type Check interface {
 	// Type is the verifier's type in the file, e.g. "durability".
 	Type() string
@@ -385,10 +385,25 @@ type Availability struct {
 	Window     string // default WindowFault
 }
 
-// Latency checks a workload's 99th percentile latency.
+// Latency checks a workload's latency: the 99th percentile at most P99Max
+// (the fault did not slow it too much) and the median at least P50Min (the
+// fault did slow it). A zero bound is not checked; at least one is given.
 type Latency struct {
 	Workload string
 	P99Max   Duration
+	P50Min   Duration
+	Window   string // default WindowFault
+}
+
+// ErrorCount counts the errors a workload's clients were told — operations
+// that failed or ended unknown, and every attempt that failed and was
+// retried — of SQLState ("": any) in the window: at least Min (the fault
+// reached the workload), at most Max when it is set.
+type ErrorCount struct {
+	Workload string
+	SQLState string
+	Min      int
+	Max      *int
 	Window   string // default WindowFault
 }
 
@@ -416,5 +431,6 @@ func (*SQLEqual) Type() string             { return "sql_equal" }
 func (*RecoveryTime) Type() string         { return "recovery_time" }
 func (*Availability) Type() string         { return "availability" }
 func (*Latency) Type() string              { return "latency" }
+func (*ErrorCount) Type() string           { return "errors" }
 func (*FaultFired) Type() string           { return "fault_fired" }
 func (*Sessions) Type() string             { return "sessions" }

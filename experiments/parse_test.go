@@ -196,6 +196,26 @@ verify:
 			},
 		},
 		{
+			name: "latency and errors bounds",
+			yaml: `name: x
+target: {dsn: postgres://db}
+workloads: [{name: w, type: ledger}]
+verify:
+- {type: latency, workload: w}
+- {type: latency, workload: w, p50_min: 0s}
+- {type: errors, workload: w, sqlstate: 4001, min: 3, max: 2}
+- {type: errors, workload: w, min: -1, max: many}
+`,
+			want: []string{
+				`exp.yaml:5:3: verify[0].p99_max: is required (or p50_min, or both)`,
+				`exp.yaml:6:41: verify[1].p50_min: must be greater than zero`,
+				`exp.yaml:7:41: verify[2].sqlstate: "4001" is not a five-character SQLSTATE`,
+				`exp.yaml:7:60: verify[2].max: 2 is less than min 3`,
+				`exp.yaml:8:36: verify[3].min: -1 is less than 0`,
+				`exp.yaml:8:45: verify[3].max: want an integer, got "many"`,
+			},
+		},
+		{
 			name: "a step with two actions or none",
 			yaml: `name: x
 target: {dsn: postgres://db}
@@ -450,6 +470,7 @@ verify:
 - {type: fault_fired, rule: b, min: 3}
 - {type: latency, workload: s, p99_max: 50ms}
 - {type: sessions}
+- {type: errors, workload: s}
 `
 	e, err := Parse([]byte(src), "exp.yaml", nil, noEnv)
 	if err != nil {
@@ -458,6 +479,7 @@ verify:
 	l, b, s := e.Workloads[0], e.Workloads[1], e.Workloads[2]
 	lat := e.Verify[1].Check.(*Latency)
 	sess := e.Verify[2].Check.(*Sessions)
+	errs := e.Verify[3].Check.(*ErrorCount)
 	for _, c := range []struct{ got, want any }{
 		{e.Target.SetupDSN, "postgres://db"},
 		{e.Proxies[0].Listen, DefaultListen},
@@ -473,14 +495,19 @@ verify:
 		{e.Recovery.Deadline, DefaultDeadline},
 		{lat.Window, WindowFault},
 		{sess.NoIdleInTransaction && sess.NoWaitingClients, true},
-		{len(e.Verify), 4},
+		{lat.P50Min, Duration(0)},
+		{errs.Min, 1},
+		{errs.Max == nil, true},
+		{errs.SQLState, ""},
+		{errs.Window, WindowFault},
+		{len(e.Verify), 5},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %#v, want %#v", c.got, c.want)
 		}
 	}
 	// Rule b has an explicit check; rule a gets an implicit one.
-	last := e.Verify[3]
+	last := e.Verify[4]
 	if ff, ok := last.Check.(*FaultFired); !ok || !last.Implicit || ff.Rule != "a" || ff.Min != 1 || last.Pos.Line != 9 {
 		t.Fatalf("implicit verifier = %+v (%+v)", last, last.Check)
 	}
@@ -489,7 +516,7 @@ verify:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(off.Verify) != 3 || off.FaultFired {
+	if len(off.Verify) != 4 || off.FaultFired {
 		t.Fatalf("fault_fired: false left %d verifiers", len(off.Verify))
 	}
 }

@@ -7,7 +7,7 @@ import (
 )
 
 var verifierTypes = []string{"durability", "bank_invariant", "prepared_transactions", "sql", "sql_equal",
-	"recovery_time", "availability", "latency", "fault_fired", "sessions"}
+	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions"}
 
 // verifierFields are the keys each verifier type takes besides type and
 // name.
@@ -19,7 +19,8 @@ var verifierFields = map[string][]string{
 	"sql_equal":             {"left", "right", "dsn"},
 	"recovery_time":         {"max"},
 	"availability":          {"workload", "min_ok_ratio", "window"},
-	"latency":               {"workload", "p99_max", "window"},
+	"latency":               {"workload", "p99_max", "p50_min", "window"},
+	"errors":                {"workload", "sqlstate", "min", "max", "window"},
 	"fault_fired":           {"rule", "min"},
 	"sessions":              {"no_idle_in_transaction", "no_waiting_clients"},
 }
@@ -137,8 +138,25 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		v.Check = c
 	case "latency":
 		c := &Latency{Workload: workload("")}
-		if !o.positive("p99_max", &c.P99Max) {
-			o.missing("p99_max", "")
+		upper := o.positive("p99_max", &c.P99Max)
+		lower := o.positive("p50_min", &c.P50Min)
+		if !upper && !lower {
+			o.missing("p99_max", " (or p50_min, or both)")
+		}
+		c.Window = window()
+		v.Check = c
+	case "errors":
+		c := &ErrorCount{Workload: workload(""), Min: 1}
+		if o.str("sqlstate", &c.SQLState) && !sqlstate.MatchString(c.SQLState) {
+			d.errAt(deref(o.get("sqlstate")), o.at("sqlstate"), "%q is not a five-character SQLSTATE", c.SQLState)
+		}
+		o.int("min", &c.Min, 0)
+		most := -1 // stays so when max is not a valid count
+		if o.int("max", &most, 0) && most >= 0 {
+			c.Max = &most
+			if most < c.Min {
+				d.errAt(deref(o.get("max")), o.at("max"), "%d is less than min %d", most, c.Min)
+			}
 		}
 		c.Window = window()
 		v.Check = c

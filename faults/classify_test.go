@@ -14,6 +14,8 @@ func TestClassify(t *testing.T) {
 		{"-- only a comment", ClassNone},
 		{"/* only a comment */", ClassNone},
 		{"/* unterminated comment SELECT 1", ClassNone},
+		{"/* ends in a star *", ClassNone},
+		{"/", ClassOther},
 
 		// Transaction control.
 		{"BEGIN", ClassBegin},
@@ -46,6 +48,14 @@ func TestClassify(t *testing.T) {
 		{"TABLE foo", ClassSelect},
 		{"SELECT", ClassSelect},
 		{"SELECTED", ClassOther},
+		// A keyword ends where the word does: letters at either end of
+		// the alphabet and digits are part of it.
+		{"BEGINz", ClassOther},
+		{"BEGINZ", ClassOther},
+		{"beginA", ClassOther},
+		{"BEGIN0", ClassOther},
+		{"BEGIN9", ClassOther},
+		{"abort", ClassRollback},
 
 		// DML.
 		{"INSERT INTO t VALUES (1)", ClassInsert},
@@ -123,6 +133,9 @@ func TestStatementClassNames(t *testing.T) {
 	}
 	if _, ok := parseClass("SELECT"); ok {
 		t.Error(`parseClass("SELECT") accepted; class names are lower case`)
+	}
+	if s := numClasses.String(); s != "unknown" {
+		t.Errorf("numClasses.String() = %q, want unknown", s)
 	}
 	if s := StatementClass(200).String(); s != "unknown" {
 		t.Errorf("StatementClass(200).String() = %q, want unknown", s)

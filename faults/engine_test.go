@@ -468,3 +468,24 @@ func TestMetricFiredTotal(t *testing.T) {
 		t.Error("an engine without a registerer did not fire")
 	}
 }
+
+// An event shows at most 120 bytes of the statement, and says when it cut.
+func TestEventClipsLongSQL(t *testing.T) {
+	e := newTestEngine(t, Options{FullSQL: true})
+	mustAdd(t, e, Rule{Name: "x", Match: Match{SQL: "^x"}, Action: Action{Type: "drop"}})
+	rs := e.Policy("p").Rules()
+	for _, n := range []int{119, 120, 121, 500} {
+		sql := strings.Repeat("x", n)
+		if _, ok := rs.Decide(baseSession(), queryMsg(sql)); !ok {
+			t.Fatal("the rule did not fire")
+		}
+		evs := e.Events(1)
+		want := `"` + sql + `"`
+		if n > 120 {
+			want = `"` + sql[:120] + `…"`
+		}
+		if len(evs) != 1 || !strings.HasSuffix(evs[0].Message, want) {
+			t.Errorf("%d bytes of SQL: event %q, want it to end %s", n, evs[0].Message, want)
+		}
+	}
+}

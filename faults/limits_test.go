@@ -340,3 +340,48 @@ func TestJitter(t *testing.T) {
 		}
 	}
 }
+
+// A rule's stream is seeded by the engine's seed and the rule's name, and
+// is drawn from only for what the rule asks: its probability when below 1,
+// its jitter when there is one. So a rule with the same name, probability
+// and traffic makes the same choices whatever its action.
+func TestRandomStreamPerRule(t *testing.T) {
+	e := NewEngine(Options{Seed: 9})
+	mustAdd(t, e, Rule{Name: "alpha", Match: Match{SQL: "alpha"}, Action: Action{Type: "drop"}, Limits: Limits{Probability: floatPtr(0.5)}})
+	mustAdd(t, e, Rule{Name: "beta", Match: Match{SQL: "beta"}, Action: Action{Type: "drop"}, Limits: Limits{Probability: floatPtr(0.5)}})
+	rs := e.Policy("p").Rules()
+	s := baseSession()
+	if slices.Equal(fires(rs, s, "alpha", 64), fires(rs, s, "beta", 64)) {
+		t.Error("rules of different names made the same 64 choices: the name does not seed the stream")
+	}
+
+	// Drawn for the probability only: without jitter, message i fires
+	// when the stream's i-th number is below the probability.
+	for _, a := range []Action{{Type: "drop"}, {Type: "delay", Delay: Duration(time.Millisecond)}} {
+		e := NewEngine(Options{Seed: 9})
+		mustAdd(t, e, Rule{Name: "coin", Match: Match{SQL: "coin"}, Action: a, Limits: Limits{Probability: floatPtr(0.5)}})
+		rs := e.Policy("p").Rules()
+		stream := e.newState("coin")
+		for i := range 200 {
+			_, ok := rs.Decide(s, queryMsg("coin"))
+			if want := stream.random() < 0.5; ok != want {
+				t.Fatalf("%s rule, message %d: fired %v, want %v: it drew for something else than its probability", a.Type, i, ok, want)
+			}
+		}
+	}
+
+	// Drawn for the jitter only: with probability 1 each delay is the
+	// stream's next number.
+	e = NewEngine(Options{Seed: 9})
+	mustAdd(t, e, Rule{Name: "jit", Match: Match{SQL: "jit"}, Action: Action{Type: "delay", Delay: Duration(time.Second), Jitter: Duration(time.Second)},
+		Limits: Limits{Probability: floatPtr(1)}})
+	rs = e.Policy("p").Rules()
+	stream := e.newState("jit")
+	for i := range 50 {
+		v, ok := rs.Decide(s, queryMsg("jit"))
+		want := time.Second + time.Duration(stream.random()*float64(time.Second))
+		if !ok || v.Delay != want {
+			t.Fatalf("delay %d: %v, want %v: a rule with probability 1 drew for it", i, v.Delay, want)
+		}
+	}
+}

@@ -448,3 +448,44 @@ func TestClientCIDRMappedPrefix(t *testing.T) {
 		t.Error("client_cidr ::ffff:10.0.0.0/104 matched 192.168.1.1")
 	}
 }
+
+// A client range written as IPv4-mapped IPv6 at exactly /96 is every IPv4
+// client.
+func TestClientCIDRMappedAll(t *testing.T) {
+	e := newTestEngine(t, Options{})
+	mustAdd(t, e, Rule{Name: "r", Match: Match{ClientCIDR: "::ffff:0.0.0.0/96"}, Action: Action{Type: "drop"}})
+	rs := e.Policy("p").Rules()
+	for addr, want := range map[string]bool{"10.1.2.3": true, "192.168.1.1": true, "2001:db8::1": false} {
+		s := baseSession()
+		s.Client = netip.MustParseAddr(addr)
+		if _, ok := rs.Decide(s, queryMsg("SELECT 1")); ok != want {
+			t.Errorf("client %s: fired %v, want %v", addr, ok, want)
+		}
+	}
+}
+
+func TestDirectionNames(t *testing.T) {
+	if ClientToServer.String() != "client_to_server" || ServerToClient.String() != "server_to_client" {
+		t.Errorf("directions are named %q and %q", ClientToServer, ServerToClient)
+	}
+}
+
+// A tag matches whatever its case, up to the end or a space.
+func TestTagMatches(t *testing.T) {
+	for _, tt := range []struct {
+		tag, want string
+		match     bool
+	}{
+		{"ANALYZE", "ANALYZE", true},
+		{"analyze", "ANALYZE", true},
+		{"Analyze", "ANALYZE", true},
+		{"INSERT 0 1", "INSERT", true},
+		{"INSERTED", "INSERT", false},
+		{"INS", "INSERT", false},
+		{"COMMIT", "COMMIT PREPARED", false},
+	} {
+		if got := tagMatches([]byte(tt.tag), tt.want); got != tt.match {
+			t.Errorf("tagMatches(%q, %q) = %v, want %v", tt.tag, tt.want, got, tt.match)
+		}
+	}
+}

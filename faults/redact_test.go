@@ -36,6 +36,23 @@ func TestRedactSQL(t *testing.T) {
 		{"non-ASCII identifiers", `SELECT 'ü' FROM tä1`, `SELECT $1 FROM tä1`},
 		{"several statements", `BEGIN; PREPARE TRANSACTION 'gid-7'; COMMIT PREPARED 'gid-7'`, `BEGIN; PREPARE TRANSACTION $1; COMMIT PREPARED $2`},
 		{"empty", ``, ``},
+		{"numbering after a lone $1", `SELECT $1, 5`, `SELECT $1, $2`},
+		{"a constant after a comment", `SELECT /* c */ 5, /* a /* b */ c */ 6`, `SELECT /* c */ $1, /* a /* b */ c */ $2`},
+		{"exponents", `SELECT 1e5, 1e-5, 1E+5`, `SELECT $1, $2, $3`},
+		{"a range is two numbers", `SELECT 1..2`, `SELECT $1.$2`},
+		{"edge digits", `SELECT 9, 0xff, 0XAF`, `SELECT $1, $2, $3`},
+		{"identifiers at the alphabet's ends", `SELECT z1, Z1, a1, A1, _1, xĀ1 FROM t`, `SELECT z1, Z1, a1, A1, _1, xĀ1 FROM t`},
+		// At the very end of the input nothing may be read past it.
+		{"ends in 0", `SELECT 0`, `SELECT $1`},
+		{"ends in hex", `SELECT 0x1F`, `SELECT $1`},
+		{"ends in a dot", `SELECT 1.`, `SELECT $1`},
+		{"ends in an exponent", `SELECT 1e5`, `SELECT $1`},
+		{"ends in e", `SELECT 1e`, `SELECT $1e`},
+		{"ends in e+", `SELECT 1e+`, `SELECT $1e+`},
+		{"ends in $", `SELECT $`, `SELECT $`},
+		{"ends in $tag", `SELECT $a`, `SELECT $a`},
+		{"ends in U&", `SELECT U&`, `SELECT U&`},
+		{"ends in a star of a comment", `SELECT 1 /* *`, `SELECT $1 /* *`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,12 +12,18 @@ func TestSQLMatcherAgreesWithFoldCase(t *testing.T) {
 		`^\s*SELECT`, `pgbench_tellers`, `DELETE\s+FROM\s+audit`, `[A-Z]+_id`, `[^a-z]`, `\bCOMMIT\b`,
 		`(?-i)SELECT`, `Straße`, `prepare transaction '[^']+'`, `^(BEGIN|START TRANSACTION)`, `x{2,}Y`, `\QA.B\E`,
 		`kill`, `\bask\b`,
+		// Case-sensitive parts at the alphabet's ends, as literals and as
+		// classes: the rewrite must see that they do not fold.
+		`(?-i)A`, `(?-i)Z`, `(?-i)a`, `(?-i)z`, `(?-i)[A-Z]+`, `(?-i)[a-z]+`, `(?-i)[A]`, `(?-i)[Z]`, `(?-i)[a]`, `(?-i)[z]`,
+		`(?-i)[AC]`, `(?-i)[XZ]`, `(?-i)[Z0]`, `(?-i)[A0]`,
+		`ZETA`, `zone`, `[z]`,
 	}
 	inputs := []string{
 		"SELECT 1", "  select abalance FROM pgbench_accounts", "UPDATE PGBENCH_TELLERS SET x=1", "delete   from AUDIT",
 		"USER_ID", "abc", "123", "COMMIT", "commitment", "select 1", "STRASSE", "straße", "STRAßE",
 		"PREPARE TRANSACTION 'g1'", "begin", "start transaction", "xxY", "XXy", "a.b", "AxB", "",
 		"ſELECT 1", "\u212aILL", "aſ\u212a", // fold to s and k
+		"A", "Z", "a", "z", "C", "X", "c", "x", "SELECT zeta", "ZONE",
 	}
 	for _, p := range patterns {
 		want := regexp.MustCompile("(?i)" + p)

@@ -144,9 +144,11 @@ func TestRemoveHangReleases(t *testing.T) {
 		t.Fatalf("query finished while hung: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}
+	// The hang holds the query for ever: a removal that waited for it
+	// would not return; on a loaded machine a request may take a while.
 	start := time.Now()
 	send(t, "DELETE", api+"/rules/freeze", "", 204)
-	if took := time.Since(start); took > time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("removing the hang took %v", took)
 	}
 	select {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -281,12 +282,19 @@ func TestToxiproxyLatency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The median of a few: one query on a loaded machine may take long
+	// for reasons of its own.
 	timeSelect := func() time.Duration {
 		conn := connect(t, ctx, p.Listen, "postgres")
 		defer conn.Close(ctx)
-		start := time.Now()
-		mustExec(t, ctx, conn, "SELECT 1")
-		return time.Since(start)
+		var took []time.Duration
+		for range 5 {
+			start := time.Now()
+			mustExec(t, ctx, conn, "SELECT 1")
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		return took[len(took)/2]
 	}
 	without := timeSelect()
 	tox, err := p.AddToxic("lat", "latency", "downstream", 1.0, toxiproxy.Attributes{"latency": 100})
@@ -296,9 +304,11 @@ func TestToxiproxyLatency(t *testing.T) {
 	if tox.Name != "lat" || tox.Type != "latency" || tox.Stream != "downstream" || tox.Attributes["latency"] != float64(100) || tox.Attributes["jitter"] != float64(0) {
 		t.Fatalf("latency toxic: %+v", tox)
 	}
+	// Each reply waits 100ms in the toxic: no query can be faster, and
+	// the toxic is what makes it slower (a query alone takes about 1ms).
 	with := timeSelect()
-	if with < 100*time.Millisecond || with-without < 90*time.Millisecond {
-		t.Fatalf("SELECT 1 took %v with 100 ms latency, %v without", with, without)
+	if with < 100*time.Millisecond || with-without < 50*time.Millisecond {
+		t.Fatalf("SELECT 1 took %v (median) with 100 ms latency, %v without", with, without)
 	}
 }
 
@@ -527,10 +537,12 @@ func TestToxicRemovedWhileHoldingTheLastMessage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("DELETE /proxies/pg did not finish")
 	}
-	if d := time.Since(start); d > 2500*time.Millisecond {
+	// The toxic holds the session for 60s: a delete that waited for it
+	// would take that long; only the order of magnitude matters.
+	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("DELETE /proxies/pg took %v", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,8 +20,21 @@ import (
 
 // TestSecurityDocs runs every command of docs/security.md in order.
 func TestSecurityDocs(t *testing.T) {
-	runDocCommands(t, "../../docs/security.md")
+	for attempt := 1; ; attempt++ {
+		err := runDocCommands(t, "../../docs/security.md")
+		if err == nil {
+			return
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v: running the commands again on other ports", err)
+	}
 }
+
+// errPortLost: a port the docs' commands were given was taken by another
+// process before pgchaos could bind it.
+var errPortLost = errors.New("a free port was taken by another process")
 
 // docPorts are the ports the docs use; the test runs on free ones instead
 // (5432 is the test's PostgreSQL).
@@ -39,8 +53,9 @@ var (
 // listens; every other command must exit 0, or with the status a trailing
 // "# exit N" names. A plain block right after such a failing command is
 // the error it must print. A yaml block whose first line is "# NAME" is
-// written to the file NAME.
-func runDocCommands(t *testing.T, path string) {
+// written to the file NAME. It returns errPortLost when a proxy could not
+// bind a port it was given; any other problem fails the test.
+func runDocCommands(t *testing.T, path string) error {
 	for _, tool := range []string{"sh", "curl", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s runs the commands of %s: %v (apt-get install -y %s)", tool, path, err, tool)
@@ -113,7 +128,10 @@ func runDocCommands(t *testing.T, path string) {
 			}
 			if strings.HasPrefix(line, "pgchaos proxy") && want == 0 {
 				stopProxy()
-				proxy = startDocProxy(t, work, env, line)
+				var err error
+				if proxy, err = startDocProxy(t, work, env, line); err != nil {
+					return err
+				}
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -138,6 +156,7 @@ func runDocCommands(t *testing.T, path string) {
 			}
 		}
 	}
+	return nil
 }
 
 var (
@@ -184,8 +203,9 @@ func shellCommands(block string) []string {
 }
 
 // startDocProxy starts a `pgchaos proxy` command line of the docs and
-// waits until its control API listens.
-func startDocProxy(t *testing.T, dir string, env []string, line string) *exec.Cmd {
+// waits until its control API listens; errPortLost when it could not bind
+// a port it was given.
+func startDocProxy(t *testing.T, dir string, env []string, line string) (*exec.Cmd, error) {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", "exec "+line)
 	cmd.Dir, cmd.Env = dir, env
@@ -214,6 +234,10 @@ func startDocProxy(t *testing.T, dir string, env []string, line string) *exec.Cm
 	case ok := <-listening:
 		if !ok {
 			cmd.Wait()
+			if strings.Contains(log.String(), "address already in use") {
+				t.Logf("$ %s\n%s", line, log.String())
+				return nil, errPortLost
+			}
 			t.Fatalf("$ %s\nended before its API listened:\n%s", line, log.String())
 		}
 	case <-time.After(60 * time.Second):
@@ -221,5 +245,5 @@ func startDocProxy(t *testing.T, dir string, env []string, line string) *exec.Cm
 		t.Fatalf("$ %s\nno API after 60s", line)
 	}
 	t.Logf("$ %s  (running)", line)
-	return cmd
+	return cmd, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
+	"github.com/pgchaos/pgchaos/proxy"
 	"github.com/pgchaos/pgchaos/server"
 )
 
@@ -91,4 +94,116 @@ func TestFaultCommands(t *testing.T) {
 		t.Fatalf("session %d still alive after sessions --kill", id)
 	}
 	pgchaos(t, 1, "fault", "list", "--api", "127.0.0.1:1") // nothing listening: not a usage error
+}
+
+// Every flag of pgchaos fault add reaches the rule the server holds.
+func TestFaultAddFlagsReachTheRule(t *testing.T) {
+	s, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	api := s.APIAddr().String()
+	p := func(f float64) *float64 { return &f }
+	off := false
+	ms := func(n int) faults.Duration { return faults.Duration(time.Duration(n) * time.Millisecond) }
+	cases := []struct {
+		args []string
+		want faults.Rule
+	}{
+		{[]string{"--name", "matchers", "--proxy", "pg", "--direction", "client_to_server", "--message", "query,execute",
+			"--sql", "^select", "--sql-case-sensitive", "--statement", "select,insert", "--tx-status", "in_transaction,failed",
+			"--user", "app", "--database", "appdb", "--application-name", "^web", "--client-cidr", "10.0.0.0/8",
+			"--action", "error", "--when", "after", "--sqlstate", "40001", "--severity", "FATAL", "--error-message", "no luck",
+			"--probability", "0.25", "--skip", "2", "--times", "5", "--once-per-session", "--expires", "1m", "--disabled"},
+			faults.Rule{Name: "matchers", Proxy: "pg", Enabled: &off,
+				Match: faults.Match{Direction: "client_to_server", Message: faults.StringList{"query", "execute"}, SQL: "^select", SQLCaseSensitive: true,
+					Statement: faults.StringList{"select", "insert"}, TxStatus: faults.StringList{"in_transaction", "failed"},
+					User: "app", Database: "appdb", ApplicationName: "^web", ClientCIDR: "10.0.0.0/8"},
+				Action: faults.Action{Type: "error", When: "after", SQLState: "40001", Severity: "FATAL", Message: "no luck"},
+				Limits: faults.Limits{Probability: p(0.25), Skip: 2, Times: 5, OncePerSession: true, Expires: faults.Duration(time.Minute)}}},
+		{[]string{"--name", "cut", "--tag", "PREPARE TRANSACTION", "--action", "disconnect", "--side", "client", "--close", "rst"},
+			faults.Rule{Name: "cut", Match: faults.Match{Tag: "PREPARE TRANSACTION"}, Action: faults.Action{Type: "disconnect", Side: "client", Close: "rst"}}},
+		{[]string{"--name", "slow", "--sql", "x", "--action", "delay", "--delay", "50ms", "--jitter", "10ms"},
+			faults.Rule{Name: "slow", Match: faults.Match{SQL: "x"}, Action: faults.Action{Type: "delay", Delay: ms(50), Jitter: ms(10)}}},
+		{[]string{"--name", "freeze", "--statement", "commit", "--action", "hang", "--duration", "2s"},
+			faults.Rule{Name: "freeze", Match: faults.Match{Statement: faults.StringList{"commit"}}, Action: faults.Action{Type: "hang", Duration: ms(2000)}}},
+		{[]string{"--name", "dial", "--event", "connect", "--action", "slow_connect", "--delay", "1s", "--jitter", "100ms"},
+			faults.Rule{Name: "dial", Match: faults.Match{Event: "connect"}, Action: faults.Action{Type: "slow_connect", Delay: ms(1000), Jitter: ms(100)}}},
+		{[]string{"--name", "slow", "--replace", "--sql", "y", "--action", "delay", "--delay", "70ms"},
+			faults.Rule{Name: "slow", Match: faults.Match{SQL: "y"}, Action: faults.Action{Type: "delay", Delay: ms(70)}}},
+	}
+	for _, tc := range cases {
+		pgchaos(t, 0, append([]string{"fault", "add", "--api", api}, tc.args...)...)
+		st, err := s.Faults.Get(tc.want.Proxy, tc.want.Name)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		got, _ := json.Marshal(st.Rule)
+		want, _ := json.Marshal(tc.want)
+		if string(got) != string(want) {
+			t.Errorf("pgchaos fault add %s\nthe server holds %s\nwant             %s", strings.Join(tc.args, " "), got, want)
+		}
+	}
+}
+
+// The flags of fault rm, fault list, events and sessions reach the API:
+// --proxy picks a proxy's own rule, --limit the last events, --json prints
+// what the API said.
+func TestCommandFlags(t *testing.T) {
+	s, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{
+		{Name: "a", Listen: "127.0.0.1:0", Upstream: pg.Addr()},
+		{Name: "b", Listen: "127.0.0.1:0", Upstream: pg.Addr()},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	api := s.APIAddr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name=flags_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	for _, p := range []string{"a", "b"} {
+		pgchaos(t, 0, "fault", "add", "--api", api, "--name", "same", "--proxy", p, "--sql", "^select 9$", "--action", "drop")
+	}
+	pgchaos(t, 0, "fault", "add", "--api", api, "--name", "every", "--sql", "^select 7$", "--action", "error", "--sqlstate", "40001")
+	var rules []faults.RuleStatus
+	if err := json.Unmarshal([]byte(pgchaos(t, 0, "fault", "list", "--api", api, "--json")), &rules); err != nil || len(rules) != 3 {
+		t.Fatalf("fault list --json: %v %+v", err, rules)
+	}
+	pgchaos(t, 0, "fault", "rm", "--api", api, "same", "--proxy", "a")
+	if _, err := s.Faults.Get("a", "same"); err == nil {
+		t.Error("fault rm same --proxy a left a's rule")
+	}
+	if _, err := s.Faults.Get("b", "same"); err != nil {
+		t.Errorf("fault rm same --proxy a removed b's rule too: %v", err)
+	}
+
+	for range 4 {
+		if _, err := conn.Exec(ctx, "select 7"); err == nil {
+			t.Fatal("the rule did not fire")
+		}
+	}
+	var events []faults.Event
+	if err := json.Unmarshal([]byte(pgchaos(t, 0, "events", "--api", api, "--json", "--limit", "0")), &events); err != nil || len(events) != 4 {
+		t.Fatalf("events --limit 0 --json: %v %+v", err, events)
+	}
+	var last []faults.Event
+	if err := json.Unmarshal([]byte(pgchaos(t, 0, "events", "--api", api, "--json", "--limit", "3")), &last); err != nil || len(last) != 3 || !last[0].Time.Equal(events[1].Time) {
+		t.Fatalf("events --limit 3 --json: %v %+v; want the last 3 of %+v", err, last, events)
+	}
+	if out := pgchaos(t, 0, "events", "--api", api, "--limit", "2"); strings.Count(out, "\n") != 2 || !strings.Contains(out, "every") {
+		t.Errorf("events --limit 2:\n%s", out)
+	}
+
+	var sessions []proxy.SessionInfo
+	if err := json.Unmarshal([]byte(pgchaos(t, 0, "sessions", "--api", api, "--json")), &sessions); err != nil || len(sessions) != 1 ||
+		sessions[0].ApplicationName != "flags_test" || sessions[0].Proxy != "a" {
+		t.Fatalf("sessions --json: %v %+v", err, sessions)
+	}
 }

@@ -42,6 +42,10 @@ type Op struct {
 	SQLState string        `json:"sqlstate,omitempty"`
 	Error    string        `json:"error,omitempty"`
 	Latency  time.Duration `json:"latency_ns"`
+	// Retried holds the SQLSTATE of each attempt that failed and was
+	// retried before this outcome (a serialization failure, a deadlock):
+	// errors the client was told even when the operation succeeded.
+	Retried []string `json:"retried,omitempty"`
 }
 
 // History is an append-only, concurrency-safe list of operations.

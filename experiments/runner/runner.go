@@ -223,10 +223,15 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	bg := context.WithoutCancel(ctx)
 
 	r.logf("experiment %q", exp.Name)
+	// Setup cut short by Ctrl-C was interrupted, not broken.
+	setupFailed := func(err error) {
+		r.res.SetupFailed = true
+		r.res.Interrupted = ctx.Err() != nil
+		r.fail("setup", err)
+	}
 	env, err := startEnvironment(ctx, exp, opts)
 	if err != nil {
-		r.res.SetupFailed = true
-		r.fail("setup", err)
+		setupFailed(err)
 		return r.res
 	}
 	r.env = env
@@ -234,8 +239,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	defer r.rollbacks(bg)
 
 	if err := r.setup(ctx); err != nil {
-		r.res.SetupFailed = true
-		r.fail("setup", err)
+		setupFailed(err)
 		return r.res
 	}
 	runCtx, stopWorkloads := context.WithCancel(ctx)

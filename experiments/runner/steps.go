@@ -76,8 +76,10 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		r.healByName(ctx, a.Rule)
 		return nil, nil
 	case *experiments.Wait:
+		// Cut short by an interruption, a wait has not failed: the run
+		// says it was interrupted.
 		sleep(ctx, time.Duration(a.Duration))
-		return nil, ctx.Err()
+		return nil, nil
 	case *experiments.RunSQL:
 		dsn := a.DSN
 		if dsn == "" {
@@ -164,7 +166,11 @@ func (r *run) method(ctx context.Context) {
 		res := r.step(ctx, "method", i, st)
 		r.res.Steps = append(r.res.Steps, res)
 		if res.Error != "" {
-			r.fail("method", fmt.Errorf("step %s failed: %s", res.Name, res.Error))
+			// A step cut short by Ctrl-C did not fail on its own: Run
+			// records the interruption.
+			if ctx.Err() == nil {
+				r.fail("method", fmt.Errorf("step %s failed: %s", res.Name, res.Error))
+			}
 			return
 		}
 	}

@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/pgchaos/pgchaos/experiments"
@@ -39,11 +40,15 @@ func TestDurability(t *testing.T) {
 		loads    map[string]experiments.Workload
 		pass     bool
 		evidence map[string]any
+		summary  string   // in the summary
+		absent   []string // evidence keys that must not be there
 	}{
 		{
 			name: "healthy", ops: healthy, pass: true,
+			summary: "2 of 2 acknowledged rows present, 0 lost, 0 ghost; 3 unknown: 1 committed, 1 aborted; 1 in doubt (still prepared)",
+			absent:  []string{"without_key"},
 			evidence: map[string]any{
-				"acknowledged": 2, "acknowledged_present": 2, "lost": 0, "ghost": 0, "failed": 1,
+				"acknowledged": 2, "acknowledged_present": 2, "lost": 0, "ghost": 0, "failed": 1, "failed_absent": 1,
 				"unknown": 3, "unknown_committed": 1, "unknown_committed_keys": []string{"unknown-committed"},
 				"unknown_aborted": 1, "in_doubt": 1, "in_doubt_gids": []string{inDoubt},
 			},
@@ -79,6 +84,11 @@ func TestDurability(t *testing.T) {
 			name: "no operations",
 		},
 		{
+			name: "operations without a key", ops: []op{{key: "ok-1", outcome: history.OK}, {outcome: history.OK}, {outcome: history.Fail}}, pass: true,
+			summary:  "1 of 1 acknowledged rows present, 0 lost, 0 ghost; 0 unknown: 0 committed, 0 aborted",
+			evidence: map[string]any{"without_key": 2, "acknowledged": 1},
+		},
+		{
 			name: "the workload's own table", ops: []op{{key: "app-1", outcome: history.OK}, {key: "ok-1", outcome: history.Fail}}, pass: true,
 			loads:    map[string]experiments.Workload{"ledger": {Name: "ledger", Type: "ledger", Ledger: &experiments.LedgerOptions{Table: "app.ledger"}}},
 			evidence: map[string]any{"table": "app.ledger", "acknowledged_present": 1, "ghost": 0},
@@ -99,6 +109,14 @@ func TestDurability(t *testing.T) {
 			}
 			for k, want := range tc.evidence {
 				wantEvidence(t, v, k, want)
+			}
+			if !strings.HasSuffix(v.Summary, tc.summary) {
+				t.Errorf("summary %q, want it to end %q", v.Summary, tc.summary)
+			}
+			for _, k := range tc.absent {
+				if _, ok := v.Evidence[k]; ok {
+					t.Errorf("evidence has %s: %v", k, v.Evidence)
+				}
 			}
 		})
 	}

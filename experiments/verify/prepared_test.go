@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,17 +30,31 @@ func TestPreparedTransactions(t *testing.T) {
 		run      verify.Run
 		pass     bool
 		evidence map[string]any
+		summary  string // in the summary
 	}{
 		{
 			name: "orphan", check: experiments.PreparedTransactions{GIDPrefix: prefix},
 			evidence: map[string]any{"prepared": 1},
+			summary:  `1 orphaned prepared transaction with gid prefix "pgchaos:ledger:": `,
 		},
 		{
 			name: "orphan of any gid", check: experiments.PreparedTransactions{},
 			evidence: map[string]any{"prepared": 1},
+			summary:  "1 orphaned prepared transaction with any gid: ",
 		},
 		{
 			name: "orphan older than", check: experiments.PreparedTransactions{GIDPrefix: prefix, OlderThan: experiments.Duration(time.Millisecond)},
+			summary: `with gid prefix "pgchaos:ledger:" older than 1ms: `,
+		},
+		{
+			name: "in doubt at COMMIT PREPARED, gid as key", check: experiments.PreparedTransactions{GIDPrefix: prefix, ExpectInDoubt: true},
+			run: verify.Run{History: hist(op{key: prefix + "y", phase: verify.PhaseCommitPrepared, outcome: history.Unknown})}, pass: true,
+			evidence: map[string]any{"in_doubt_in_history": 1, "in_doubt_gids": []string{prefix + "y"}},
+		},
+		{
+			name: "unknown before the prepare is not in doubt", check: experiments.PreparedTransactions{GIDPrefix: "pgchaos:none:", ExpectInDoubt: true},
+			run:      verify.Run{History: hist(op{key: "pgchaos:none:z", gid: "pgchaos:none:z", phase: "insert", outcome: history.Unknown})},
+			evidence: map[string]any{"in_doubt_in_history": 0},
 		},
 		{
 			name: "another prefix", check: experiments.PreparedTransactions{GIDPrefix: "pgchaos:other:"}, pass: true,
@@ -71,6 +86,9 @@ func TestPreparedTransactions(t *testing.T) {
 			wantPass(t, v, tc.pass)
 			for k, want := range tc.evidence {
 				wantEvidence(t, v, k, want)
+			}
+			if !strings.Contains(v.Summary, tc.summary) {
+				t.Errorf("summary %q lacks %q", v.Summary, tc.summary)
 			}
 			if !tc.pass && !tc.check.ExpectInDoubt {
 				if got := v.Evidence["prepared_transactions"]; len(got.([]verify.PreparedXact)) != 1 || got.([]verify.PreparedXact)[0].GID != orphan {
@@ -105,7 +123,8 @@ func TestResolvePrepared(t *testing.T) {
 			// Told OK yet still prepared: the acknowledgement must win.
 			op{key: g.ok, gid: g.ok, phase: verify.PhaseCommitPrepared, outcome: history.OK},
 			op{key: g.commitPrepared, gid: g.commitPrepared, phase: verify.PhaseCommitPrepared, outcome: history.Unknown},
-			op{key: g.prepare, gid: g.prepare, phase: verify.PhasePrepare, outcome: history.Unknown},
+			// A one-phase-style op names its gid as its key only.
+			op{key: g.prepare, phase: verify.PhasePrepare, outcome: history.Unknown},
 			op{key: g.failed, gid: g.failed, phase: verify.PhaseCommitPrepared, outcome: history.Fail},
 		)
 		return dsn, g, h

@@ -2,6 +2,8 @@ package verify_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,21 @@ func TestSessionsIdleInTransaction(t *testing.T) {
 		t.Errorf("evidence names pid %d, want %d", ss[0].PID, conn.PgConn().PID())
 	}
 	wantPass(t, check(t, &experiments.Sessions{NoWaitingClients: true}, run), true)
+
+	// A second one: the summary lists both.
+	other := connect(t, dsn)
+	if _, err := other.Exec(ctx(t), "BEGIN; SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	v = eventually(t, all(), run, false, func(v verify.Verdict) bool { return fmt.Sprint(v.Evidence["idle_in_transaction"]) == "2" })
+	a, b := conn.PgConn().PID(), other.PgConn().PID()
+	if !strings.Contains(v.Summary, fmt.Sprintf("2 sessions idle in transaction (pids %d, %d)", a, b)) &&
+		!strings.Contains(v.Summary, fmt.Sprintf("2 sessions idle in transaction (pids %d, %d)", b, a)) {
+		t.Errorf("summary %q: want both pids", v.Summary)
+	}
+	if _, err := other.Exec(ctx(t), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
 
 	if _, err := conn.Exec(ctx(t), "COMMIT"); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pgchaos/pgchaos/experiments"
@@ -29,20 +30,29 @@ func TestBankInvariant(t *testing.T) {
 	wantEvidence(t, v, "total", "1000")
 	wantPass(t, check(t, &experiments.BankInvariant{Workload: "Mixed"}, run), true)
 
-	// Defaults (10 × 100) when the spec is not at hand.
+	// Defaults (10 × 100) when the spec is not at hand, or does not say
+	// how many accounts.
 	wantPass(t, check(t, &experiments.BankInvariant{Workload: "bank"}, verify.Run{VerifyDSN: dsn}), true)
+	unsaid := map[string]experiments.Workload{"bank": {Name: "bank", Type: "bank", Bank: &experiments.BankOptions{InitialBalance: 100}}}
+	wantPass(t, check(t, &experiments.BankInvariant{Workload: "bank"}, verify.Run{VerifyDSN: dsn, Workloads: unsaid}), true)
 
 	exec(t, dsn, "UPDATE pgchaos_bank_bank SET balance = balance + 7 WHERE id = 3")
 	v = check(t, &experiments.BankInvariant{Workload: "bank"}, run)
 	wantPass(t, v, false)
 	wantEvidence(t, v, "total", "1007")
 	wantEvidence(t, v, "difference", "7")
+	if !strings.HasSuffix(v.Summary, ": 7 was created") {
+		t.Errorf("summary %q: want it to say 7 was created", v.Summary)
+	}
 
 	exec(t, dsn, "DELETE FROM pgchaos_bank_bank WHERE id = 4")
 	v = check(t, &experiments.BankInvariant{Workload: "bank"}, run)
 	wantPass(t, v, false)
 	wantEvidence(t, v, "difference", "-93")
 	wantEvidence(t, v, "accounts", 9)
+	if !strings.HasSuffix(v.Summary, ": 93 was destroyed") {
+		t.Errorf("summary %q: want it to say 93 was destroyed", v.Summary)
+	}
 
 	wantPass(t, check(t, &experiments.BankInvariant{Workload: "none"}, run), false)
 }
@@ -70,6 +80,11 @@ func TestSQLCheck(t *testing.T) {
 		{"within min and max", experiments.SQLCheck{SQL: "SELECT max(n) FROM t", Expect: experiments.Expect{Min: f(1), Max: f(3)}}, true, "3"},
 		{"above max", experiments.SQLCheck{SQL: "SELECT max(n) FROM t", Expect: experiments.Expect{Max: f(2)}}, false, "3"},
 		{"below min", experiments.SQLCheck{SQL: "SELECT min(n) FROM t", Expect: experiments.Expect{Min: f(2)}}, false, "1"},
+		{"at min", experiments.SQLCheck{SQL: "SELECT min(n) FROM t", Expect: experiments.Expect{Min: f(1)}}, true, "1"},
+		{"at max", experiments.SQLCheck{SQL: "SELECT max(n) FROM t", Expect: experiments.Expect{Max: f(3)}}, true, "3"},
+		// Without a tolerance numbers compare exactly, beyond what a float
+		// can tell apart.
+		{"exact beyond a float", experiments.SQLCheck{SQL: "SELECT 1 + 1e-400::numeric", Expect: eq(1)}, false, "1." + strings.Repeat("0", 399) + "1"},
 		{"no rows", experiments.SQLCheck{SQL: "SELECT * FROM t WHERE n > 5", ExpectNoRows: true}, true, nil},
 		{"rows where none are expected", experiments.SQLCheck{SQL: "SELECT * FROM t WHERE n > 1", ExpectNoRows: true}, false, nil},
 		{"several rows for one value", experiments.SQLCheck{SQL: "SELECT n FROM t", Expect: eq(1)}, false, nil},
@@ -104,6 +119,10 @@ func TestMeetsTolerance(t *testing.T) {
 	if ok, _ := verify.Meets(e, &v, 0.1); ok {
 		t.Error("10.4 within 0.1 of 10")
 	}
+	at := "10.5"
+	if ok, why := verify.Meets(e, &at, 0.5); !ok {
+		t.Errorf("10.5 is at the tolerance 0.5 of 10: %s", why)
+	}
 }
 
 func TestSQLEqual(t *testing.T) {
@@ -125,6 +144,10 @@ func TestSQLEqual(t *testing.T) {
 	wantPass(t, v, false)
 	wantEvidence(t, v, "only_left_rows", [][]any{{"1"}})
 	wantEvidence(t, v, "only_right", 0)
+	v = check(t, &experiments.SQLEqual{Left: "SELECT 1", Right: "SELECT 1 FROM generate_series(1, 3)"}, run)
+	wantPass(t, v, false)
+	wantEvidence(t, v, "only_right", 2)
+	wantEvidence(t, v, "only_left", 0)
 
 	// NULL and the text 'NULL' are different values.
 	wantPass(t, check(t, &experiments.SQLEqual{Left: "SELECT NULL::text", Right: "SELECT 'NULL'"}, run), false)

@@ -2,8 +2,10 @@ package verify
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
@@ -103,16 +105,22 @@ type slowOp struct {
 	Latency string    `json:"latency"`
 }
 
-// latency checks the 99th percentile (nearest rank) latency of the
-// operations that succeeded and started in the window. Failed operations
-// are left out: a fast error is not service.
+// latency checks the latency of the operations that succeeded and started
+// in the window: the 99th percentile (nearest rank) at most P99Max, the
+// median at least P50Min — the fault did slow the workload. Failed
+// operations are left out: a fast error is not service.
 func latency(c *experiments.Latency, run Run) Verdict {
 	v := newVerdict(c.Type(), c.Workload)
-	limit := time.Duration(c.P99Max)
+	limit, floor := time.Duration(c.P99Max), time.Duration(c.P50Min)
 	spans, used := window(c.Window, run)
 	e := v.Evidence
 	describeWindow(e, c.Window, used, spans)
-	e["p99_max"] = dur(limit)
+	if limit > 0 {
+		e["p99_max"] = dur(limit)
+	}
+	if floor > 0 {
+		e["p50_min"] = dur(floor)
+	}
 	var ok []history.Op
 	for _, op := range inWindow(opsOf(run.History, c.Workload), spans) {
 		if op.Outcome == history.OK {
@@ -139,13 +147,88 @@ func latency(c *experiments.Latency, run Run) Verdict {
 		slow = append(slow, slowOp{Client: op.Client, Seq: op.Seq, Kind: op.Kind, Start: op.Start, Latency: dur(op.Latency)})
 	}
 	e["slowest"] = slow
-	verb := "at most"
-	if p99 > limit {
-		verb = "more than"
+	pass := true
+	var bounds []string
+	if limit > 0 {
+		verb := "at most"
+		if p99 > limit {
+			verb, pass = "more than", false
+		}
+		bounds = append(bounds, fmt.Sprintf("p99 %s, %s %s", dur(p99), verb, dur(limit)))
 	}
-	v.judge(p99 <= limit, "p99 %s over %d ok operations in the %s window, %s %s (p50 %s, max %s)",
-		dur(p99), len(ok), used, verb, dur(limit), dur(p50), dur(slowest))
+	if floor > 0 {
+		verb := "at least"
+		if p50 < floor {
+			verb, pass = "less than", false
+		}
+		bounds = append(bounds, fmt.Sprintf("p50 %s, %s %s", dur(p50), verb, dur(floor)))
+	}
+	rest := fmt.Sprintf("max %s", dur(slowest))
+	switch {
+	case floor == 0:
+		rest = fmt.Sprintf("p50 %s, %s", dur(p50), rest)
+	case limit == 0:
+		rest = fmt.Sprintf("p99 %s, %s", dur(p99), rest)
+	}
+	v.judge(pass, "%s over %d ok operations in the %s window (%s)", strings.Join(bounds, "; "), len(ok), used, rest)
 	return v
+}
+
+// errorCount counts the errors a workload's clients were told among the
+// operations that started in the window: each failed or unknown outcome
+// and each attempt retried before an outcome, of the SQLSTATE asked for
+// (any when none is). A retried serialization failure never shows in the
+// outcomes, yet the client saw it: that is how a fault that the workload
+// copes with still shows that it reached the workload.
+func errorCount(c *experiments.ErrorCount, run Run) Verdict {
+	v := newVerdict(c.Type(), c.Workload)
+	spans, used := window(c.Window, run)
+	e := v.Evidence
+	describeWindow(e, c.Window, used, spans)
+	ops := inWindow(opsOf(run.History, c.Workload), spans)
+	what := "an error"
+	if c.SQLState != "" {
+		what = "SQLSTATE " + c.SQLState
+		e["sqlstate"] = c.SQLState
+	}
+	var outcomes, retried int
+	bySQLState := map[string]int{}
+	for _, op := range ops {
+		if op.Outcome != history.OK && (c.SQLState == "" || op.SQLState == c.SQLState) {
+			outcomes++
+			bySQLState[or(op.SQLState, "none")]++
+		}
+		for _, state := range op.Retried {
+			if c.SQLState == "" || state == c.SQLState {
+				retried++
+				bySQLState[or(state, "none")]++
+			}
+		}
+	}
+	n := outcomes + retried
+	e["operations"] = len(ops)
+	e["errors"] = n
+	e["failed_or_unknown"] = outcomes
+	e["retried"] = retried
+	e["by_sqlstate"] = bySQLState
+	e["min"] = c.Min
+	bound := fmt.Sprintf("at least %d", c.Min)
+	pass := n >= c.Min
+	if c.Max != nil {
+		e["max"] = *c.Max
+		bound = fmt.Sprintf("between %d and %d", c.Min, *c.Max)
+		pass = pass && n <= *c.Max
+	}
+	v.judge(pass, "the clients of %q were told %s %s in the %s window (%s failed or unknown, %s retried), want %s",
+		c.Workload, what, count(n, "time"), used, count(outcomes, "operation"), count(retried, "attempt"), bound)
+	return v
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // faultFired checks that a rule fired at least Min times: a chaos run

@@ -97,6 +97,8 @@ func Check(ctx context.Context, v experiments.Verifier, run Run) Verdict {
 		vd = availability(c, run)
 	case *experiments.Latency:
 		vd = latency(c, run)
+	case *experiments.ErrorCount:
+		vd = errorCount(c, run)
 	case *experiments.FaultFired:
 		vd = faultFired(c, run)
 	case *experiments.Sessions:

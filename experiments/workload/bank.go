@@ -98,6 +98,7 @@ func (b *bank) do(ctx context.Context, c *client, op *history.Op) {
 			!slices.Contains(retryableByDefault, op.SQLState) {
 			return
 		}
+		op.Retried = append(op.Retried, op.SQLState)
 		c.retryPause(ctx, attempt)
 	}
 }

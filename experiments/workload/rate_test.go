@@ -2,7 +2,6 @@ package workload
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -22,11 +21,17 @@ func TestRateAndDuration(t *testing.T) {
 	if err := w.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < time.Second || took > 3*time.Second {
+	// It ends by itself after its duration; operations in flight may
+	// finish within stopGrace.
+	if took := time.Since(start); took < time.Second || took > time.Second+stopGrace {
 		t.Fatalf("Run took %v, want about the 1s duration", took)
 	}
+	// The pacer hands out a slot every 20ms and never a burst: at most 51
+	// operations start in 1s, whatever the load. Unpaced, 3 clients do
+	// hundreds; a machine too loaded to keep up does fewer than 50, so
+	// the lower bound only catches a rate off by an order of magnitude.
 	ops := h.Of("ledger")
-	if n := len(ops); n < 25 || n > 55 {
+	if n := len(ops); n < 10 || n > 51 {
 		t.Fatalf("%d operations in 1s at 50/s", n)
 	}
 	if counts := history.Counts(ops); counts[history.OK] != len(ops) {
@@ -37,12 +42,10 @@ func TestRateAndDuration(t *testing.T) {
 // While the server cannot be reached, each attempt is a failed operation,
 // spaced out by the reconnect backoff.
 func TestUnreachable(t *testing.T) {
-	port, err := pgtest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Port 1, where nothing listens: a port that was free a moment ago
+	// may be another test's server by the time the workload dials it.
 	h := &history.History{}
-	w, err := New(ledgerSpec(false, 1), Env{DSN: pgtest.ConnString("127.0.0.1:"+strconv.Itoa(port), pgtest.SuperUser, "", "postgres"),
+	w, err := New(ledgerSpec(false, 1), Env{DSN: pgtest.ConnString("127.0.0.1:1", pgtest.SuperUser, "", "postgres"),
 		RunID: "r1", History: h, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

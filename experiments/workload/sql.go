@@ -83,6 +83,7 @@ func (s *sqlLoad) do(ctx context.Context, c *client, op *history.Op) {
 			!slices.Contains(s.retry.On, op.SQLState) {
 			return
 		}
+		op.Retried = append(op.Retried, op.SQLState)
 		c.retryPause(ctx, attempt)
 	}
 }

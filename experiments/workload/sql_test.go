@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
@@ -25,7 +24,9 @@ func TestSQLWeights(t *testing.T) {
 		},
 	}}
 	w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
-	runFor(t, w, time.Second)
+	// 400 operations, however long they take: enough that the 3:1 split
+	// lands within the bounds below but for one run in a thousand.
+	runUntil(t, w, h, func(ops []history.Op) bool { return len(ops) >= 400 })
 
 	kinds := map[string]int{}
 	for _, op := range h.Of("mix") {
@@ -75,7 +76,7 @@ func TestSQLRetry(t *testing.T) {
 			spec := experiments.Workload{Name: "flaky", Type: experiments.WorkloadSQL, Clients: 1,
 				SQL: &experiments.SQLOptions{Statements: []experiments.Statement{tc.stmt}, Retry: tc.retry}}
 			w, h := newWorkload(t, spec, dsnOf(db), dsnOf(db))
-			runFor(t, w, 300*time.Millisecond)
+			runUntil(t, w, h, func(ops []history.Op) bool { return len(ops) >= 5 })
 
 			ops := h.Of("flaky")
 			counts := history.Counts(ops)
@@ -90,6 +91,22 @@ func TestSQLRetry(t *testing.T) {
 			want := tc.callsPerOK*int64(counts[history.OK]) + tc.callsPerErr*int64(counts[history.Fail])
 			if calls := queryInt(t, direct, "SELECT last_value FROM calls"); calls != want {
 				t.Fatalf("statement ran %d times; want %d for outcomes %v", calls, want, counts)
+			}
+			// Each attempt but the last of an operation failed and was
+			// retried: the op says so, with the SQLSTATE the client saw.
+			for _, op := range ops {
+				calls := tc.callsPerOK
+				if op.Outcome == history.Fail {
+					calls = tc.callsPerErr
+				}
+				if int64(len(op.Retried)) != calls-1 {
+					t.Fatalf("op %+v: %d retried attempts, want %d", op, len(op.Retried), calls-1)
+				}
+				for _, state := range op.Retried {
+					if state != "40001" {
+						t.Fatalf("op %+v: retried on %q, want 40001", op, state)
+					}
+				}
 			}
 		})
 	}
