@@ -111,7 +111,7 @@
 // every held query released, every fault fired. A missed target makes the
 // exit status 1. Flags: --duration D (10m), --sessions N (1000), --victims
 // N (200), --pgbench-clients N (16), --rate TPS (100), --interval D (1s),
-// --report-every D (1m), --seed N, --json FILE.
+// --report-every D (1m), --release-target D (10ms), --seed N, --json FILE.
 //
 // Beside this command, bench/ holds the checks too slow for CI:
 // `bash bench/fuzz.sh 10m` runs every fuzz target for 10 minutes, and

@@ -79,8 +79,6 @@ const (
 	// releaseWait is how long a held probe query may take to complete
 	// once its rule is gone before it counts as never released.
 	releaseWait = 5 * time.Second
-	// releaseTarget is issue 7's removal-to-release p99.
-	releaseTarget = 10 * time.Millisecond
 	// bouncerIdleTimeout and bouncerBusyTimeout bound a one-sided
 	// disconnect: side: client leaves pgchaos's upstream connection open
 	// and unanswered until PgBouncer gives up on it, as a server would,
@@ -124,12 +122,16 @@ type soakConfig struct {
 	reportEvery    time.Duration
 	seed           uint64
 	jsonPath       string
+	// releaseTarget is the removal-to-release p99 to meet: issue 7's
+	// 10 ms unless --release-target says otherwise.
+	releaseTarget time.Duration
 }
 
 func defaultSoakConfig() soakConfig {
 	return soakConfig{
 		duration: 10 * time.Minute, sessions: 1000, victims: 200, pgbenchClients: 16, rate: 100,
 		interval: time.Second, reportEvery: time.Minute, seed: 1,
+		releaseTarget: 10 * time.Millisecond,
 	}
 }
 
@@ -145,12 +147,15 @@ func parseSoakFlags(args []string) (soakConfig, error) {
 	fs.DurationVar(&cfg.reportEvery, "report-every", cfg.reportEvery, "how often goroutines, fds, RSS and sessions are printed")
 	fs.Uint64Var(&cfg.seed, "seed", cfg.seed, "seed of the sessions' random choices")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to `FILE`")
+	fs.DurationVar(&cfg.releaseTarget, "release-target", cfg.releaseTarget, "the removal-to-release p99 to meet")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	switch {
 	case fs.NArg() > 0:
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case cfg.releaseTarget <= 0:
+		return cfg, fmt.Errorf("--release-target %s: want a positive duration", cfg.releaseTarget)
 	case cfg.duration < 10*time.Second:
 		return cfg, fmt.Errorf("--duration %s: want at least 10s", cfg.duration)
 	case cfg.sessions < 2:
@@ -1304,9 +1309,9 @@ func soakChecks(cfg soakConfig, res *soakResults, start, end resourceSample) (st
 		notHeld += f.NotHeld
 	}
 	checks = append(checks, check{
-		Name: "removal-to-release p99", Want: fmt.Sprintf("< %g ms", ms(releaseTarget)),
+		Name: "removal-to-release p99", Want: fmt.Sprintf("< %g ms", ms(cfg.releaseTarget)),
 		Got: fmt.Sprintf("%.2f ms over %d held queries", res.Release.P99MS, res.Release.Samples),
-		Met: res.Release.Samples > 0 && res.Release.P99MS < ms(releaseTarget),
+		Met: res.Release.Samples > 0 && res.Release.P99MS < ms(cfg.releaseTarget),
 	})
 	checks = append(checks, check{
 		Name: "held queries released", Want: "all, within " + releaseWait.String(),
