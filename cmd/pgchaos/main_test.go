@@ -155,18 +155,7 @@ func TestLimitFlags(t *testing.T) {
 	p := startProxy(t, bin, func(listen, api string) []string {
 		return []string{"proxy", "--listen", listen, "--upstream", pg.Addr(), "--api", api, "--max-sessions", "1", "--startup-timeout", "300ms"}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	first, err := pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close(ctx)
-	_, err = pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
-		t.Fatalf("second session: %v; want FATAL 53300", err)
-	}
+	wantSecondRefused(t, p.listen, "")
 	idle, err := net.Dial("tcp", p.listen)
 	if err != nil {
 		t.Fatal(err)
@@ -203,17 +192,24 @@ func TestConfigFlagsOverride(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("the file's api %s answers too", fileAPI)
 	}
+	wantSecondRefused(t, p.listen, " from --max-sessions 1 over the file's 100")
+}
+
+// wantSecondRefused opens a session to listen and holds it while a second
+// is refused as PostgreSQL refuses one too many (FATAL 53300).
+func wantSecondRefused(t *testing.T, listen, why string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	first, err := pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
+	first, err := pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close(ctx)
-	_, err = pgx.Connect(ctx, pgtest.ConnString(p.listen, pgtest.SuperUser, "", "postgres"))
+	_, err = pgx.Connect(ctx, pgtest.ConnString(listen, pgtest.SuperUser, "", "postgres"))
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
-		t.Fatalf("second session: %v; want FATAL 53300 from --max-sessions 1 over the file's 100", err)
+		t.Fatalf("second session: %v; want FATAL 53300%s", err, why)
 	}
 }
 
