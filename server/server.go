@@ -61,31 +61,54 @@ type ConfigError struct{ Err error }
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// loadedFiles is what the files a Config names hold.
+type loadedFiles struct {
+	clientTLS, upstreamTLS, apiTLS *tls.Config
+	apiToken                       string
+}
+
+// load validates c and reads the files it names: certificates, keys, CAs
+// and the API token. Its errors are ConfigErrors.
+func (c *Config) load() (loadedFiles, error) {
+	var f loadedFiles
+	if err := c.Validate(); err != nil {
+		return f, &ConfigError{fmt.Errorf("config:%w", err)}
+	}
+	var err error
+	if f.clientTLS, err = c.clientTLS(); err != nil {
+		return f, &ConfigError{err}
+	}
+	if f.upstreamTLS, err = c.upstreamTLS(); err != nil {
+		return f, &ConfigError{err}
+	}
+	if f.apiToken, err = c.apiToken(); err != nil {
+		return f, &ConfigError{err}
+	}
+	if f.apiTLS, err = c.apiTLS(); err != nil {
+		return f, &ConfigError{err}
+	}
+	return f, nil
+}
+
+// Check says whether Start would refuse c for a bad setting or a file it
+// cannot read or use, without starting anything: a caller that must do
+// something costly first (start a database) checks before.
+func (c *Config) Check() error {
+	_, err := c.load()
+	return err
+}
+
 // Start validates cfg, binds every listener (failing before anything is
 // served if one cannot be bound) and starts serving.
 func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, &ConfigError{fmt.Errorf("config:%w", err)}
-	}
-	clientTLS, err := cfg.clientTLS()
+	files, err := cfg.load()
 	if err != nil {
-		return nil, &ConfigError{err}
+		return nil, err
 	}
-	upTLS, err := cfg.upstreamTLS()
-	if err != nil {
-		return nil, &ConfigError{err}
-	}
-	token, err := cfg.apiToken()
-	if err != nil {
-		return nil, &ConfigError{err}
-	}
-	apiTLS, err := cfg.apiTLS()
-	if err != nil {
-		return nil, &ConfigError{err}
-	}
+	clientTLS, upTLS, token, apiTLS := files.clientTLS, files.upstreamTLS, files.apiToken, files.apiTLS
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &Server{Registry: proxy.NewRegistry(), log: log}

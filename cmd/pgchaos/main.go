@@ -192,6 +192,11 @@ func runProxy(args []string, stderr io.Writer) error {
 		if configFile != "" {
 			return errUsage{errors.New("proxy: --embedded works with --listen, not --config")}
 		}
+		// Every file the settings name is read before the database
+		// starts: a bad one is a usage error, not an initdb later.
+		if err := cfg.Check(); err != nil {
+			return errUsage{err}
+		}
 		db, err := server.StartEmbedded(ctx, pgBinDir, log)
 		if err != nil {
 			return err

@@ -68,6 +68,7 @@ func TestUsageErrors(t *testing.T) {
 		{with("--upstream-ca", notPEM), 2, "upstream_ca (--upstream-ca) needs upstream_tls (--upstream-tls)"},
 		{with("--api", "0.0.0.0:0", "--api-allow-remote"), 2, "give it a token with --api-token-file FILE (api_token_file) or PGCHAOS_API_TOKEN, or pass --api-insecure"},
 		{with("--api-token-file", missing), 2, "read API token: open " + missing},
+		{[]string{"proxy", "--embedded", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--pg-bindir", dir, "--api-token-file", missing}, 2, "read API token: open " + missing},
 		{with("--api-token-file", emptyToken), 2, "API token file " + emptyToken + ": the token is empty"},
 		{with("--api-tls-cert", notPEM), 2, "api_tls_cert and api_tls_key (--api-tls-cert/--api-tls-key) must be given together"},
 		{with("--api-tls-cert", missing, "--api-tls-key", missing), 2, "load the control API's TLS certificate: open " + missing},
