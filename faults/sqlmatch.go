@@ -30,9 +30,13 @@ func compileSQL(expr string, caseSensitive bool) (*sqlMatcher, error) {
 		}
 		return &sqlMatcher{re: re}, nil
 	}
-	// Compile it the plain way first, so errors read as users expect.
 	fold, err := regexp.Compile("(?i)" + expr)
 	if err != nil {
+		// Say what is wrong with the pattern the user wrote, not with
+		// the one prefixed here.
+		if _, plain := regexp.Compile(expr); plain != nil {
+			return nil, plain
+		}
 		return nil, err
 	}
 	tree, err := syntax.Parse(expr, syntax.Perl|syntax.FoldCase)

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"regexp"
+	"strings"
 	"testing"
 	"unicode"
 )
@@ -47,6 +48,20 @@ func TestOnlySAndKFoldToASCII(t *testing.T) {
 			if f < 0x80 && r != '\u017f' && r != '\u212a' {
 				t.Errorf("%U folds to %q: the lowered SQL matcher must fall back to (?i) for it too", r, f)
 			}
+		}
+	}
+}
+
+// A bad pattern's error quotes the pattern as the user wrote it, not with
+// the (?i) that case-insensitive matching puts in front of it.
+func TestSQLPatternErrorQuotesTheUsersPattern(t *testing.T) {
+	for _, p := range []string{"(", "x)", "[a-", "a**"} {
+		_, err := compileSQL(p, false)
+		if err == nil {
+			t.Fatalf("%q compiled", p)
+		}
+		if strings.Contains(err.Error(), "(?i)") || !strings.Contains(err.Error(), "`") {
+			t.Errorf("%q: %v; want the error to quote the pattern as written", p, err)
 		}
 	}
 }
