@@ -227,3 +227,61 @@ func TestErrorSeverityAndMessage(t *testing.T) {
 		})
 	}
 }
+
+// A FATAL error ends the session, as PostgreSQL's own does: nothing
+// follows it, the client's stream ends, and so does the server's
+// connection (which rolls back what the session left open). Before a
+// statement, after it, and in place of a server message alike.
+func TestFatalEndsTheSession(t *testing.T) {
+	ctx := testCtx(t)
+	direct := connect(t, ctx, pg.DSN(pgtest.SuperUser, "", "postgres"))
+	for _, c := range []struct {
+		name  string
+		match faults.Match
+		when  string
+	}{
+		{"before", faults.Match{SQL: "'probe'"}, "before"},
+		{"after", faults.Match{SQL: "'probe'"}, "after"},
+		{"server message", faults.Match{Tag: "SELECT"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in, e, _ := faultProxy(t)
+			c2, fe := login(t, in.addr(), "postgres")
+			var pid uint32
+			for _, s := range in.registry.Sessions() {
+				pid = uint32(s.BackendPID)
+			}
+			exchange(t, fe, "BEGIN")
+			addRule(t, e, faults.Rule{Name: "bye", Match: c.match, Action: faults.Action{Type: "error", When: c.when, SQLState: "57P01", Severity: "FATAL", Message: "pgchaos says bye"}})
+			fe.Send(&pgproto3.Query{String: "SELECT 'probe'"})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var fatal bool
+			for {
+				msg, err := fe.Receive()
+				if err != nil {
+					if !fatal {
+						t.Fatalf("the stream ended (%v) before the FATAL", err)
+					}
+					if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) && !isReset(err) {
+						t.Fatalf("after the FATAL: %v; want the stream to end", err)
+					}
+					break
+				}
+				if fatal {
+					t.Fatalf("%T after the FATAL; PostgreSQL sends nothing after one", msg)
+				}
+				if m, ok := msg.(*pgproto3.ErrorResponse); ok {
+					if m.Severity != "FATAL" || m.Code != "57P01" || m.Message != "pgchaos says bye" {
+						t.Fatalf("got %s %s %q", m.Severity, m.Code, m.Message)
+					}
+					fatal = true
+				}
+			}
+			waitFor(t, "the server connection to end", func() bool { return !backendAlive(t, direct, pid) })
+			waitFor(t, "the session to end", func() bool { return len(in.registry.Sessions()) == 0 })
+		})
+	}
+}
