@@ -285,3 +285,100 @@ func TestFatalEndsTheSession(t *testing.T) {
 		})
 	}
 }
+
+// A delay counts from the message's arrival at the proxy, and order is
+// kept: two delayed queries pipelined in one write both go out one delay
+// after they arrived, not one after the other, and their answers come in
+// order. Each delayed message goes into the lateness histogram.
+func TestDelayCountsFromArrival(t *testing.T) {
+	in, e, _ := faultProxy(t)
+	c, fe := login(t, in.addr(), "postgres")
+	const delay = 400 * time.Millisecond
+	addRule(t, e, faults.Rule{Name: "slow", Match: faults.Match{SQL: "'slow"}, Action: faults.Action{Type: "delay", Delay: faults.Duration(delay)}})
+	var order []string
+	took := medianOf(3, func() {
+		fe.Send(&pgproto3.Query{String: "SELECT 'slow 1'"})
+		fe.Send(&pgproto3.Query{String: "SELECT 'slow 2'"})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for ready := 0; ready < 2; {
+			msg, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := msg.(type) {
+			case *pgproto3.DataRow:
+				order = append(order, string(m.Values[0]))
+			case *pgproto3.ReadyForQuery:
+				ready++
+			}
+		}
+	})
+	if took < delay-50*time.Millisecond || took > delay+250*time.Millisecond {
+		t.Fatalf("two pipelined queries under a %v delay took %v (median of 3); want about one delay, not two", delay, took)
+	}
+	for i := 0; i < len(order); i += 2 {
+		if order[i] != "slow 1" || order[i+1] != "slow 2" {
+			t.Fatalf("answers in the order %v", order)
+		}
+	}
+	families, err := in.gatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var observed uint64
+	for _, f := range families {
+		if f.GetName() == "pgchaos_fault_delay_lateness_seconds" {
+			for _, m := range f.GetMetric() {
+				observed += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if observed != 6 {
+		t.Fatalf("pgchaos_fault_delay_lateness_seconds has %d samples for 6 delayed messages", observed)
+	}
+}
+
+// A hang stops its own direction only: while a query is held, what the
+// server sends (a notification) still reaches the client.
+func TestHangHoldsOneDirection(t *testing.T) {
+	in, e, _ := faultProxy(t)
+	ctx := testCtx(t)
+	direct := connect(t, ctx, pg.DSN(pgtest.SuperUser, "", "postgres"))
+	c, fe := login(t, in.addr(), "postgres")
+	exchange(t, fe, "LISTEN pgchaos_hang")
+	addRule(t, e, faults.Rule{Name: "hold", Match: faults.Match{SQL: "'held'"}, Action: faults.Action{Type: "hang"}})
+	fe.Send(&pgproto3.Query{String: "SELECT 'held'"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the hang", func() bool { return fired(t, e, "hold") == 1 })
+	mustExec(t, ctx, direct, "NOTIFY pgchaos_hang")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for notified := false; !notified; {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("waiting for the notification during the hang: %v", err)
+		}
+		switch msg.(type) {
+		case *pgproto3.NotificationResponse:
+			notified = true
+		case *pgproto3.ReadyForQuery, *pgproto3.DataRow:
+			t.Fatalf("%T: the held query was answered before the rule was removed", msg)
+		}
+	}
+	if err := e.Remove("", "hold"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("the held query after the rule was removed: %v", err)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			return
+		}
+	}
+}
