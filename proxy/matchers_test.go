@@ -138,3 +138,37 @@ func TestOncePerSession(t *testing.T) {
 		t.Fatalf("fired %d times over two sessions, want 2", n)
 	}
 }
+
+// A sql rule on Parse messages sees the SQL the Parse carries.
+func TestSQLOnParse(t *testing.T) {
+	ctx := testCtx(t)
+	_, e, dsn := faultProxy(t)
+	conn := connect(t, ctx, dsn, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement })
+	addRule(t, e, faults.Rule{Name: "on-parse", Match: faults.Match{Message: faults.StringList{"parse"}, SQL: "'probe'"}, Action: faults.Action{Type: "error", SQLState: "40001"}})
+	if !probe(t, ctx, conn) {
+		t.Fatal("the Parse of SELECT 'probe' went through a rule on its SQL")
+	}
+}
+
+// A fired fault's event names the session it acted in, by the id
+// GET /sessions shows.
+func TestEventNamesTheSession(t *testing.T) {
+	ctx := testCtx(t)
+	in, e, dsn := faultProxy(t)
+	connect(t, ctx, dsn) // another session first, so that ids differ
+	conn := connect(t, ctx, dsn)
+	addRule(t, e, faults.Rule{Name: "seen", Match: faults.Match{SQL: "'probe'"}, Action: faults.Action{Type: "error", SQLState: "40001"}})
+	if !probe(t, ctx, conn) {
+		t.Fatal("the rule did not fire")
+	}
+	var id uint64
+	for _, s := range in.registry.Sessions() {
+		if uint32(s.BackendPID) == conn.PgConn().PID() {
+			id = s.ID
+		}
+	}
+	events := e.Events(0)
+	if id == 0 || len(events) != 1 || events[0].Session != id || events[0].Rule != "seen" {
+		t.Fatalf("events %+v; want one of rule seen in session %d", events, id)
+	}
+}
