@@ -548,9 +548,9 @@ func TestToxicRemovedWhileHoldingTheLastMessage(t *testing.T) {
 	}
 }
 
-// Changing a toxic without a toxicity keeps the one it had; /reset removes
-// the toxics, and leaves alone a rule for every proxy, which is no proxy's
-// toxic.
+// Changing a toxic without a toxicity keeps the one it had; disabling its
+// proxy keeps it; /reset removes the toxics, and leaves alone a rule for
+// every proxy, which is no proxy's toxic.
 func TestToxiproxyUpdateAndResetKeep(t *testing.T) {
 	s, client, _ := startEmpty(t)
 	p, err := client.CreateProxy("pg", "127.0.0.1:0", pg.Addr())
@@ -577,6 +577,13 @@ func TestToxiproxyUpdateAndResetKeep(t *testing.T) {
 				t.Fatalf("%s listed with toxicity %v after the change, want 0.5", typ, tox.Toxicity)
 			}
 		}
+	}
+	// Disabling a proxy closes it and keeps its toxics.
+	if err := p.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Toxics(); err != nil || len(got) != 2 {
+		t.Fatalf("toxics of the disabled proxy: %+v %v; want both kept", got, err)
 	}
 	if _, err := s.Faults.Add(faults.Rule{Name: "everywhere", Match: faults.Match{SQL: "never"}, Action: faults.Action{Type: "drop"}}); err != nil {
 		t.Fatal(err)
