@@ -106,6 +106,8 @@ type override struct {
 	skip     int
 	msg      []byte
 	fired    bool
+	// fatal: msg is a FATAL error, after which the session ends.
+	fatal bool
 }
 
 type hold struct {
@@ -346,6 +348,16 @@ func (fs *faultSession) disconnect(side faults.Side, reset bool, released <-chan
 	}()
 }
 
+// endAfterFatal ends the session once a FATAL error a rule made has been
+// written to the client: PostgreSQL's backend exits after a FATAL, so the
+// client hears nothing more and the server's connection goes too (its
+// backend rolls back what the session left open), as after the server's
+// own FATAL.
+func (fs *faultSession) endAfterFatal() error {
+	fs.disconnect(faults.SideBoth, false, nil)
+	return errFaultDisconnect
+}
+
 // closeConn closes c, with a TCP RST instead of a FIN when reset is set.
 func closeConn(c net.Conn, reset bool) {
 	if reset {
@@ -376,6 +388,7 @@ type stop struct {
 	typ         byte
 	total, have int
 	msg         []byte
+	fatal       bool // msg is a FATAL error: the session ends after it
 }
 
 // faultPump is one pump's side of the fault path.
@@ -401,8 +414,8 @@ func (fp *faultPump) wants(d Direction, typ byte) bool {
 func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) bool {
 	st := stop{typ: typ, total: total, have: have}
 	if fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
-		if k, msg := fp.fs.changeResponse(p, typ); k != stopNone {
-			st.kind, st.msg = k, msg
+		if k, msg, fatal := fp.fs.changeResponse(p, typ); k != stopNone {
+			st.kind, st.msg, st.fatal = k, msg, fatal
 			fp.st = st
 			return true
 		}
@@ -417,7 +430,7 @@ func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) boo
 
 // changeResponse applies the overrides of the response the server pump is
 // in to one of its messages.
-func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte) {
+func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte, bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	current := p.syncs + 1
@@ -432,47 +445,47 @@ func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte) {
 			fs.dropOverride(i)
 			switch {
 			case o.mode == replaceResult && !fired:
-				return stopNone, nil // the response ended before the result came
+				return stopNone, nil, false // the response ended before the result came
 			case o.mode == replaceResult:
 				// Already sent in place of the result; the client was told
 				// the statement failed, so a transaction block has too.
-				return stopReady, nil
+				return stopReady, nil, false
 			case fired:
-				return stopNone, nil // the server failed: its status stands
+				return stopNone, nil, false // the server failed: its status stands
 			}
 			// The server did not fail on failingBind (it cannot happen
 			// short of a statement of that name): tell the client anyway.
-			return stopReady, msg
+			return stopReady, msg, o.fatal
 		}
 		if o.mode == replaceError {
 			if typ == 'E' && !o.fired {
 				o.fired = true
-				return stopReplace, o.msg
+				return stopReplace, o.msg, o.fatal
 			}
 			continue
 		}
 		if o.fired {
 			switch typ {
 			case 'N', 'A', 'S': // asynchronous messages still reach the client
-				return stopNone, nil
+				return stopNone, nil, false
 			}
-			return stopDrop, nil
+			return stopDrop, nil, false
 		}
 		switch typ {
 		case 'C', 'I', 's':
 			if p.completions == o.skip {
 				o.fired = true
-				return stopReplace, o.msg
+				return stopReplace, o.msg, o.fatal
 			}
 		case 'E':
 			if p.completions == o.skip {
 				// The server failed the statement itself: nothing to fake.
 				fs.dropOverride(i)
-				return stopNone, nil
+				return stopNone, nil, false
 			}
 		}
 	}
-	return stopNone, nil
+	return stopNone, nil, false
 }
 
 func (fs *faultSession) dropOverride(i int) {
@@ -500,12 +513,18 @@ func (fp *faultPump) act(p *pump) (bool, error) {
 		if _, err := p.dst.Write(st.msg); err != nil {
 			return false, err
 		}
+		if st.fatal {
+			return false, fp.fs.endAfterFatal()
+		}
 		p.dropMessage(st)
 		p.tally(st.typ)
 	case stopReady:
 		if st.msg != nil {
 			if _, err := p.dst.Write(st.msg); err != nil {
 				return false, err
+			}
+			if st.fatal {
+				return false, fp.fs.endAfterFatal()
 			}
 		}
 		p.setReadyStatusAfterError()
@@ -599,10 +618,14 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		return false, errFaultDisconnect
 	case faults.ActError:
 		msg := errorResponse(v.Error.Severity, v.Error.Code, v.Error.Message)
+		fatal := v.Error.Severity == "FATAL"
 		if fp.dir == ServerToClient {
 			// In place of the server's message, as if the statement failed.
 			if _, err := p.dst.Write(msg); err != nil {
 				return false, err
+			}
+			if fatal {
+				return false, fs.endAfterFatal()
 			}
 			if st.typ == 'Z' {
 				p.setReadyStatusAfterError()
@@ -621,7 +644,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			if st.typ == 'E' {
 				skip = p.executes
 			}
-			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg})
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg, fatal: fatal})
 			p.forwardMessage(st)
 		default:
 			// The server never runs the statement: failingBind goes in its
@@ -636,7 +659,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			if _, err := p.dst.Write(fake); err != nil {
 				return false, err
 			}
-			fs.addOverride(override{response: p.syncs + 1, mode: replaceError, msg: msg})
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceError, msg: msg, fatal: fatal})
 			switch st.typ {
 			case 'S':
 				p.forwardMessage(st) // the Sync still ends the batch

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 	"github.com/pgchaos/pgchaos/server"
 )
@@ -544,5 +545,54 @@ func TestToxicRemovedWhileHoldingTheLastMessage(t *testing.T) {
 	// would take that long; only the order of magnitude matters.
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("DELETE /proxies/pg took %v", d)
+	}
+}
+
+// Changing a toxic without a toxicity keeps the one it had; disabling its
+// proxy keeps it; /reset removes the toxics, and leaves alone a rule for
+// every proxy, which is no proxy's toxic.
+func TestToxiproxyUpdateAndResetKeep(t *testing.T) {
+	s, client, _ := startEmpty(t)
+	p, err := client.CreateProxy("pg", "127.0.0.1:0", pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, attrs := range map[string]toxiproxy.Attributes{"latency": {"latency": 10}, "pg_delay": {"delay": 10}} {
+		if _, err := p.AddToxic(typ, typ, "downstream", 0.5, attrs); err != nil {
+			t.Fatal(err)
+		}
+		for k := range attrs {
+			attrs[k] = 20
+		}
+		tox, err := p.UpdateToxic(typ, -1, attrs) // -1: the client sends no toxicity
+		if err != nil || tox.Toxicity != 0.5 {
+			t.Fatalf("%s changed without a toxicity: %+v %v; want toxicity 0.5 kept", typ, tox, err)
+		}
+		got, err := p.Toxics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tox := range got {
+			if tox.Name == typ && tox.Toxicity != 0.5 {
+				t.Fatalf("%s listed with toxicity %v after the change, want 0.5", typ, tox.Toxicity)
+			}
+		}
+	}
+	// Disabling a proxy closes it and keeps its toxics.
+	if err := p.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Toxics(); err != nil || len(got) != 2 {
+		t.Fatalf("toxics of the disabled proxy: %+v %v; want both kept", got, err)
+	}
+	if _, err := s.Faults.Add(faults.Rule{Name: "everywhere", Match: faults.Match{SQL: "never"}, Action: faults.Action{Type: "drop"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.ResetState(); err != nil {
+		t.Fatal(err)
+	}
+	rules := s.Faults.Rules()
+	if len(rules) != 1 || rules[0].Name != "everywhere" || rules[0].Proxy != "" {
+		t.Fatalf("rules after reset: %+v; want only the rule for every proxy", rules)
 	}
 }

@@ -79,7 +79,31 @@ type journal struct {
 		Error string `json:"error"`
 	} `json:"rollbacks"`
 	Operations map[string]int `json:"operations"`
-	NotOK      []history.Op   `json:"not_ok"`
+	PerSecond  []struct {
+		Second  int `json:"second"`
+		OK      int `json:"ok"`
+		Fail    int `json:"fail"`
+		Unknown int `json:"unknown"`
+	} `json:"per_second"`
+	NotOK []history.Op `json:"not_ok"`
+}
+
+// checkPerSecond: the journal's per-second counts cover every second of
+// the run in order and add up to its operation counts by outcome.
+func checkPerSecond(t *testing.T, j journal) {
+	t.Helper()
+	sum := map[string]int{}
+	for i, c := range j.PerSecond {
+		if c.Second != i {
+			t.Fatalf("per_second[%d] is second %d: %+v", i, c.Second, j.PerSecond)
+		}
+		sum["ok"] += c.OK
+		sum["fail"] += c.Fail
+		sum["unknown"] += c.Unknown
+	}
+	if len(j.PerSecond) == 0 || fmt.Sprint(sum) != fmt.Sprint(j.Operations) {
+		t.Fatalf("per_second %+v adds up to %v; operations %v", j.PerSecond, sum, j.Operations)
+	}
 }
 
 func readJournal(t *testing.T, path string) journal {
@@ -293,7 +317,12 @@ func TestRunSeed(t *testing.T) {
 		if code, _, _ := runCLI(t, "run", file, "--var", "dsn="+dsn, "--seed", seed, "--json", jsonPath); code != 0 {
 			t.Fatalf("seed %s: exit %d", seed, code)
 		}
-		ops := readJournal(t, jsonPath).NotOK
+		j := readJournal(t, jsonPath)
+		checkPerSecond(t, j)
+		if j.Operations["fail"] < 10 {
+			t.Fatalf("seed %s: operations %v, want at least 10 failed", seed, j.Operations)
+		}
+		ops := j.NotOK
 		if len(ops) < 10 {
 			t.Fatalf("seed %s: %d operations failed, want at least 10 of 50", seed, len(ops))
 		}
