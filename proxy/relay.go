@@ -304,8 +304,11 @@ const (
 	parkKilled // both pumps have returned
 )
 
-// parkWait bounds how long a hand-back waits for both pumps to reach a read.
-const parkWait = 100 * time.Millisecond
+// parkWait bounds how long a hand-back waits for both pumps to reach a
+// read. A pump that parked holds its direction meanwhile (what arrives
+// waits), so it is short: two pumps at a read park within microseconds,
+// and one that is not (busy writing to a slow peer) is tried again later.
+const parkWait = 20 * time.Millisecond
 
 func (r *sessionRelay) park(client, upstream net.Conn, done <-chan pumpResult) (parkOutcome, pumpResult) {
 	fs := r.fs

@@ -114,9 +114,14 @@ func (r *toxicReader) Read(b []byte) (int, error) {
 			f := r.feeder
 			r.feeder = nil
 			if f.handedBack.Load() {
+				// Clear the hand-back's deadline before saying the stream
+				// is calm: said first, a park round could set its own
+				// deadline in between, this would clear it, and the pump
+				// would read on unparked while the round held the other
+				// direction parked until it gave up.
+				r.conn.SetReadDeadline(time.Time{})
 				r.fs.viaToxics[r.dir].Store(false)
 				signal(r.fs.calm)
-				r.conn.SetReadDeadline(time.Time{})
 				select {
 				case <-wake: // the deadline just cleared may have been drainAfter's
 					return 0, os.ErrDeadlineExceeded
