@@ -29,7 +29,9 @@ func TestByteToxics(t *testing.T) {
 	ctx := testCtx(t)
 	dsn := pgtest.ConnString(in.addr(), pgtest.SuperUser, "", "postgres")
 	live := connect(t, ctx, dsn, simpleProtocol)
-	base := timeQuery(t, ctx, live, "SELECT repeat('x', 100)")
+	// The baseline is the median of several queries: one alone may be
+	// the one a busy machine slowed down.
+	base := medianOf(5, func() { timeQuery(t, ctx, live, "SELECT repeat('x', 100)") })
 
 	t.Run("latency applies to open and new sessions", func(t *testing.T) {
 		if _, err := e.Add(faults.Rule{Name: "lat", Action: faults.Action{Type: "latency", Attributes: map[string]any{"latency": 100}}}); err != nil {
@@ -83,4 +85,31 @@ func TestByteToxics(t *testing.T) {
 			t.Fatalf("want a match error, got %v", err)
 		}
 	})
+}
+
+// Once a latency toxic is removed, no later query pays for it: not the
+// next one, nor one after, in cycle after cycle of adding and removing it
+// on an open session (the session moves between the goroutine pumps and
+// an event loop each time).
+func TestToxicRemovalLeavesNoDelay(t *testing.T) {
+	e := faults.NewEngine(faults.Options{Seed: 1})
+	in := startProxy(t, pg.Addr(), func(c *proxy.Config) { c.Faults = e })
+	ctx := testCtx(t)
+	live := connect(t, ctx, pgtest.ConnString(in.addr(), pgtest.SuperUser, "", "postgres"), simpleProtocol)
+	for i := range 60 {
+		if _, err := e.Add(faults.Rule{Name: "lat", Action: faults.Action{Type: "latency", Attributes: map[string]any{"latency": 100}}}); err != nil {
+			t.Fatal(err)
+		}
+		timeQuery(t, ctx, live, "SELECT 'under the toxic'")
+		if err := e.Remove("", "lat"); err != nil {
+			t.Fatal(err)
+		}
+		timeQuery(t, ctx, live, "SELECT 'flush'") // may still meet the toxic it was read under
+		// 80ms: far above a query here, below the toxic's 100ms.
+		for _, q := range []string{"SELECT 'next'", "SELECT 'after'"} {
+			if d := timeQuery(t, ctx, live, q); d > 80*time.Millisecond {
+				t.Fatalf("cycle %d: %s took %v after the toxic was removed", i, q, d)
+			}
+		}
+	}
 }
