@@ -192,12 +192,30 @@ workloads:
   - {name: ticker, type: sql, clients: 2, rate: 100, statements: ["INSERT INTO ticks DEFAULT VALUES"]}
 method:
   - {name: pause, at: 300ms, pause_workload: ticker}
-  - {name: paused, wait: 1s}
+  - {name: paused, wait: 2200ms}
   - {name: resume, resume_workload: ticker}
   - {name: resumed, wait: 1s}
 `, map[string]string{"dsn": dsn})
 	wantPass(t, res)
 	pause, resume, resumed := step(t, res.Steps, "pause"), step(t, res.Steps, "resume"), step(t, res.Steps, "resumed")
+	// The journal counts every second of the run, those the pause left
+	// without an operation too.
+	quiet := 0
+	for i, c := range res.PerSecond {
+		if c.Second != i {
+			t.Fatalf("per_second[%d] is second %d: %+v", i, c.Second, res.PerSecond)
+		}
+		from := res.Started.Add(time.Duration(i) * time.Second)
+		if from.After(pause.End.Add(50*time.Millisecond)) && from.Add(time.Second).Before(resume.Start.Add(-50*time.Millisecond)) {
+			if c.OK+c.Fail+c.Unknown > 2 {
+				t.Errorf("second %d, inside the pause, counts %+v", i, c)
+			}
+			quiet++
+		}
+	}
+	if quiet == 0 {
+		t.Errorf("no second of per_second %+v lies inside the pause (%v to %v after the start)", res.PerSecond, pause.End.Sub(res.Started), resume.Start.Sub(res.Started))
+	}
 	count := func(from, to time.Time) int64 {
 		return query[int64](t, dsn, "SELECT count(*) FROM ticks WHERE at > $1 AND at < $2", from, to)
 	}
