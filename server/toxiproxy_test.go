@@ -596,3 +596,38 @@ func TestToxiproxyUpdateAndResetKeep(t *testing.T) {
 		t.Fatalf("rules after reset: %+v; want only the rule for every proxy", rules)
 	}
 }
+
+// A toxic of toxicity 0 is kept and never fires, for pg_* toxics (drawn
+// per message) and byte toxics (drawn per connection) alike.
+func TestToxiproxyToxicityZeroNeverFires(t *testing.T) {
+	s, client, _ := startEmpty(t)
+	ctx := testCtx(t)
+	p, err := client.CreateProxy("pg", "127.0.0.1:0", pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("never", "pg_error", "upstream", 0, toxiproxy.Attributes{"sql": "never_me", "sqlstate": "40001"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("slow", "latency", "downstream", 0, toxiproxy.Attributes{"latency": 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := p.Toxics(); err != nil || len(list) != 2 || list[0].Toxicity != 0 || list[1].Toxicity != 0 {
+		t.Fatalf("toxics: %+v %v; want both kept with toxicity 0", list, err)
+	}
+	for i := range 5 {
+		conn := connect(t, ctx, p.Listen, "postgres")
+		start := time.Now()
+		for range 10 {
+			mustExec(t, ctx, conn, "SELECT 'never_me'")
+		}
+		// 10 round trips under a 1 s latency would take 10 s.
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("connection %d: 10 queries took %v under a latency toxic of toxicity 0", i, d)
+		}
+		conn.Close(ctx)
+	}
+	if st, err := s.Faults.Get("pg", "never"); err != nil || st.Fired != 0 {
+		t.Fatalf("pg_error of toxicity 0: %+v %v; want it never fired", st, err)
+	}
+}
