@@ -209,9 +209,16 @@ func TestToxiproxyPGToxics(t *testing.T) {
 	if tox.Attributes["sql"] != "^UPDATE" || tox.Attributes["sqlstate"] != "40P01" || tox.Toxicity != 1 {
 		t.Fatalf("updated toxic: %+v", tox)
 	}
+	// A change replaces the rule: its counters start again.
+	if st, err := s.Faults.Get("pg", "pg_error_upstream"); err != nil || st.Fired != 0 {
+		t.Fatalf("rule behind the changed toxic: %+v %v; want its counters started again", st, err)
+	}
 	var pgErr *pgconn.PgError
 	if err := update(); !errors.As(err, &pgErr) || pgErr.Code != "40P01" || pgErr.Message != "deadlock, injected" {
 		t.Fatalf("UPDATE after the change: want 40P01 with the new message, got %v", err)
+	}
+	if st, err := s.Faults.Get("pg", "pg_error_upstream"); err != nil || st.Fired != 1 {
+		t.Fatalf("rule behind the changed toxic after one UPDATE: %+v %v; want fired once", st, err)
 	}
 	if err := p.RemoveToxic("pg_error_upstream"); err != nil {
 		t.Fatal(err)
