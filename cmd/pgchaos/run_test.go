@@ -179,7 +179,7 @@ verify:
 		t.Fatalf("exit %d, want 0", code)
 	}
 	j := readJournal(t, filepath.Join(dir, "report.json"))
-	if !j.Pass || j.Experiment != "passes" || j.Phase != "done" || len(j.Steps) != 1 || j.Operations["ok"] < 5 {
+	if !j.Pass || j.Experiment != "passes" || j.Phase != "done" || len(j.Steps) != 1 || j.Operations["ok"] < 1 {
 		t.Errorf("journal %+v", j)
 	}
 	r := readJUnit(t, filepath.Join(dir, "junit.xml"))
