@@ -101,6 +101,23 @@ func LoadConfig(path string) (Config, error) {
 	// point at it.
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
+		// The YAML decoder drops null items from a list: an empty "- "
+		// would be skipped without a word, and the lines of the items
+		// after it misnumbered.
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			want := map[string]string{"proxies": "a proxy: name, listen, upstream", "rules": "a rule: name, match, action"}[root.Content[i].Value]
+			if want == "" || root.Content[i+1].Kind != yaml.SequenceNode {
+				continue
+			}
+			for j, item := range root.Content[i+1].Content {
+				for item.Kind == yaml.AliasNode && item.Alias != nil {
+					item = item.Alias
+				}
+				if item.Kind == yaml.ScalarNode && item.ShortTag() == "!!null" {
+					return Config{}, fmt.Errorf("%s:%d: %s[%d]: is empty (want %s)", path, item.Line, root.Content[i].Value, j, want)
+				}
+			}
+		}
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			switch root.Content[i].Value {
 			case "proxies":

@@ -230,6 +230,8 @@ func TestLoadConfig(t *testing.T) {
 		{"bad relay", "relay: threads\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `relay "threads": want loop or goroutine`},
 		{"bad log_sql", "log_sql: everything\nproxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", `log_sql "everything" (--log-sql): want redacted or full`},
 		{"not yaml", "proxies: [\n", "pgchaos.yaml"},
+		{"empty proxy", "proxies:\n  -\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n", ":2: proxies[0]: is empty (want a proxy: name, listen, upstream)"},
+		{"empty rule", "proxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\nrules:\n  - {name: r, action: {type: drop}}\n  - null\n", ":5: rules[1]: is empty (want a rule: name, match, action)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
