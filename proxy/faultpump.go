@@ -62,10 +62,13 @@ type faultSession struct {
 	// calm says a verdict was carried out or something owed was paid, busy
 	// that a pump is about to wait on a verdict; parked and resume are how
 	// a pump stops at a read and hears whether to go on or hand back.
-	calm      chan struct{}
-	busy      chan struct{}
-	parkMu    sync.Mutex
-	parking   bool
+	calm    chan struct{}
+	busy    chan struct{}
+	parkMu  sync.Mutex
+	parking bool
+	// draining: the upstream's read deadline is drainAfter's; a park
+	// round ending must not clear it.
+	draining  bool
 	parkedAt  [2]bool
 	parkWake  chan struct{}
 	resume    [2]chan bool

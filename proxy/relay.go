@@ -101,10 +101,17 @@ func (r *sessionRelay) drainAfter(err error, upstream net.Conn) bool {
 	if r.s2c.answered.Load() >= owed {
 		deadline = time.Now() // it got there meanwhile: wake it to stop
 	}
-	upstream.SetReadDeadline(deadline)
-	if r.fs != nil {
-		signal(r.fs.wake) // a server pump reading through byte toxics
+	if fs := r.fs; fs != nil {
+		// A park round that ends as the client pump did clears the
+		// deadlines it set; under parkMu, it leaves this one alone.
+		fs.parkMu.Lock()
+		fs.draining = true
+		upstream.SetReadDeadline(deadline)
+		fs.parkMu.Unlock()
+		signal(fs.wake) // a server pump reading through byte toxics
+		return true
 	}
+	upstream.SetReadDeadline(deadline)
 	return true
 }
 
@@ -323,7 +330,9 @@ func (r *sessionRelay) park(client, upstream net.Conn, done <-chan pumpResult) (
 		fs.parkMu.Lock()
 		fs.parking = false
 		client.SetReadDeadline(time.Time{})
-		upstream.SetReadDeadline(time.Time{})
+		if !fs.draining {
+			upstream.SetReadDeadline(time.Time{})
+		}
 		for d := range fs.parkedAt {
 			if fs.parkedAt[d] {
 				fs.parkedAt[d] = false
