@@ -136,8 +136,14 @@ type run struct {
 	env  *environment
 	hist *history.History
 
-	mu        sync.Mutex
-	windows   map[string]*FaultWindow // active injected rules by name
+	mu      sync.Mutex
+	windows map[string]*FaultWindow // active injected rules by name
+	// healing counts removals under way (a duration's timer may be
+	// removing a rule from a remote proxy as recovery starts); healAll
+	// waits on healed until none is, so "faults healed" is true when it
+	// is said. Both go with mu.
+	healing   int
+	healed    *sync.Cond
 	workloads map[string]workload.Workload
 	started   time.Time
 	// faultsUntil is when the last fault injected for a duration ends.
@@ -218,6 +224,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		workloads: map[string]workload.Workload{},
 		started:   time.Now(),
 	}
+	r.healed = sync.NewCond(&r.mu)
 	defer func() { r.res.Ended = time.Now() }()
 	// Cleanup, rollbacks and teardown must run even after Ctrl-C.
 	bg := context.WithoutCancel(ctx)

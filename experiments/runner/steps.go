@@ -186,10 +186,19 @@ func (r *run) healByName(ctx context.Context, name string) {
 	r.mu.Lock()
 	w := r.windows[name]
 	delete(r.windows, name)
+	if w != nil {
+		r.healing++
+	}
 	r.mu.Unlock()
 	if w == nil {
 		return
 	}
+	defer func() {
+		r.mu.Lock()
+		r.healing--
+		r.healed.Broadcast()
+		r.mu.Unlock()
+	}()
 	rule := r.ruleOf(name).Rule
 	// Counters go with the rule: read them first.
 	w.Fired = r.env.fired(ctx, rule)
@@ -214,6 +223,11 @@ func (r *run) healAll(ctx context.Context) {
 	for _, name := range names {
 		r.healByName(ctx, name)
 	}
+	r.mu.Lock()
+	for r.healing > 0 {
+		r.healed.Wait()
+	}
+	r.mu.Unlock()
 }
 
 // ruleOf finds an injected rule by name.
