@@ -209,8 +209,17 @@ func (o *object) done() {
 			o.d.errAt(k, o.at(k.Value), "%s", why)
 			continue
 		}
-		o.d.errAt(k, o.at(k.Value), "unknown field%s", didYouMean(k.Value, o.known))
+		o.d.errAt(k, o.at(shownKey(k.Value)), "unknown field%s", didYouMean(k.Value, o.known))
 	}
+}
+
+// shownKey is a key a user wrote as a problem shows it: quoted when it is
+// empty or starts or ends with a space, which would be lost in the line.
+func shownKey(key string) string {
+	if key == "" || strings.TrimSpace(key) != key {
+		return strconv.Quote(key)
+	}
+	return key
 }
 
 // expand substitutes ${env:NAME} and ${var:KEY} in a scalar; $${ is a
