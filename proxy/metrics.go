@@ -64,11 +64,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"proxy"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
-			m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness,
-			m.rejected, m.startupTimeouts)
+		for _, v := range m.vecs() {
+			reg.MustRegister(v)
+		}
 	}
 	return m
+}
+
+// metricVec is one of the metrics: every series of it carries a proxy.
+type metricVec interface {
+	prometheus.Collector
+	DeletePartialMatch(prometheus.Labels) int
+}
+
+// vecs lists the metrics once, for registering and for forgetting.
+func (m *Metrics) vecs() []metricVec {
+	return []metricVec{m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
+		m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness,
+		m.rejected, m.startupTimeouts}
 }
 
 // Forget drops every series of the named proxy, once it is gone: a
@@ -76,10 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // memory, for the deleted ones.
 func (m *Metrics) Forget(proxy string) {
 	match := prometheus.Labels{"proxy": proxy}
-	for _, v := range []interface {
-		DeletePartialMatch(prometheus.Labels) int
-	}{m.sessionsActive, m.sessionsTotal, m.messages, m.bytes, m.connectFailures, m.protocolErrors,
-		m.cancelRequests, m.sessionDuration, m.delayLateness, m.rejected, m.startupTimeouts} {
+	for _, v := range m.vecs() {
 		v.DeletePartialMatch(match)
 	}
 }
