@@ -98,8 +98,9 @@ var failingBind = func() []byte {
 	return b
 }()
 
-// syncMessage ends the request of a simple query replaced by failingBind.
-var syncMessage = []byte{'S', 0, 0, 0, 4}
+// failingQuery is failingBind for a simple query, which is a request of its
+// own: a Sync follows, for its ReadyForQuery.
+var failingQuery = append(append([]byte(nil), failingBind...), 'S', 0, 0, 0, 4)
 
 // override changes the server's response that ends with its response-th
 // ReadyForQuery.
@@ -655,9 +656,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			// the client hears ours in place of the server's.
 			fake := failingBind
 			if st.typ == 'Q' || st.typ == 'F' {
-				// A simple query is a request of its own: it gets a Sync
-				// for its ReadyForQuery.
-				fake = append(fake[:len(fake):len(fake)], syncMessage...)
+				fake = failingQuery
 			}
 			if _, err := p.dst.Write(fake); err != nil {
 				return false, err
