@@ -108,7 +108,6 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientTLS, upTLS, token, apiTLS := files.clientTLS, files.upstreamTLS, files.apiToken, files.apiTLS
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
@@ -127,7 +126,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.Registry.SetMaxSessions(cfg.MaxSessions)
 	s.base = proxy.Config{
-		TLS: clientTLS, UpstreamTLS: upTLS, MaxMessageSize: cfg.MaxMessageSize, StartupTimeout: time.Duration(cfg.StartupTimeout),
+		TLS: files.clientTLS, UpstreamTLS: files.upstreamTLS, MaxMessageSize: cfg.MaxMessageSize, StartupTimeout: time.Duration(cfg.StartupTimeout),
 		Logger: log, Metrics: proxy.NewMetrics(reg), Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
 	}
 	for _, pc := range cfg.Proxies {
@@ -146,7 +145,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	s.apiLn = ln
 	var handler http.Handler = control.New(control.Config{
 		Proxies: s, Registry: s.Registry, Gatherer: reg, Faults: s.Faults, Logger: log,
-		Token: token, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
+		Token: files.apiToken, HostCheck: boundToLoopback(ln), RemoteListen: cfg.AllowRemoteAPI,
 	})
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -161,7 +160,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	s.api = &http.Server{
 		Handler:           handler,
 		ConnContext:       markMetricsConn,
-		TLSConfig:         apiTLS,
+		TLSConfig:         files.apiTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		// TLS handshake failures and the like: the client's problem.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -174,7 +173,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 			continue
 		}
 		go func() {
-			if err := serveHTTP(s.api, l, apiTLS != nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(s.api, l, files.apiTLS != nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("control API stopped", "addr", l.Addr().String(), "err", err)
 			}
 		}()
@@ -182,7 +181,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	if s.metricsLn != nil {
 		log.Info("metrics listening", "addr", s.metricsLn.Addr().String(), "path", "/metrics")
 	}
-	log.Info("control API listening", "addr", ln.Addr().String(), "tls", apiTLS != nil, "token", token != "")
+	log.Info("control API listening", "addr", ln.Addr().String(), "tls", files.apiTLS != nil, "token", files.apiToken != "")
 	if len(s.proxies) == 0 {
 		log.Info("no proxies configured yet: add them through the control API (POST /proxies)")
 	}
