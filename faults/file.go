@@ -15,6 +15,25 @@ func Validate(r Rule) error {
 	return err
 }
 
+// NullItem finds the first empty ("- " or "- null") item of a YAML list
+// and returns its index and line, or -1. The YAML decoder drops such items
+// without a word, which would skip what the user meant to write and number
+// the items after it wrongly; a loader checks first.
+func NullItem(list *yaml.Node) (index, line int) {
+	if list.Kind != yaml.SequenceNode {
+		return -1, 0
+	}
+	for i, n := range list.Content {
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+			return i, n.Line
+		}
+	}
+	return -1, 0
+}
+
 // ParseRules reads one rule, or a list of rules, from YAML or JSON. Errors
 // start with source and the line of the offending rule.
 func ParseRules(data []byte, source string) ([]Rule, error) {
@@ -31,15 +50,8 @@ func ParseRules(data []byte, source string) ([]Rule, error) {
 	var rules []Rule
 	var nodes []*yaml.Node
 	if root.Kind == yaml.SequenceNode {
-		// The YAML decoder drops null items from a list, which would
-		// number the rules after them wrongly.
-		for i, n := range root.Content {
-			for n.Kind == yaml.AliasNode && n.Alias != nil {
-				n = n.Alias
-			}
-			if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-				return nil, fmt.Errorf("%s:%d: rules[%d]: is empty (want a rule: name, match, action)", source, n.Line, i)
-			}
+		if i, line := NullItem(root); i >= 0 {
+			return nil, fmt.Errorf("%s:%d: rules[%d]: is empty (want a rule: name, match, action)", source, line, i)
 		}
 		if err := dec.Decode(&rules); err != nil {
 			return nil, fmt.Errorf("%s: %s", source, strings.TrimPrefix(err.Error(), "yaml: "))

@@ -97,39 +97,30 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	// Remember each proxy's and rule's line so that validation errors can
-	// point at it.
+	// Refuse an empty item (the decoder dropped it), and remember each
+	// proxy's and rule's line so that validation errors can point at it.
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
-		// The YAML decoder drops null items from a list: an empty "- "
-		// would be skipped without a word, and the lines of the items
-		// after it misnumbered.
 		for i := 0; i+1 < len(root.Content); i += 2 {
-			want := map[string]string{"proxies": "a proxy: name, listen, upstream", "rules": "a rule: name, match, action"}[root.Content[i].Value]
-			if want == "" || root.Content[i+1].Kind != yaml.SequenceNode {
-				continue
-			}
-			for j, item := range root.Content[i+1].Content {
-				for item.Kind == yaml.AliasNode && item.Alias != nil {
-					item = item.Alias
-				}
-				if item.Kind == yaml.ScalarNode && item.ShortTag() == "!!null" {
-					return Config{}, fmt.Errorf("%s:%d: %s[%d]: is empty (want %s)", path, item.Line, root.Content[i].Value, j, want)
-				}
-			}
-		}
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			switch root.Content[i].Value {
+			key, list := root.Content[i].Value, root.Content[i+1]
+			want := "a proxy: name, listen, upstream"
+			switch key {
 			case "proxies":
-				for j, item := range root.Content[i+1].Content {
+				for j, item := range list.Content {
 					if j < len(cfg.Proxies) {
 						cfg.Proxies[j].line = item.Line
 					}
 				}
 			case "rules":
-				for _, item := range root.Content[i+1].Content {
+				want = "a rule: name, match, action"
+				for _, item := range list.Content {
 					cfg.ruleLines = append(cfg.ruleLines, item.Line)
 				}
+			default:
+				continue
+			}
+			if j, line := faults.NullItem(list); j >= 0 {
+				return Config{}, fmt.Errorf("%s:%d: %s[%d]: is empty (want %s)", path, line, key, j, want)
 			}
 		}
 	}
