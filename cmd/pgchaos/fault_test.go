@@ -29,20 +29,40 @@ func pgchaos(t *testing.T, wantCode int, args ...string) string {
 	return stdout.String() + stderr.String()
 }
 
-func TestFaultCommands(t *testing.T) {
-	s, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}, nil)
+// startServer starts pgchaos in-process with a proxy of each name in front
+// of the test's PostgreSQL, until the test ends, and returns its API
+// address.
+func startServer(t *testing.T, names ...string) (*server.Server, string) {
+	t.Helper()
+	cfg := server.Config{API: "127.0.0.1:0"}
+	for _, n := range names {
+		cfg.Proxies = append(cfg.Proxies, server.ProxyConfig{Name: n, Listen: "127.0.0.1:0", Upstream: pg.Addr()})
+	}
+	s, err := server.Start(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	api := s.APIAddr().String()
+	t.Cleanup(func() { s.Close() })
+	return s, s.APIAddr().String()
+}
+
+// connectThrough opens a session through s's first proxy with the given
+// application_name, closed when the test ends (before s).
+func connectThrough(t *testing.T, ctx context.Context, s *server.Server, app string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name="+app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestFaultCommands(t *testing.T) {
+	s, api := startServer(t, "pg")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name=cli_test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := connectThrough(t, ctx, s, "cli_test")
 
 	out := pgchaos(t, 0, "fault", "add", "--api", api, "--name", "nope", "--sql", `^select 7$`, "--action", "error", "--sqlstate", "40001", "--times", "1")
 	if !strings.Contains(out, "added rule nope") {
@@ -52,7 +72,7 @@ func TestFaultCommands(t *testing.T) {
 	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "bad", "--action", "error")                       // no sqlstate
 	pgchaos(t, 2, "fault", "add", "--api", api, "--name", "bad", "--action", "delay", "--statement", "sel") // bad class
 
-	_, err = conn.Exec(ctx, "SELECT 7")
+	_, err := conn.Exec(ctx, "SELECT 7")
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "40001" {
 		t.Fatalf("want 40001, got %v", err)
@@ -98,12 +118,7 @@ func TestFaultCommands(t *testing.T) {
 
 // Every flag of pgchaos fault add reaches the rule the server holds.
 func TestFaultAddFlagsReachTheRule(t *testing.T) {
-	s, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: pg.Addr()}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	api := s.APIAddr().String()
+	s, api := startServer(t, "pg")
 	p := func(f float64) *float64 { return &f }
 	off := false
 	ms := func(n int) faults.Duration { return faults.Duration(time.Duration(n) * time.Millisecond) }
@@ -151,22 +166,10 @@ func TestFaultAddFlagsReachTheRule(t *testing.T) {
 // --proxy picks a proxy's own rule, --limit the last events, --json prints
 // what the API said.
 func TestCommandFlags(t *testing.T) {
-	s, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: []server.ProxyConfig{
-		{Name: "a", Listen: "127.0.0.1:0", Upstream: pg.Addr()},
-		{Name: "b", Listen: "127.0.0.1:0", Upstream: pg.Addr()},
-	}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	api := s.APIAddr().String()
+	s, api := startServer(t, "a", "b")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ConnString(s.Proxies()[0].Addr().String(), pgtest.SuperUser, "", "postgres")+"&application_name=flags_test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := connectThrough(t, ctx, s, "flags_test")
 
 	for _, p := range []string{"a", "b"} {
 		pgchaos(t, 0, "fault", "add", "--api", api, "--name", "same", "--proxy", p, "--sql", "^select 9$", "--action", "drop")
