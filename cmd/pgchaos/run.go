@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,19 +78,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *reportDir != "" {
-		*jsonOut = or(*jsonOut, filepath.Join(*reportDir, "report.json"))
-		*junit = or(*junit, filepath.Join(*reportDir, "junit.xml"))
-		*markdown = or(*markdown, filepath.Join(*reportDir, "summary.md"))
+		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
+		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
+		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
 	}
 	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
 		*jsonOut, *junit, *markdown, stdout, stderr)
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func logger(w io.Writer, verbose bool) *slog.Logger {

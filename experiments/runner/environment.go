@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,7 +61,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		}
 	} else {
 		t := exp.Target
-		env.dsn, env.setupDSN, env.verifyDSN = t.DSN, or(t.SetupDSN, t.DSN), or(t.VerifyDSN, t.DSN)
+		env.dsn, env.setupDSN, env.verifyDSN = t.DSN, cmp.Or(t.SetupDSN, t.DSN), cmp.Or(t.VerifyDSN, t.DSN)
 		cfg, err := pgconn.ParseConfig(t.DSN)
 		if err != nil {
 			return nil, fmt.Errorf("target.dsn: %w", err)
@@ -93,7 +94,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			env.close()
 			return nil, fmt.Errorf("proxy %s: %w", p.Name, err)
 		}
-		local = append(local, server.ProxyConfig{Name: p.Name, Listen: or(p.Listen, "127.0.0.1:0"), Upstream: up})
+		local = append(local, server.ProxyConfig{Name: p.Name, Listen: cmp.Or(p.Listen, "127.0.0.1:0"), Upstream: up})
 	}
 	if len(local) > 0 || len(later) > 0 {
 		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: local, Seed: opts.Seed}, opts.Logger)
@@ -123,7 +124,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			env.close()
 			return nil, fmt.Errorf("proxy %s: %w", p.Name, err)
 		}
-		spec, err := env.srv.AddProxy(control.ProxySpec{Name: p.Name, Listen: or(p.Listen, "127.0.0.1:0"), Upstream: up, Enabled: true})
+		spec, err := env.srv.AddProxy(control.ProxySpec{Name: p.Name, Listen: cmp.Or(p.Listen, "127.0.0.1:0"), Upstream: up, Enabled: true})
 		if err != nil {
 			env.close()
 			return nil, fmt.Errorf("start proxy %s: %w", p.Name, err)
@@ -153,13 +154,6 @@ func withPrepared(s map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // resolve turns a proxy upstream or switch_upstream target into host:port.

@@ -196,12 +196,12 @@ func errorCount(c *experiments.ErrorCount, run Run) Verdict {
 	for _, op := range ops {
 		if op.Outcome != history.OK && (c.SQLState == "" || op.SQLState == c.SQLState) {
 			outcomes++
-			bySQLState[or(op.SQLState, "none")]++
+			bySQLState[cmp.Or(op.SQLState, "none")]++
 		}
 		for _, state := range op.Retried {
 			if c.SQLState == "" || state == c.SQLState {
 				retried++
-				bySQLState[or(state, "none")]++
+				bySQLState[cmp.Or(state, "none")]++
 			}
 		}
 	}
@@ -222,13 +222,6 @@ func errorCount(c *experiments.ErrorCount, run Run) Verdict {
 	v.judge(pass, "the clients of %q were told %s %s in the %s window (%s failed or unknown, %s retried), want %s",
 		c.Workload, what, count(n, "time"), used, count(outcomes, "operation"), count(retried, "attempt"), bound)
 	return v
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // faultFired checks that a rule fired at least Min times: a chaos run
