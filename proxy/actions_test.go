@@ -58,12 +58,18 @@ func TestDisconnectWhen(t *testing.T) {
 			in, e, _ := faultProxy(t)
 			conn := connect(t, ctx, pgtest.ConnString(in.addr(), pgtest.SuperUser, "", db))
 			pid := conn.PgConn().PID()
+			// pgx sends a CancelRequest when its connection breaks
+			// mid-statement, which can cancel the INSERT the server is
+			// still running after the cut: dropped here, so that what
+			// the server was given is all that decides.
+			addRule(t, e, faults.Rule{Name: "keep", Match: faults.Match{Event: "cancel"}, Action: faults.Action{Type: "drop"}})
 			addRule(t, e, faults.Rule{Name: "cut", Match: faults.Match{Statement: faults.StringList{"insert"}}, Action: faults.Action{Type: "disconnect", When: when}})
 			if _, err := conn.Exec(ctx, "INSERT INTO t VALUES (1)"); !isConnectionError(err) {
 				t.Fatalf("INSERT: want a connection error, got %v", err)
 			}
 			// Once the server's connection is gone, it has done all it will.
 			waitFor(t, "the server connection to go", func() bool { return !backendAlive(t, direct, pid) })
+			waitFor(t, "pgx's cancel request", func() bool { return fired(t, e, "keep") == 1 })
 			var n int
 			if err := direct.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
 				t.Fatal(err)
