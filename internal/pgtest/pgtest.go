@@ -1,6 +1,10 @@
 // Package pgtest starts throwaway PostgreSQL and PgBouncer servers from the
 // binaries installed on the machine, bound to 127.0.0.1 on free ports.
 //
+// StartCluster adds streaming standbys to a primary, for disaster-recovery
+// drills: crash and restart a node, promote a standby, rewind an old
+// primary into a standby of the new one.
+//
 // It backs the integration tests and is meant to be reused by the product's
 // --embedded mode, so apart from testmain.go it must not import "testing".
 //

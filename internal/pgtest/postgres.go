@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,20 +45,35 @@ const (
 	pgStopGrace    = 10 * time.Second
 )
 
-// Postgres is a running throwaway PostgreSQL server. Stop it when done.
+// Postgres is a throwaway PostgreSQL server, alone (StartPostgres) or a node
+// of a Cluster. Stop it when done.
 type Postgres struct {
-	binDir  string
-	tmp     *tempDir
-	dir     string
-	dataDir string
-	logPath string
-	port    int
-	as      runAs
-	proc    *proc
-	log     *slog.Logger
-	life    lifecycle
+	// name is the node's name in a Cluster; "primary" for StartPostgres.
+	name string
+	// inCluster makes messages name the node: a cluster has several.
+	inCluster bool
+	binDir    string
+	tmp       *tempDir
+	dir       string
+	dataDir   string
+	logPath   string
+	port      int
+	as        runAs
+	log       *slog.Logger
+	life      lifecycle
 	// certPEM is the server's certificate, nil without Options.TLS.
 	certPEM []byte
+	// conf is what pgtest.conf holds, port included. Rewind writes it back
+	// because pg_rewind copies the source's configuration files.
+	conf map[string]string
+
+	// ops serialises the operations that start or stop the postmaster
+	// (Start, Crash, Rewind, Stop), which take seconds; mu guards the
+	// fields below and is only held briefly, so Running never waits.
+	ops     sync.Mutex
+	mu      sync.Mutex
+	proc    *proc // the current postmaster, nil before the first start
+	stopped bool  // Stop ran: the data directory is gone
 }
 
 // StartPostgres creates a fresh cluster in a temp dir and starts it on a
@@ -80,19 +96,9 @@ func StartPostgres(ctx context.Context, opts Options) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := as.makeTempDir("postgres")
+	p, err := newPostgres(binDir, as, "postgres", logger)
 	if err != nil {
-		return nil, fmt.Errorf("preparing postgres: %w", err)
-	}
-	dir := tmp.path
-	p := &Postgres{
-		binDir:  binDir,
-		tmp:     tmp,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "postgres.log"),
-		as:      as,
-		log:     logger.With("component", "pgtest.postgres", "dir", dir),
+		return nil, err
 	}
 	started := false
 	defer func() {
@@ -102,15 +108,11 @@ func StartPostgres(ctx context.Context, opts Options) (*Postgres, error) {
 		}
 	}()
 
-	p.log.Debug("initdb", "bindir", binDir, "os_user", as.name)
-	if err := p.initdb(ctx); err != nil {
-		return nil, err
-	}
-	if err := p.writeHBA(); err != nil {
+	if err := p.initDataDir(ctx); err != nil {
 		return nil, err
 	}
 	if opts.TLS {
-		certPEM, tlsConf, err := as.writeServerCert(dir)
+		certPEM, tlsConf, err := as.writeServerCert(p.dir)
 		if err != nil {
 			return nil, err
 		}
@@ -127,6 +129,43 @@ func StartPostgres(ctx context.Context, opts Options) (*Postgres, error) {
 	track(p)
 	p.log.Info("postgres ready", "addr", p.Addr())
 	return p, nil
+}
+
+// newPostgres prepares a node's temp dir (named after kind) without
+// creating a data directory in it.
+func newPostgres(binDir string, as runAs, kind string, logger *slog.Logger) (*Postgres, error) {
+	tmp, err := as.makeTempDir(kind)
+	if err != nil {
+		return nil, fmt.Errorf("preparing %s: %w", kind, err)
+	}
+	dir := tmp.path
+	return &Postgres{
+		name:    "primary",
+		binDir:  binDir,
+		tmp:     tmp,
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "postgres.log"),
+		as:      as,
+		log:     logger.With("component", "pgtest.postgres", "dir", dir),
+	}, nil
+}
+
+// initDataDir runs initdb and writes pgtest's pg_hba.conf.
+func (p *Postgres) initDataDir(ctx context.Context) error {
+	p.log.Debug("initdb", "bindir", p.binDir, "os_user", p.as.name)
+	if err := p.initdb(ctx); err != nil {
+		return err
+	}
+	return p.writeHBA()
+}
+
+// label is how messages name the server: which node, in a cluster.
+func (p *Postgres) label() string {
+	if p.inCluster {
+		return "postgres " + p.name
+	}
+	return "postgres"
 }
 
 // Host returns the address the server listens on, always 127.0.0.1.
@@ -175,18 +214,26 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) error {
 	return nil
 }
 
-// Stop shuts the server down (fast shutdown, SIGKILL after 10 s) and
-// removes its temp dir. It is idempotent and safe for concurrent use.
+// Stop shuts the server down (fast shutdown; after 10 s, SIGKILL to the
+// postmaster and every process it forked) and
+// removes its temp dir. It is idempotent and safe for concurrent use, and
+// works on a node that crashed or was crashed: nothing of it stays behind.
 func (p *Postgres) Stop() error {
 	return p.life.do(func() error {
+		p.ops.Lock()
+		defer p.ops.Unlock()
+		p.mu.Lock()
+		p.stopped = true
+		pr := p.proc
+		p.mu.Unlock()
 		var errs []error
-		if p.proc != nil {
-			if err := p.proc.stop(syscall.SIGINT, pgStopGrace); err != nil {
-				errs = append(errs, fmt.Errorf("stopping postgres: %w", err))
+		if pr != nil {
+			if _, err := stopPostmaster(pr, syscall.SIGINT, pgStopGrace); err != nil {
+				errs = append(errs, fmt.Errorf("stopping %s: %w", p.label(), err))
 			}
 		}
 		if err := p.tmp.remove(); err != nil {
-			errs = append(errs, fmt.Errorf("cleaning up after postgres: %w", err))
+			errs = append(errs, fmt.Errorf("cleaning up after %s: %w", p.label(), err))
 		}
 		untrack(p)
 		p.log.Debug("postgres stopped")
@@ -250,18 +297,32 @@ func (p *Postgres) startServer(ctx context.Context, settings map[string]string) 
 		conf := maps.Clone(settings)
 		conf["port"] = strconv.Itoa(port)
 		conf["unix_socket_directories"] = p.dir
-		if err := p.as.writeFile(filepath.Join(p.dataDir, "pgtest.conf"), renderConf(conf)); err != nil {
+		p.conf = conf
+		if err := p.writeConf(); err != nil {
 			return err
 		}
-		cmd := p.as.command(p.dir, filepath.Join(p.binDir, "postgres"), "-D", p.dataDir)
-		pr, err := launch(ctx, "postgres", cmd, p.logPath, port, pgReadyTimeout, syscall.SIGINT, p.probe)
-		if err != nil {
-			return err
-		}
-		p.proc = pr
-		p.log.Debug("postgres started", "pid", cmd.Process.Pid, "port", port)
-		return nil
+		return p.launch(ctx)
 	})
+}
+
+// writeConf writes p.conf to pgtest.conf.
+func (p *Postgres) writeConf() error {
+	return p.as.writeFile(filepath.Join(p.dataDir, "pgtest.conf"), renderConf(p.conf))
+}
+
+// launch starts the postmaster on p.port with the configuration on disk
+// and waits until it accepts connections.
+func (p *Postgres) launch(ctx context.Context) error {
+	cmd := p.as.command(p.dir, filepath.Join(p.binDir, "postgres"), "-D", p.dataDir)
+	pr, err := launch(ctx, p.label(), cmd, p.logPath, p.port, pgReadyTimeout, syscall.SIGINT, p.probe)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.proc = pr
+	p.mu.Unlock()
+	p.log.Debug("postgres started", "pid", cmd.Process.Pid, "port", p.port)
+	return nil
 }
 
 // probe checks that our postmaster, not some other server that happened to

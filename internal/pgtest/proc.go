@@ -251,9 +251,9 @@ func untrack(s interface{ Stop() error }) {
 	running.servers = slices.DeleteFunc(running.servers, func(x interface{ Stop() error }) bool { return x == s })
 }
 
-// StopAll stops every Postgres and PgBouncer this process started and has
-// not stopped yet, newest first so that PgBouncers go before the Postgres
-// behind them. Main calls it after the tests, so fixtures shared across
+// StopAll stops every Postgres, Cluster and PgBouncer this process started
+// and has not stopped yet, newest first so that PgBouncers go before the
+// Postgres behind them. Main calls it after the tests, so fixtures shared across
 // tests need no cleanup of their own; an --embedded process should call it
 // on shutdown.
 func StopAll() error {
