@@ -21,6 +21,9 @@ type decoder struct {
 	// checked once the proxies are read.
 	via     *yaml.Node
 	viaPath string
+	// replVia is where target.embedded.replication_via is written.
+	replVia     *yaml.Node
+	replViaPath string
 }
 
 func (d *decoder) errAt(n *yaml.Node, path, format string, args ...any) {

@@ -8,6 +8,7 @@
 package experiments
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/pgchaos/pgchaos/faults"
@@ -82,9 +83,44 @@ type Embedded struct {
 	// can cut the PgBouncer-to-PostgreSQL link. Empty: PgBouncer connects
 	// directly.
 	PgBouncerVia string
-	// Settings are postgresql.conf parameters.
+	// Settings are postgresql.conf parameters, of every node.
 	Settings map[string]string
+	// Standbys is the number of streaming replicas started with the
+	// primary, named standby1, standby2, ...
+	Standbys int
+	// Synchronous is how the primary waits for its standbys: SyncOff
+	// (default), SyncOn or SyncQuorum.
+	Synchronous string
+	// ReplicationVia names an in-process proxy (whose upstream is the
+	// primary) through which the standbys stream WAL, so that faults hit
+	// the replication link. Empty: they connect directly.
+	ReplicationVia string
 }
+
+// Nodes lists the embedded servers by name, the primary first.
+func (e *Embedded) Nodes() []string {
+	out := []string{NodePrimary}
+	for i := 1; i <= e.Standbys; i++ {
+		out = append(out, StandbyName(i))
+	}
+	return out
+}
+
+// NodePrimary is the name of the embedded target's first primary.
+const NodePrimary = "primary"
+
+// StandbyName is the name of the i-th standby (from 1).
+func StandbyName(i int) string { return "standby" + strconv.Itoa(i) }
+
+// Replication modes of an embedded cluster.
+const (
+	SyncOff = "off"
+	// SyncOn: a commit waits for the first standby listed
+	// (synchronous_standby_names FIRST 1).
+	SyncOn = "on"
+	// SyncQuorum: a commit waits for any one standby (ANY 1).
+	SyncQuorum = "quorum"
+)
 
 // Pool modes of an embedded PgBouncer.
 const (
@@ -239,7 +275,9 @@ type Step struct {
 
 // Action is what a step does: *Inject, *Remove, *Wait, *RunSQL,
 // *RunCommand, *KillSessions, *SwitchUpstream, *PauseWorkload,
-// *ResumeWorkload or *ResolvePrepared.
+// *ResumeWorkload, *ResolvePrepared, or a drill step on an embedded
+// node: *Crash, *Start, *Promote, *Rewind, *WaitFor, *PauseReplay or
+// *ResumeReplay.
 type Action interface {
 	// Kind is the action's key in the file, e.g. "inject".
 	Kind() string
@@ -257,9 +295,9 @@ type Remove struct{ Rule string }
 // Wait does nothing for a while.
 type Wait struct{ Duration Duration }
 
-// RunSQL runs statements on DSN (default: the target's setup DSN in setup,
-// its DSN elsewhere).
-type RunSQL struct{ SQL, DSN string }
+// RunSQL runs statements on DSN, or on an embedded Node (default: the
+// target's setup DSN in setup, its DSN elsewhere).
+type RunSQL struct{ SQL, DSN, Node string }
 
 // RunCommand runs a shell command.
 type RunCommand struct {
@@ -273,7 +311,7 @@ type RunCommand struct {
 type KillSessions struct{ Proxy, ApplicationName, User string }
 
 // SwitchUpstream points a proxy at another upstream (host:port,
-// UpstreamTarget or UpstreamPgBouncer).
+// UpstreamTarget, UpstreamPgBouncer or an embedded node's name).
 type SwitchUpstream struct{ Proxy, Upstream string }
 
 // PauseWorkload stops a workload's clients until ResumeWorkload.
@@ -293,6 +331,55 @@ const (
 // ResolvePrepared commits or rolls back prepared transactions whose gid
 // starts with GIDPrefix.
 type ResolvePrepared struct{ GIDPrefix, Policy string }
+
+// Ways a crash step stops a node.
+const (
+	// CrashKill: SIGKILL to the postmaster and every process it forked.
+	CrashKill = "kill"
+	// CrashImmediate and CrashFast: pg_ctl stop's shutdown modes.
+	CrashImmediate = "immediate"
+	CrashFast      = "fast"
+)
+
+// Crash stops an embedded node as a failure would.
+type Crash struct{ Node, Mode string }
+
+// Start starts a crashed or stopped node again, on the same port.
+type Start struct{ Node string }
+
+// Promote makes a standby the primary: from then on it is the node that
+// serves, where setup-style sql steps, probes and verifiers connect. With
+// Wait, the step ends once it accepts writes.
+type Promote struct {
+	Node string
+	Wait bool
+}
+
+// Rewind makes Node, a former primary, a standby of Source with pg_rewind,
+// and starts it.
+type Rewind struct{ Node, Source string }
+
+// WaitFor polls a query on a node (default: the one that serves) until
+// its value meets Expect, and fails after Timeout.
+type WaitFor struct {
+	SQL, Node string
+	Expect    Expect
+	Timeout   Duration
+}
+
+// PauseReplay pauses WAL replay on a standby (pg_wal_replay_pause).
+type PauseReplay struct{ Node string }
+
+// ResumeReplay resumes it.
+type ResumeReplay struct{ Node string }
+
+func (*Crash) Kind() string        { return "crash" }
+func (*Start) Kind() string        { return "start" }
+func (*Promote) Kind() string      { return "promote" }
+func (*Rewind) Kind() string       { return "rewind" }
+func (*WaitFor) Kind() string      { return "wait_for" }
+func (*PauseReplay) Kind() string  { return "pause_replay" }
+func (*ResumeReplay) Kind() string { return "resume_replay" }
 
 func (*Inject) Kind() string          { return "inject" }
 func (*Remove) Kind() string          { return "remove" }
@@ -323,7 +410,8 @@ type Verifier struct {
 
 // Check is what a verifier checks: *Durability, *BankInvariant,
 // *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
-// *Availability, *Latency, *ErrorCount, *FaultFired or *Sessions.
+// *Availability, *Latency, *ErrorCount, *FaultFired, *Sessions, *RPO or
+// *RTO.
 type Check interface {
 	// Type is the verifier's type in the file, e.g. "durability".
 	Type() string
@@ -423,6 +511,26 @@ type Sessions struct {
 	NoWaitingClients bool
 }
 
+// RPO checks a ledger workload after a drill: acknowledged entries missing
+// on the node that serves are lost, at most MaxLost of them (default 0),
+// acknowledged over at most MaxWindow (0: not checked).
+type RPO struct {
+	Workload  string
+	MaxLost   int
+	MaxWindow Duration
+}
+
+// RTO measures, per workload, how long writes (and reads, for a sql
+// workload's SELECTs) were down: from the start of the method's first
+// fault step (inject or crash) to the first acknowledgement after it. At
+// most Max when it is set.
+type RTO struct {
+	Workload string
+	Max      Duration
+}
+
+func (*RPO) Type() string                  { return "rpo" }
+func (*RTO) Type() string                  { return "rto" }
 func (*Durability) Type() string           { return "durability" }
 func (*BankInvariant) Type() string        { return "bank_invariant" }
 func (*PreparedTransactions) Type() string { return "prepared_transactions" }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -223,6 +224,8 @@ type refs struct {
 	// injected maps a rule name to where a step first injected it.
 	injected  map[string]Pos
 	ruleOrder []string
+	// faultSteps counts the method's inject and crash steps.
+	faultSteps int
 }
 
 func (d *decoder) experiment(root *yaml.Node) *Experiment {
@@ -250,6 +253,14 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 			d.errAt(d.via, d.viaPath, "no proxy named %q%s; want a proxy with upstream: target", em.PgBouncerVia, didYouMean(em.PgBouncerVia, r.proxyList))
 		case p.Remote() || p.Upstream != UpstreamTarget:
 			d.errAt(d.via, d.viaPath, "proxy %q must be started in-process with upstream: target (PgBouncer connects to PostgreSQL through it)", em.PgBouncerVia)
+		}
+	}
+	if em := e.Target.Embedded; em != nil && em.ReplicationVia != "" {
+		switch p, ok := r.proxies[em.ReplicationVia]; {
+		case !ok:
+			d.errAt(d.replVia, d.replViaPath, "no proxy named %q%s; want a proxy with upstream: primary", em.ReplicationVia, didYouMean(em.ReplicationVia, r.proxyList))
+		case p.Remote() || (p.Upstream != NodePrimary && p.Upstream != UpstreamTarget):
+			d.errAt(d.replVia, d.replViaPath, "proxy %q must be started in-process with upstream: primary (the standbys stream from the primary through it)", em.ReplicationVia)
 		}
 	}
 	for i, item := range d.list(o.get("setup"), "setup") {
@@ -363,9 +374,31 @@ func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
 	if s := o.get("settings"); s != nil {
 		e.Settings = d.stringMap(s, o.at("settings"))
 	}
+	o.int("standbys", &e.Standbys, 0)
+	if e.Standbys > maxStandbys {
+		d.errAt(deref(o.get("standbys")), o.at("standbys"), "at most %d (each is a PostgreSQL server on this machine)", maxStandbys)
+	}
+	e.Synchronous = SyncOff
+	if n := deref(o.get("synchronous")); n != nil && n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		// synchronous: true is on, as YAML 1.1 would read on.
+		b, _ := d.boolean(n, o.at("synchronous"))
+		e.Synchronous = map[bool]string{true: SyncOn, false: SyncOff}[b]
+	} else if o.enum("synchronous", &e.Synchronous, SyncOff, SyncOn, SyncQuorum) && e.Synchronous != SyncOff && e.Standbys == 0 {
+		d.errAt(o.keyNode("synchronous"), o.at("synchronous"), "synchronous replication needs standbys: give standbys: 1 or more")
+	}
+	if o.str("replication_via", &e.ReplicationVia) {
+		if e.Standbys == 0 {
+			d.errAt(o.keyNode("replication_via"), o.at("replication_via"), "applies with standbys: 1 or more")
+		}
+		// The proxy it names is checked once the proxies are read.
+		d.replVia, d.replViaPath = deref(o.get("replication_via")), o.at("replication_via")
+	}
 	o.done()
 	return e
 }
+
+// maxStandbys bounds an embedded cluster.
+const maxStandbys = 5
 
 // upstream checks an upstream: host:port or one of the words.
 func (d *decoder) upstream(n *yaml.Node, path, v string, r *refs) {
@@ -378,8 +411,31 @@ func (d *decoder) upstream(n *yaml.Node, path, v string, r *refs) {
 		}
 		return
 	}
+	if r.embedded != nil && slices.Contains(r.embedded.Nodes(), v) {
+		return
+	}
 	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		d.errAt(deref(n), path, "want host:port, target or pgbouncer, got %q%s", v, didYouMean(v, []string{UpstreamTarget, UpstreamPgBouncer}))
+		words := []string{UpstreamTarget, UpstreamPgBouncer}
+		if r.embedded != nil {
+			words = append(words, r.embedded.Nodes()...)
+		}
+		d.errAt(deref(n), path, "want host:port, %s, got %q%s", oneOf(words), v, didYouMean(v, words))
+	}
+}
+
+// nodeRef checks the name of an embedded node.
+func (d *decoder) nodeRef(n *yaml.Node, path, name string, r *refs) {
+	if r.embedded == nil {
+		d.errAt(deref(n), path, "no node named %q: nodes are the servers of target.embedded (primary, and standby1... with standbys: N)", name)
+		return
+	}
+	nodes := r.embedded.Nodes()
+	if !slices.Contains(nodes, name) {
+		hint := ""
+		if r.embedded.Standbys == 0 && strings.HasPrefix(name, "standby") {
+			hint = " (add standbys: N to target.embedded)"
+		}
+		d.errAt(deref(n), path, "no node named %q%s; want %s%s", name, didYouMean(name, nodes), oneOf(nodes), hint)
 	}
 }
 

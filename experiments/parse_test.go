@@ -226,7 +226,7 @@ method:
 `,
 			want: []string{
 				`exp.yaml:5:3: method[0].sql: a step does one thing and this one does wait already (split it into two steps)`,
-				`exp.yaml:6:3: method[1]: want one action: inject, remove, wait, sql, exec, kill_sessions, switch_upstream, pause_workload, resume_workload, resolve_prepared`,
+				`exp.yaml:6:3: method[1]: want one action: inject, remove, wait, sql, exec, kill_sessions, switch_upstream, pause_workload, resume_workload, resolve_prepared, crash, start, promote, rewind, wait_for, pause_replay, resume_replay`,
 			},
 		},
 		{
@@ -336,7 +336,7 @@ rollbacks:
 	want := []string{
 		`exp.yaml:1:7: name: is empty`,
 		`exp.yaml:2:21: target.embedded.pool_mode: applies with pgbouncer: true`,
-		`exp.yaml:4:24: proxies[0].upstream: want host:port, target or pgbouncer, got "nowhere"`,
+		`exp.yaml:4:24: proxies[0].upstream: want host:port, target, pgbouncer or primary, got "nowhere"`,
 		`exp.yaml:6:19: workloads[0].type: want ledger, bank, sql or exec, got "ledgr" (did you mean "ledger"?)`,
 		`exp.yaml:8:7: method[0].at: want a duration like "30s" or "500ms", got "soon"`,
 		`exp.yaml:9:36: method[0].inject.rule.action.sqlstate: is required (e.g. 40001)`,

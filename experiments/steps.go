@@ -9,7 +9,8 @@ import (
 
 // actionKinds are the keys that make a step's action, one per step.
 var actionKinds = []string{"inject", "remove", "wait", "sql", "exec", "kill_sessions", "switch_upstream",
-	"pause_workload", "resume_workload", "resolve_prepared"}
+	"pause_workload", "resume_workload", "resolve_prepared",
+	"crash", "start", "promote", "rewind", "wait_for", "pause_replay", "resume_replay"}
 
 // stepList reads the method (timed) or the rollbacks.
 type stepList struct {
@@ -75,6 +76,9 @@ func (d *decoder) step(n *yaml.Node, path string, r *refs, l *stepList) Step {
 
 func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action {
 	n, at := step.get(kind), step.at(kind)
+	if l.method && (kind == "inject" || kind == "crash") {
+		r.faultSteps++
+	}
 	switch kind {
 	case "inject":
 		return d.inject(n, at, step, r, l)
@@ -109,6 +113,12 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		o := d.object(n, at)
 		o.reqStr("sql", &a.SQL)
 		o.str("dsn", &a.DSN)
+		if o.str("node", &a.Node) {
+			d.nodeRef(o.get("node"), o.at("node"), a.Node, r)
+			if a.DSN != "" {
+				d.errAt(o.keyNode("node"), o.at("node"), "give dsn or node, not both")
+			}
+		}
 		o.done()
 		return a
 	case "exec":
@@ -168,8 +178,84 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		}
 		o.done()
 		return a
+	case "crash":
+		a := &Crash{Mode: CrashKill}
+		o := d.nodeStep(n, at, &a.Node, r)
+		o.enum("mode", &a.Mode, CrashKill, CrashImmediate, CrashFast)
+		o.done()
+		return a
+	case "start":
+		a := &Start{}
+		d.nodeStep(n, at, &a.Node, r).done()
+		return a
+	case "promote":
+		a := &Promote{Wait: true}
+		o := d.nodeStep(n, at, &a.Node, r)
+		o.boolean("wait", &a.Wait)
+		o.done()
+		if a.Node == NodePrimary && r.embedded != nil {
+			d.errAt(deref(n), at, "the primary is not a standby: promote %s", oneOf(r.embedded.Nodes()[1:]))
+		}
+		return a
+	case "rewind":
+		a := &Rewind{}
+		o := d.object(n, at)
+		if o.reqStr("node", &a.Node) {
+			d.nodeRef(o.get("node"), o.at("node"), a.Node, r)
+		}
+		if o.reqStr("source", &a.Source) {
+			d.nodeRef(o.get("source"), o.at("source"), a.Source, r)
+			if a.Source == a.Node {
+				d.errAt(deref(o.get("source")), o.at("source"), "a node cannot follow itself: source is the new primary")
+			}
+		}
+		o.done()
+		return a
+	case "wait_for":
+		a := &WaitFor{Timeout: DefaultDeadline}
+		o := d.object(n, at)
+		o.reqStr("sql", &a.SQL)
+		if o.str("node", &a.Node) {
+			d.nodeRef(o.get("node"), o.at("node"), a.Node, r)
+		}
+		if en := o.get("expect"); en != nil {
+			a.Expect = d.expect(en, o.at("expect"))
+		} else {
+			o.missing("expect", " (equals, min or max)")
+		}
+		o.positive("timeout", &a.Timeout)
+		o.done()
+		return a
+	case "pause_replay", "resume_replay":
+		var node string
+		d.nodeStep(n, at, &node, r).done()
+		if node == NodePrimary {
+			d.errAt(deref(n), at, "the primary replays no WAL: give a standby")
+		}
+		if kind == "pause_replay" {
+			return &PauseReplay{Node: node}
+		}
+		return &ResumeReplay{Node: node}
 	}
 	return nil
+}
+
+// nodeStep reads a step that names a node: the name alone, or a mapping
+// with node and the step's other fields, which the caller reads before
+// calling done on the object returned.
+func (d *decoder) nodeStep(n *yaml.Node, path string, dst *string, r *refs) *object {
+	if s := deref(n); s.Kind == yaml.ScalarNode {
+		if d.reqScalar(s, path, dst) {
+			d.nodeRef(s, path, *dst, r)
+		}
+		// An empty object: nothing more to read.
+		return d.object(&yaml.Node{Kind: yaml.MappingNode, Line: s.Line, Column: s.Column}, path)
+	}
+	o := d.object(n, path)
+	if o.reqStr("node", dst) {
+		d.nodeRef(o.get("node"), o.at("node"), *dst, r)
+	}
+	return o
 }
 
 func hasTwoPhaseLedger(r *refs) bool {

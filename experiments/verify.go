@@ -7,7 +7,7 @@ import (
 )
 
 var verifierTypes = []string{"durability", "bank_invariant", "prepared_transactions", "sql", "sql_equal",
-	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions"}
+	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto"}
 
 // verifierFields are the keys each verifier type takes besides type and
 // name.
@@ -23,6 +23,8 @@ var verifierFields = map[string][]string{
 	"errors":                {"workload", "sqlstate", "min", "max", "window"},
 	"fault_fired":           {"rule", "min"},
 	"sessions":              {"no_idle_in_transaction", "no_waiting_clients"},
+	"rpo":                   {"workload", "max_lost", "max_window"},
+	"rto":                   {"workload", "max"},
 }
 
 func (d *decoder) verifiers(n *yaml.Node, path string, r *refs, methodRules []string) []Verifier {
@@ -93,6 +95,18 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		c := &Durability{Workload: workload(WorkloadLedger)}
 		o.int("allowed_lost", &c.AllowedLost, 0)
 		o.int("allowed_ghost", &c.AllowedGhost, 0)
+		v.Check = c
+	case "rpo":
+		c := &RPO{Workload: workload(WorkloadLedger)}
+		o.int("max_lost", &c.MaxLost, 0)
+		o.duration("max_window", &c.MaxWindow)
+		v.Check = c
+	case "rto":
+		c := &RTO{Workload: workload("")}
+		o.positive("max", &c.Max)
+		if r.faultSteps == 0 {
+			d.errAt(o.node, path, "rto is measured from the method's first inject or crash step, and it has none")
+		}
 		v.Check = c
 	case "bank_invariant":
 		v.Check = &BankInvariant{Workload: workload(WorkloadBank)}

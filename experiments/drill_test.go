@@ -1,0 +1,124 @@
+package experiments
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Drill steps and verifiers: what a file may say, and what it is told when
+// it says something wrong.
+func TestDrillParse(t *testing.T) {
+	const ok = `name: x
+target:
+  embedded:
+    standbys: 2
+    synchronous: quorum
+    replication_via: repl
+proxies:
+  - {name: vip, upstream: primary}
+  - {name: repl, upstream: primary}
+workloads:
+  - {name: l, type: ledger, through: vip}
+method:
+  - crash: primary
+  - promote: standby1
+  - switch_upstream: {proxy: vip, upstream: standby1}
+  - wait_for: {sql: SELECT count(*) FROM pg_stat_replication, node: standby1, expect: {min: 0}, timeout: 5s}
+  - rewind: {node: primary, source: standby1}
+  - pause_replay: standby2
+  - resume_replay: {node: standby2}
+  - crash: {node: standby2, mode: immediate}
+  - start: standby2
+  - sql: {sql: SELECT 1, node: standby2}
+verify:
+  - {type: rpo, workload: l, max_lost: 3, max_window: 2s}
+  - {type: rto, workload: l, max: 10s}
+`
+	e, err := Parse([]byte(ok), "x.yaml", nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if em := e.Target.Embedded; em.Standbys != 2 || em.Synchronous != SyncQuorum || em.ReplicationVia != "repl" || strings.Join(em.Nodes(), ",") != "primary,standby1,standby2" {
+		t.Fatalf("embedded %+v, nodes %v", em, em.Nodes())
+	}
+	want := []Action{
+		&Crash{Node: "primary", Mode: CrashKill},
+		&Promote{Node: "standby1", Wait: true},
+		&SwitchUpstream{Proxy: "vip", Upstream: "standby1"},
+		nil, // wait_for, checked below
+		&Rewind{Node: "primary", Source: "standby1"},
+		&PauseReplay{Node: "standby2"},
+		&ResumeReplay{Node: "standby2"},
+		&Crash{Node: "standby2", Mode: CrashImmediate},
+		&Start{Node: "standby2"},
+		&RunSQL{SQL: "SELECT 1", Node: "standby2"},
+	}
+	for i, w := range want {
+		got := e.Method[i].Action
+		if w == nil {
+			wf, ok := got.(*WaitFor)
+			if !ok || wf.Node != "standby1" || wf.Expect.Min == nil || *wf.Expect.Min != 0 || time.Duration(wf.Timeout) != 5*time.Second {
+				t.Errorf("method[%d]: %#v", i, got)
+			}
+			continue
+		}
+		if g, w := fmt.Sprintf("%#v", got), fmt.Sprintf("%#v", w); g != w {
+			t.Errorf("method[%d]: %s, want %s", i, g, w)
+		}
+	}
+	if r := e.Verify[0].Check.(*RPO); r.MaxLost != 3 || time.Duration(r.MaxWindow) != 2*time.Second {
+		t.Errorf("rpo %+v", r)
+	}
+	if r := e.Verify[1].Check.(*RTO); time.Duration(r.Max) != 10*time.Second {
+		t.Errorf("rto %+v", r)
+	}
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"node of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nmethod:\n- crash: primary\n",
+			`x.yaml:4:10: method[0].crash: no node named "primary": nodes are the servers of target.embedded (primary, and standby1... with standbys: N)`},
+		{"misspelt node", "name: x\ntarget: {embedded: {standbys: 1}}\nmethod:\n- start: standy1\n",
+			`x.yaml:4:10: method[0].start: no node named "standy1" (did you mean "standby1"?); want primary or standby1`},
+		{"standby without standbys", "name: x\ntarget: {embedded: {}}\nmethod:\n- promote: standby1\n",
+			`x.yaml:4:12: method[0].promote: no node named "standby1"; want primary (add standbys: N to target.embedded)`},
+		{"promote the primary", "name: x\ntarget: {embedded: {standbys: 1}}\nmethod:\n- promote: primary\n",
+			`x.yaml:4:12: method[0].promote: the primary is not a standby: promote standby1`},
+		{"crash mode", "name: x\ntarget: {embedded: {}}\nmethod:\n- crash: {node: primary, mode: smart}\n",
+			`x.yaml:4:32: method[0].crash.mode: want kill, immediate or fast, got "smart"`},
+		{"synchronous without standbys", "name: x\ntarget: {embedded: {synchronous: on}}\n",
+			`x.yaml:2:21: target.embedded.synchronous: synchronous replication needs standbys: give standbys: 1 or more`},
+		{"too many standbys", "name: x\ntarget: {embedded: {standbys: 9}}\n",
+			`x.yaml:2:31: target.embedded.standbys: at most 5 (each is a PostgreSQL server on this machine)`},
+		{"rewind onto itself", "name: x\ntarget: {embedded: {standbys: 1}}\nmethod:\n- rewind: {node: primary, source: primary}\n",
+			`x.yaml:4:35: method[0].rewind.source: a node cannot follow itself: source is the new primary`},
+		{"wait_for without expect", "name: x\ntarget: {embedded: {}}\nmethod:\n- wait_for: {sql: SELECT 1}\n",
+			`x.yaml:4:13: method[0].wait_for.expect: is required (equals, min or max)`},
+		{"rto without a fault step", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nverify:\n- {type: rto, workload: l}\n",
+			`x.yaml:5:3: verify[0]: rto is measured from the method's first inject or crash step, and it has none`},
+		{"rpo of a bank", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: b, type: bank}]\nverify:\n- {type: rpo, workload: b}\n",
+			`x.yaml:5:25: verify[0].workload: rpo checks a ledger workload; "b" is a bank workload`},
+		{"upstream node of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nproxies: [{name: p, upstream: standby1}]\n",
+			`x.yaml:3:31: proxies[0].upstream: want host:port, target or pgbouncer, got "standby1"`},
+		{"replication_via a missing proxy", "name: x\ntarget: {embedded: {standbys: 1, replication_via: repl}}\nproxies: [{name: rep, upstream: primary}]\n",
+			`x.yaml:2:51: target.embedded.replication_via: no proxy named "repl" (did you mean "rep"?); want a proxy with upstream: primary`},
+		{"replication_via a proxy to a standby", "name: x\ntarget: {embedded: {standbys: 1, replication_via: rep}}\nproxies: [{name: rep, upstream: standby1}]\n",
+			`x.yaml:2:51: target.embedded.replication_via: proxy "rep" must be started in-process with upstream: primary (the standbys stream from the primary through it)`},
+		{"replication_via without standbys", "name: x\ntarget: {embedded: {replication_via: rep}}\nproxies: [{name: rep, upstream: primary}]\n",
+			`x.yaml:2:21: target.embedded.replication_via: applies with standbys: 1 or more`},
+		{"sql with dsn and node", "name: x\ntarget: {embedded: {}}\nmethod:\n- sql: {sql: SELECT 1, dsn: postgres://a, node: primary}\n",
+			`x.yaml:4:43: method[0].sql.node: give dsn or node, not both`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "x.yaml", nil, noEnv)
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("got %v, want: %s", err, tc.want)
+			}
+			if err.Error() != tc.want {
+				t.Fatalf("got:\n%s\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}
