@@ -61,6 +61,9 @@ type Run struct {
 	PgBouncerAdminDSN string
 	// Workloads are the experiment's workloads by name.
 	Workloads map[string]experiments.Workload
+	// FirstFault is when the method's first inject or crash step ran;
+	// zero when none did.
+	FirstFault Window
 }
 
 // Window is a span of time; a zero End means it was still open when the
@@ -103,6 +106,10 @@ func Check(ctx context.Context, v experiments.Verifier, run Run) Verdict {
 		vd = faultFired(c, run)
 	case *experiments.Sessions:
 		vd = sessions(ctx, c, run)
+	case *experiments.RPO:
+		vd = rpo(ctx, c, run)
+	case *experiments.RTO:
+		vd = rto(c, run)
 	case nil:
 		vd = failed("", "", fmt.Errorf("the verifier has no check"))
 	default:

@@ -1,0 +1,223 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/history"
+)
+
+// rpo checks what a drill lost: acknowledged ledger entries missing on the
+// node that serves after it (VerifyDSN), as a count and as the window of
+// their acknowledgements.
+func rpo(ctx context.Context, c *experiments.RPO, run Run) Verdict {
+	v := newVerdict(c.Type(), c.Workload)
+	table := ledgerTable(run, c.Workload)
+	v.Evidence["table"] = table
+	ops := opsOf(run.History, c.Workload)
+	var acked []history.Op
+	for _, op := range ops {
+		if op.Outcome == history.OK && opKey(op) != "" {
+			acked = append(acked, op)
+		}
+	}
+	if len(acked) == 0 {
+		v.judge(false, "workload %q had no acknowledged writes: nothing to judge", c.Workload)
+		return v
+	}
+	if !tableName.MatchString(table) {
+		return failed(v.Type, c.Workload, fmt.Errorf("ledger table %q is not a table name", table))
+	}
+	conn, err := connect(ctx, run.VerifyDSN)
+	if err != nil {
+		return failed(v.Type, c.Workload, err)
+	}
+	defer closeConn(ctx, conn)
+	keys := make([]string, len(acked))
+	for i, op := range acked {
+		keys[i] = opKey(op)
+	}
+	present, err := presentKeys(ctx, conn, table, keys)
+	if err != nil {
+		return failed(v.Type, c.Workload, err)
+	}
+	var lost []history.Op
+	for _, op := range acked {
+		if !present[opKey(op)] {
+			lost = append(lost, op)
+		}
+	}
+	slices.SortFunc(lost, func(a, b history.Op) int { return a.End.Compare(b.End) })
+
+	e := v.Evidence
+	e["acknowledged"] = len(acked)
+	e["lost"] = len(lost)
+	e["max_lost"] = c.MaxLost
+	lostKeys := make([]string, 0, len(lost))
+	for _, op := range lost {
+		lostKeys = append(lostKeys, opKey(op))
+	}
+	e["lost_keys"] = bounded(lostKeys)
+	var window time.Duration
+	if len(lost) > 0 {
+		first, last := lost[0].End, lost[len(lost)-1].End
+		window = last.Sub(first)
+		e["first_lost_ack"] = first
+		e["last_lost_ack"] = last
+		if t, ok := lastAckBefore(acked, first); ok {
+			e["last_kept_ack_before"] = t
+		}
+	}
+	e["window"] = window.String()
+	if c.MaxWindow > 0 {
+		e["max_window"] = c.MaxWindow.String()
+	}
+
+	detail := fmt.Sprintf("%d of %d acknowledged writes lost", len(lost), len(acked))
+	if len(lost) > 0 {
+		detail += fmt.Sprintf(", acknowledged over %s (%s to %s)", window.Round(time.Millisecond),
+			lost[0].End.Format("15:04:05.000"), lost[len(lost)-1].End.Format("15:04:05.000"))
+	}
+	var problems []string
+	if len(lost) > c.MaxLost {
+		problems = append(problems, fmt.Sprintf("more than max_lost %d", c.MaxLost))
+	}
+	if c.MaxWindow > 0 && window > time.Duration(c.MaxWindow) {
+		problems = append(problems, fmt.Sprintf("a window over max_window %s", c.MaxWindow))
+	}
+	if len(problems) > 0 {
+		v.judge(false, "%s: %s", detail, strings.Join(problems, " and "))
+	} else {
+		v.judge(true, "%s", detail)
+	}
+	return v
+}
+
+// lastAckBefore is the latest acknowledgement before t of an entry that
+// was kept, if any: where the data that survived ends.
+func lastAckBefore(acked []history.Op, t time.Time) (time.Time, bool) {
+	var best time.Time
+	for _, op := range acked {
+		if op.End.Before(t) && op.End.After(best) {
+			best = op.End
+		}
+	}
+	return best, !best.IsZero()
+}
+
+// rto measures how long a workload's writes (and, for a sql workload, its
+// reads) were down: from the start of the method's first fault step to
+// the first acknowledgement of an operation that started after that step
+// began and ended after it did (an operation the fault could have hit).
+func rto(c *experiments.RTO, run Run) Verdict {
+	v := newVerdict(c.Type(), c.Workload)
+	if run.FirstFault.Start.IsZero() {
+		v.judge(false, "no fault step ran: nothing to measure from")
+		return v
+	}
+	ops := opsOf(run.History, c.Workload)
+	if len(ops) == 0 {
+		v.judge(false, "workload %q recorded no operations: nothing to judge", c.Workload)
+		return v
+	}
+	t0 := run.FirstFault.Start
+	v.Evidence["fault_start"] = t0
+	if c.Max > 0 {
+		v.Evidence["max"] = c.Max.String()
+	}
+	classes := map[string][]history.Op{}
+	for _, op := range ops {
+		k := "writes"
+		if isRead(run, c.Workload, op) {
+			k = "reads"
+		}
+		classes[k] = append(classes[k], op)
+	}
+	pass := true
+	var parts []string
+	for _, class := range []string{"writes", "reads"} {
+		list, ok := classes[class]
+		if !ok {
+			continue
+		}
+		m := measure(list, run.FirstFault)
+		ev := map[string]any{
+			"failed_or_unknown": m.failures,
+		}
+		if !m.lastBefore.IsZero() {
+			ev["last_ack_before"] = m.lastBefore
+		}
+		if m.back.IsZero() {
+			pass = false
+			ev["rto"] = nil
+			parts = append(parts, fmt.Sprintf("%s never came back after the fault (%d failed or unknown since)", class, m.failures))
+			v.Evidence[class] = ev
+			continue
+		}
+		d := m.back.Sub(t0)
+		ev["first_ack_after"] = m.back
+		ev["rto"] = d.String()
+		ev["rto_ms"] = d.Milliseconds()
+		v.Evidence[class] = ev
+		part := fmt.Sprintf("%s back after %s (%d failed or unknown)", class, d.Round(time.Millisecond), m.failures)
+		if c.Max > 0 && d > time.Duration(c.Max) {
+			pass = false
+			part += fmt.Sprintf(", over max %s", c.Max)
+		}
+		parts = append(parts, part)
+	}
+	v.judge(pass, "%s", strings.Join(parts, "; "))
+	return v
+}
+
+type recovery struct {
+	lastBefore time.Time // the last acknowledgement before the fault
+	back       time.Time // the first after it; zero: none
+	failures   int       // operations that failed or ended unknown in between
+}
+
+func measure(ops []history.Op, fault Window) recovery {
+	var m recovery
+	for _, op := range ops {
+		switch {
+		case op.Outcome != history.OK:
+		case op.End.Before(fault.Start):
+			if op.End.After(m.lastBefore) {
+				m.lastBefore = op.End
+			}
+		case !op.Start.Before(fault.Start) && !op.End.Before(fault.End):
+			if m.back.IsZero() || op.End.Before(m.back) {
+				m.back = op.End
+			}
+		}
+	}
+	for _, op := range ops {
+		if op.Outcome != history.OK && !op.End.Before(fault.Start) && (m.back.IsZero() || op.End.Before(m.back)) {
+			m.failures++
+		}
+	}
+	return m
+}
+
+// isRead reports whether an operation of a sql workload only reads.
+func isRead(run Run, workload string, op history.Op) bool {
+	w, ok := run.Workloads[workload]
+	if !ok || w.SQL == nil {
+		return false
+	}
+	for _, st := range w.SQL.Statements {
+		if st.Transaction {
+			continue
+		}
+		first := strings.ToLower(strings.Fields(st.SQL + " x")[0])
+		if (first == "select" || first == "show" || first == "values" || first == "table") &&
+			strings.HasPrefix(strings.Join(strings.Fields(st.SQL), " "), op.Kind) {
+			return true
+		}
+	}
+	return false
+}
