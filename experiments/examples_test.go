@@ -25,7 +25,7 @@ func TestExamples(t *testing.T) {
 		parsed[filepath.Base(f)] = e
 	}
 	for _, name := range []string{"2pc-mid-prepare.yaml", "2pc-mid-commit-prepared.yaml", "commit-ack-lost.yaml", "latency-spike.yaml",
-		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml"} {
+		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "crash-restart.yaml", "failover-sync.yaml"} {
 		if parsed[name] == nil {
 			t.Fatalf("examples/%s is missing or invalid", name)
 		}
@@ -70,6 +70,29 @@ func TestExamples(t *testing.T) {
 	}
 	if l := e.Verify[0].Check.(*Latency); time.Duration(l.P99Max) != 400*time.Millisecond || time.Duration(l.P50Min) != 150*time.Millisecond {
 		t.Errorf("latency-spike: %+v", l)
+	}
+
+	e = parsed["crash-restart.yaml"]
+	if c, ok := e.Method[0].Action.(*Crash); !ok || c.Node != NodePrimary || c.Mode != CrashKill {
+		t.Errorf("crash-restart: first step %+v", e.Method[0].Action)
+	}
+	if s, ok := e.Method[1].Action.(*Start); !ok || s.Node != NodePrimary {
+		t.Errorf("crash-restart: second step %+v", e.Method[1].Action)
+	}
+	wantTypes(t, "crash-restart", e, "rpo", "durability", "rto", "errors")
+
+	e = parsed["failover-sync.yaml"]
+	if em := e.Target.Embedded; em.Standbys != 1 || em.Synchronous != SyncOn {
+		t.Errorf("failover-sync: target %+v", em)
+	}
+	if p, ok := e.Method[1].Action.(*Promote); !ok || p.Node != "standby1" || !p.Wait {
+		t.Errorf("failover-sync: second step %+v", e.Method[1].Action)
+	}
+	if sw, ok := e.Method[2].Action.(*SwitchUpstream); !ok || sw.Upstream != "standby1" {
+		t.Errorf("failover-sync: third step %+v", e.Method[2].Action)
+	}
+	if r := e.Verify[0].Check.(*RPO); r.MaxLost != 0 || r.Workload != "ledger" {
+		t.Errorf("failover-sync: %+v", r)
 	}
 
 	e = parsed["2pc-mid-commit-prepared.yaml"]

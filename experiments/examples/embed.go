@@ -4,7 +4,8 @@ package examples
 
 import "embed"
 
-// Files are the shipped experiment files, by name (e.g. "2pc-mid-prepare.yaml").
+// Files are the shipped experiment files, by name (e.g. "2pc-mid-prepare.yaml"),
+// and the runbook scripts their exec steps run (runbooks/*.sh).
 //
-//go:embed *.yaml
+//go:embed *.yaml runbooks/*.sh
 var Files embed.FS

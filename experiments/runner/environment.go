@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -28,7 +29,11 @@ type environment struct {
 	bouncerAddr              string
 	bouncerAdminDSN          string
 
-	pg      *pgtest.Postgres
+	pg      *pgtest.Postgres // the embedded primary, as started
+	cluster *pgtest.Cluster  // every embedded node
+	// serving names the embedded node that serves: the primary, or the
+	// standby a promote step made primary.
+	serving string
 	bouncer *pgtest.PgBouncer
 	srv     *server.Server // in-process proxies
 	// remote proxies by name: the control API that runs each.
@@ -44,11 +49,28 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		embedded = &experiments.Embedded{}
 	}
 	if embedded != nil {
-		pg, err := pgtest.StartPostgres(ctx, pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(embedded.Settings), Logger: opts.Logger})
+		copts := pgtest.ClusterOptions{
+			Options:     pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(embedded.Settings), Logger: opts.Logger},
+			Standbys:    embedded.Standbys,
+			Synchronous: embedded.Synchronous,
+		}
+		if via := embedded.ReplicationVia; via != "" {
+			// The proxy the standbys stream through starts before they
+			// do, in front of the primary.
+			copts.ReplicationVia = func(_, primaryAddr string) (string, error) {
+				if addr, ok := env.listen[via]; ok {
+					return addr, nil
+				}
+				return env.startProxies(opts, []server.ProxyConfig{{Name: via, Listen: listenOf(exp, via), Upstream: primaryAddr}})
+			}
+		}
+		cluster, err := pgtest.StartCluster(ctx, copts)
 		if err != nil {
+			env.close()
 			return nil, fmt.Errorf("start the embedded PostgreSQL: %w", err)
 		}
-		env.pg = pg
+		pg := cluster.Node(experiments.NodePrimary)
+		env.cluster, env.pg, env.serving = cluster, pg, experiments.NodePrimary
 		env.dsn = pg.DSN(pgtest.SuperUser, "", "postgres")
 		env.setupDSN, env.verifyDSN, env.targetAddr = env.dsn, env.dsn, pg.Addr()
 		// With pgbouncer_via, PgBouncer starts once the proxy it goes
@@ -83,6 +105,9 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			env.listen[p.Name] = listen
 			continue
 		}
+		if _, started := env.listen[p.Name]; started {
+			continue // replication_via's, started with the cluster
+		}
 		if p.Upstream == experiments.UpstreamPgBouncer && env.bouncer == nil {
 			// PgBouncer is not started yet (pgbouncer_via): add this
 			// proxy once it is.
@@ -96,15 +121,10 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		}
 		local = append(local, server.ProxyConfig{Name: p.Name, Listen: cmp.Or(p.Listen, "127.0.0.1:0"), Upstream: up})
 	}
-	if len(local) > 0 || len(later) > 0 {
-		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: local, Seed: opts.Seed}, opts.Logger)
-		if err != nil {
+	if len(local) > 0 || (len(later) > 0 && env.srv == nil) {
+		if _, err := env.startProxies(opts, local); err != nil {
 			env.close()
-			return nil, fmt.Errorf("start the proxies: %w", err)
-		}
-		env.srv = srv
-		for _, p := range srv.Proxies() {
-			env.listen[p.Name()] = p.Addr().String()
+			return nil, err
 		}
 	}
 	if embedded != nil && embedded.PgBouncerVia != "" {
@@ -132,6 +152,44 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 		env.listen[p.Name] = spec.Listen
 	}
 	return env, nil
+}
+
+// startProxies starts in-process proxies: the first call starts the
+// server that runs them, later ones add to it. It returns the listen
+// address of the first proxy.
+func (env *environment) startProxies(opts Options, proxies []server.ProxyConfig) (string, error) {
+	if env.srv == nil {
+		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: proxies, Seed: opts.Seed}, opts.Logger)
+		if err != nil {
+			return "", fmt.Errorf("start the proxies: %w", err)
+		}
+		env.srv = srv
+		for _, p := range srv.Proxies() {
+			env.listen[p.Name()] = p.Addr().String()
+		}
+	} else {
+		for _, p := range proxies {
+			spec, err := env.srv.AddProxy(control.ProxySpec{Name: p.Name, Listen: p.Listen, Upstream: p.Upstream, Enabled: true})
+			if err != nil {
+				return "", fmt.Errorf("start proxy %s: %w", p.Name, err)
+			}
+			env.listen[p.Name] = spec.Listen
+		}
+	}
+	if len(proxies) == 0 {
+		return "", nil
+	}
+	return env.listen[proxies[0].Name], nil
+}
+
+// listenOf is the listen address a proxy of the experiment asks for.
+func listenOf(exp *experiments.Experiment, name string) string {
+	for _, p := range exp.Proxies {
+		if p.Name == name {
+			return cmp.Or(p.Listen, "127.0.0.1:0")
+		}
+	}
+	return "127.0.0.1:0"
 }
 
 // startBouncer starts the embedded PgBouncer in front of upstream.
@@ -167,6 +225,11 @@ func (env *environment) resolve(up string) (string, error) {
 		}
 		return env.bouncerAddr, nil
 	}
+	if env.cluster != nil {
+		if n := env.cluster.Node(up); n != nil {
+			return n.Addr(), nil
+		}
+	}
 	return up, nil
 }
 
@@ -201,9 +264,93 @@ func (env *environment) close() {
 	if env.bouncer != nil {
 		env.bouncer.Stop()
 	}
-	if env.pg != nil {
-		env.pg.Stop()
+	if env.cluster != nil {
+		env.cluster.Stop()
 	}
+}
+
+// node is an embedded server by name.
+func (env *environment) node(name string) (*pgtest.Postgres, error) {
+	if env.cluster != nil {
+		if n := env.cluster.Node(name); n != nil {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("no embedded node named %q", name)
+}
+
+// nodeDSN is the DSN of an embedded node ("": the one that serves).
+func (env *environment) nodeDSN(name string) (string, error) {
+	if name == "" {
+		if env.cluster == nil {
+			return env.verifyDSN, nil
+		}
+		name = env.serving
+	}
+	n, err := env.node(name)
+	if err != nil {
+		return "", err
+	}
+	return n.DSN(pgtest.SuperUser, "", "postgres"), nil
+}
+
+// serve makes a promoted node the one that serves: sql steps, probes and
+// verifiers connect to it from now on.
+func (env *environment) serve(name string) error {
+	dsn, err := env.nodeDSN(name)
+	if err != nil {
+		return err
+	}
+	env.serving = name
+	env.dsn, env.setupDSN, env.verifyDSN = dsn, dsn, dsn
+	return nil
+}
+
+// findServing makes sure the node that serves is a running primary: after
+// a failover done by a runbook (an exec step) rather than a promote step,
+// it is the node that now accepts writes. It reports the node when that
+// changed.
+func (env *environment) findServing(ctx context.Context) (string, bool) {
+	if env.cluster == nil {
+		return "", false
+	}
+	isPrimary := func(n *pgtest.Postgres) bool {
+		if !n.Running() {
+			return false
+		}
+		v, err := queryValue(ctx, n.DSN(pgtest.SuperUser, "", "postgres"), "SELECT NOT pg_is_in_recovery()")
+		return err == nil && v == true
+	}
+	if n := env.cluster.Node(env.serving); n != nil && isPrimary(n) {
+		return "", false
+	}
+	for _, n := range env.cluster.Nodes() {
+		if n.Name() != env.serving && isPrimary(n) {
+			if env.serve(n.Name()) == nil {
+				return n.Name(), true
+			}
+		}
+	}
+	return "", false
+}
+
+// nodeEnv describes every embedded node for an exec step or workload:
+// PGCHAOS_NODE_<NAME>_{DSN,HOST,PORT,DATA}, PGCHAOS_SERVING_NODE and
+// PGCHAOS_PG_BINDIR.
+func (env *environment) nodeEnv() []string {
+	if env.cluster == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range env.cluster.Nodes() {
+		prefix := "PGCHAOS_NODE_" + strings.ToUpper(n.Name()) + "_"
+		out = append(out,
+			prefix+"DSN="+n.DSN(pgtest.SuperUser, "", "postgres"),
+			prefix+"HOST="+n.Host(),
+			prefix+"PORT="+strconv.Itoa(n.Port()),
+			prefix+"DATA="+n.DataDir())
+	}
+	return append(out, "PGCHAOS_SERVING_NODE="+env.serving, "PGCHAOS_PG_BINDIR="+env.pg.BinDir())
 }
 
 // putRule adds or replaces an injected rule wherever its proxy runs.

@@ -135,6 +135,22 @@ func Markdown(res *Result) string {
 	for _, rb := range res.Rollbacks {
 		fmt.Fprintf(&b, "| rollback: %s | %s | %s |\n", rb.Name, passFail(rb.Error == ""), rb.Error)
 	}
+	var method []StepResult
+	for _, st := range res.Steps {
+		if st.Phase == "method" {
+			method = append(method, st)
+		}
+	}
+	if len(method) > 0 {
+		b.WriteString("\n| step | at | took | result |\n|---|---|---|---|\n")
+		for _, st := range method {
+			result := "ok"
+			if st.Error != "" {
+				result = "**FAIL**: " + strings.ReplaceAll(st.Error, "|", "\\|")
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", st.Name, st.Start.Sub(res.Started).Round(100*time.Millisecond), st.End.Sub(st.Start).Round(time.Millisecond), result)
+		}
+	}
 	if len(res.FaultWindows) > 0 {
 		b.WriteString("\n| fault | from | to | fired |\n|---|---|---|---|\n")
 		for _, w := range res.FaultWindows {

@@ -146,6 +146,8 @@ type run struct {
 	healed    *sync.Cond
 	workloads map[string]workload.Workload
 	started   time.Time
+	// methodEnd is when the method ended and recovery began.
+	methodEnd time.Time
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -278,6 +280,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	}
 	r.setPhase("method")
 	r.method(ctx)
+	r.methodEnd = time.Now()
 	r.setPhase("recovery")
 	r.recover(ctx)
 	stop()

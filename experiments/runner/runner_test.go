@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/xml"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
-	"github.com/pgchaos/pgchaos/experiments/examples"
 	"github.com/pgchaos/pgchaos/experiments/runner"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
@@ -26,11 +26,9 @@ func TestMain(m *testing.M) {
 
 func shipped(t *testing.T, name string) *experiments.Experiment {
 	t.Helper()
-	data, err := examples.Files.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp, err := experiments.Parse(data, name, nil, os.LookupEnv)
+	// From its file, as pgchaos demo reads it: exec steps find the
+	// runbooks beside it.
+	exp, err := experiments.ParseFile(filepath.Join("..", "examples", name), nil, os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -82,15 +83,76 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		return nil, nil
 	case *experiments.RunSQL:
 		dsn := a.DSN
-		if dsn == "" {
-			dsn = env.dsn
-			if phase == "setup" {
-				dsn = env.setupDSN
+		switch {
+		case a.Node != "":
+			var err error
+			if dsn, err = env.nodeDSN(a.Node); err != nil {
+				return nil, err
 			}
+		case dsn == "" && phase == "setup":
+			dsn = env.setupDSN
+		case dsn == "":
+			dsn = env.dsn
 		}
 		return nil, execSQL(ctx, dsn, a.SQL)
+	case *experiments.Crash:
+		n, err := env.node(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"node": a.Node, "mode": a.Mode}, n.Crash(a.Mode)
+	case *experiments.Start:
+		n, err := env.node(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"node": a.Node}, n.Start(ctx)
+	case *experiments.Promote:
+		n, err := env.node(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		if err := n.Promote(ctx, a.Wait); err != nil {
+			return nil, err
+		}
+		if err := env.serve(a.Node); err != nil {
+			return nil, err
+		}
+		r.logf("%s: %s promoted; it serves from now on", phase, a.Node)
+		return map[string]any{"node": a.Node, "serving": a.Node}, nil
+	case *experiments.Rewind:
+		n, err := env.node(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		src, err := env.node(a.Source)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"node": a.Node, "source": a.Source}, n.Rewind(ctx, src)
+	case *experiments.WaitFor:
+		return r.waitFor(ctx, a)
+	case *experiments.PauseReplay:
+		dsn, err := env.nodeDSN(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		return nil, execSQL(ctx, dsn, "SELECT pg_wal_replay_pause()")
+	case *experiments.ResumeReplay:
+		dsn, err := env.nodeDSN(a.Node)
+		if err != nil {
+			return nil, err
+		}
+		return nil, execSQL(ctx, dsn, "SELECT pg_wal_replay_resume()")
 	case *experiments.RunCommand:
-		return r.command(ctx, a)
+		out, err := r.command(ctx, a)
+		// A runbook's own account of what it did belongs in the log.
+		for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+			if line != "" {
+				r.logf("%s:   | %s", phase, line)
+			}
+		}
+		return out, err
 	case *experiments.KillSessions:
 		n, err := env.killSessions(ctx, a)
 		return map[string]int{"killed": n}, err
@@ -112,6 +174,35 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 	return nil, fmt.Errorf("unknown step %s", a.Kind())
 }
 
+// waitFor polls a query until its value meets what is expected.
+func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) {
+	dsn, err := r.env.nodeDSN(a.Node)
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.Duration(a.Timeout)
+	start := time.Now()
+	for polls := 1; ; polls++ {
+		value, err := queryValue(ctx, dsn, a.SQL)
+		if err == nil && meets(value, a.Expect, 0) {
+			return map[string]any{"value": value, "polls": polls, "took": time.Since(start).String()}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Since(start) > timeout {
+			if err != nil {
+				return nil, fmt.Errorf("did not hold within %s: %v", timeout, err)
+			}
+			return nil, fmt.Errorf("did not hold within %s: the value is %v", timeout, value)
+		}
+		sleep(ctx, waitForEvery)
+	}
+}
+
+// waitForEvery is how often wait_for polls.
+const waitForEvery = 100 * time.Millisecond
+
 func execSQL(ctx context.Context, dsn, sql string) error {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -125,7 +216,7 @@ func execSQL(ctx context.Context, dsn, sql string) error {
 }
 
 // command runs a shell command with the run's DSNs in its environment.
-func (r *run) command(ctx context.Context, a *experiments.RunCommand) (any, error) {
+func (r *run) command(ctx context.Context, a *experiments.RunCommand) (string, error) {
 	timeout := time.Duration(a.Timeout)
 	if timeout <= 0 {
 		timeout = time.Minute
@@ -134,6 +225,15 @@ func (r *run) command(ctx context.Context, a *experiments.RunCommand) (any, erro
 	defer cancel()
 	cmd := exec.CommandContext(cctx, "sh", "-c", a.Command)
 	cmd.Env = append(os.Environ(), "PGCHAOS_DSN="+r.env.dsn, "PGCHAOS_SETUP_DSN="+r.env.setupDSN, "PGCHAOS_VERIFY_DSN="+r.env.verifyDSN)
+	cmd.Env = append(cmd.Env, r.env.nodeEnv()...)
+	if r.env.srv != nil {
+		cmd.Env = append(cmd.Env, "PGCHAOS_API=http://"+r.env.srv.APIAddr().String())
+	}
+	if r.exp.Source != "" {
+		if dir, err := filepath.Abs(filepath.Dir(r.exp.Source)); err == nil {
+			cmd.Env = append(cmd.Env, "PGCHAOS_EXPERIMENT_DIR="+dir)
+		}
+	}
 	for name, addr := range r.env.listen {
 		cmd.Env = append(cmd.Env, "PGCHAOS_PROXY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+addr)
 	}
@@ -243,6 +343,9 @@ func (r *run) ruleOf(name string) (rule experiments.Inject) {
 // recover heals every fault and waits for the steady state to hold again.
 func (r *run) recover(ctx context.Context) {
 	r.healAll(ctx)
+	if name, changed := r.env.findServing(ctx); changed {
+		r.logf("recovery: %s accepts writes: it serves from now on", name)
+	}
 	deadline := time.Duration(r.exp.Recovery.Deadline)
 	if deadline <= 0 {
 		deadline = time.Minute

@@ -27,6 +27,19 @@ func (r *run) verify(ctx context.Context) {
 		facts.FaultWindows = append(facts.FaultWindows, verify.Window{Start: w.Start, End: w.End})
 		facts.Fired[w.Rule] += w.Fired
 	}
+	for _, st := range r.res.Steps {
+		if st.Phase != "method" {
+			continue
+		}
+		if (st.Kind == "inject" || st.Kind == "crash") && facts.FirstFault.Start.IsZero() {
+			facts.FirstFault = verify.Window{Start: st.Start, End: st.End}
+		}
+		// A crash is a fault until recovery begins, as an injected rule
+		// without a duration is.
+		if st.Kind == "crash" && st.Error == "" {
+			facts.FaultWindows = append(facts.FaultWindows, verify.Window{Start: st.Start, End: r.methodEnd})
+		}
+	}
 	for _, v := range r.exp.Verify {
 		verdict := verify.Check(ctx, v, facts)
 		r.res.Verdicts = append(r.res.Verdicts, verdict)

@@ -1,0 +1,82 @@
+package runner_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments/runner"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+)
+
+// verdict finds a run's verdict of a type.
+func verdict(t *testing.T, res *runner.Result, typ string) verify.Verdict {
+	t.Helper()
+	for _, v := range res.Verdicts {
+		if v.Type == typ {
+			return v
+		}
+	}
+	t.Fatalf("no %s verdict in %+v", typ, res.Verdicts)
+	return verify.Verdict{}
+}
+
+// writesRTO is the rto verdict's figure for writes.
+func writesRTO(t *testing.T, res *runner.Result) time.Duration {
+	t.Helper()
+	v := verdict(t, res, "rto")
+	w, ok := v.Evidence["writes"].(map[string]any)
+	if !ok {
+		t.Fatalf("rto evidence %v", v.Evidence)
+	}
+	d, err := time.ParseDuration(w["rto"].(string))
+	if err != nil {
+		t.Fatalf("rto %v: %v", w["rto"], err)
+	}
+	return d
+}
+
+// The shipped drills: each passes on the embedded default, its crash
+// reached the clients, and its figures are what the drill is for.
+func TestShippedDrills(t *testing.T) {
+	for _, name := range []string{"crash-restart", "failover-sync", "failover-runbook"} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			res, out := run(t, shipped(t, name+".yaml"))
+			took := time.Since(start)
+			if !res.Pass {
+				t.Fatalf("%s failed in %s: %s\nnot ok: %+v", name, res.Phase, res.Problem, res.NotOK)
+			}
+			// Under 30 s on the embedded default, as issue 8 asks.
+			if took > 30*time.Second {
+				t.Errorf("%s took %s", name, took.Round(100*time.Millisecond))
+			}
+			rpo := verdict(t, res, "rpo")
+			if rpo.Evidence["lost"] != 0 || rpo.Evidence["acknowledged"].(int) < 100 {
+				t.Errorf("rpo %+v", rpo)
+			}
+			// Writes were down for a while, and came back.
+			if d := writesRTO(t, res); d <= 0 || d > 10*time.Second {
+				t.Errorf("rto %s", d)
+			}
+			md := runner.Markdown(res)
+			for _, want := range []string{"| rpo(ledger) | pass |", "| rto(ledger) | pass | ok: writes back after", "| step | at | took | result |", "crash"} {
+				if !strings.Contains(md, want) {
+					t.Errorf("the summary lacks %q:\n%s", want, md)
+				}
+			}
+			switch name {
+			case "failover-sync":
+				if !strings.Contains(out, "standby1 promoted") {
+					t.Errorf("output lacks the promotion")
+				}
+			case "failover-runbook":
+				// The runbook promoted standby1 and repointed the proxy;
+				// pgchaos found the new primary for the verifiers.
+				if !strings.Contains(out, "standby1 accepts writes: it serves from now on") {
+					t.Errorf("output lacks the new primary")
+				}
+			}
+		})
+	}
+}
