@@ -34,7 +34,7 @@ Usage:
   pgchaos events
   pgchaos validate EXPERIMENT.yaml... [--var KEY=VALUE]...
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
-  pgchaos demo
+  pgchaos demo [NAME | --list]
   pgchaos version
 
 Run "pgchaos COMMAND --help" for a command's flags.

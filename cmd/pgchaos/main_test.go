@@ -84,6 +84,8 @@ func TestUsageErrors(t *testing.T) {
 		{with("--max-sessions", "-1"), 2, "max_sessions -1 is negative"},
 		{with("--startup-timeout", "soon"), 2, `invalid argument "soon" for "--startup-timeout"`},
 		{[]string{"proxy", "--help"}, 0, "--upstream string"},
+		{[]string{"demo", "failover-snyc"}, 2, `no shipped experiment named "failover-snyc"; pgchaos demo --list shows them: 2pc-mid-commit-prepared, 2pc-mid-prepare,`},
+		{[]string{"demo", "crash-restart", "failover-sync"}, 2, "pgchaos demo runs one experiment, got 2: crash-restart failover-sync"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

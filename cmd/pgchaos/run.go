@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -122,21 +123,67 @@ func execute(exp *experiments.Experiment, opts runner.Options, jsonOut, junit, m
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("pgchaos demo", stderr, "Usage:\n  pgchaos demo [--pg-bindir DIR]\n\nRuns the shipped 2pc-mid-prepare experiment on a throwaway local PostgreSQL.\n")
+	flags := newFlagSet("pgchaos demo", stderr, "Usage:\n  pgchaos demo [NAME] [--pg-bindir DIR] [--report-dir DIR]\n  pgchaos demo --list\n\n"+
+		"Runs a shipped experiment (default 2pc-mid-prepare) on a throwaway local PostgreSQL.\n")
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries (default: pg_config --bindir)")
+	reportDir := flags.String("report-dir", "", "write report.json, junit.xml and summary.md here")
+	list := flags.Bool("list", false, "list the shipped experiments")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	const name = "2pc-mid-prepare.yaml"
-	data, err := examples.Files.ReadFile(name)
+	names := shippedExperiments()
+	if *list {
+		for _, n := range names {
+			data, _ := examples.Files.ReadFile(n + ".yaml")
+			desc := ""
+			if exp, err := experiments.Parse(data, n+".yaml", nil, os.LookupEnv); err == nil {
+				desc = exp.Description
+			}
+			fmt.Fprintf(stdout, "%-28s %s\n", n, desc)
+		}
+		return nil
+	}
+	name := "2pc-mid-prepare"
+	switch rest := flags.Args(); len(rest) {
+	case 0:
+	case 1:
+		name = strings.TrimSuffix(rest[0], ".yaml")
+	default:
+		return errUsage{fmt.Errorf("pgchaos demo runs one experiment, got %d: %s", len(rest), strings.Join(rest, " "))}
+	}
+	if !slices.Contains(names, name) {
+		return errUsage{fmt.Errorf("no shipped experiment named %q; pgchaos demo --list shows them: %s", name, strings.Join(names, ", "))}
+	}
+	// On disk, so that exec steps find the runbooks beside the file.
+	dir, err := os.MkdirTemp("", "pgchaos-demo-")
 	if err != nil {
 		return err
 	}
-	exp, err := experiments.Parse(data, name, nil, os.LookupEnv)
+	defer os.RemoveAll(dir)
+	if err := os.CopyFS(dir, examples.Files); err != nil {
+		return fmt.Errorf("writing the shipped experiments to %s: %w", dir, err)
+	}
+	exp, err := experiments.ParseFile(filepath.Join(dir, name+".yaml"), nil, os.LookupEnv)
 	if err != nil {
 		return err
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir}, "", "", "", stdout, stderr)
+	var jsonOut, junit, markdown string
+	if *reportDir != "" {
+		jsonOut, junit, markdown = filepath.Join(*reportDir, "report.json"), filepath.Join(*reportDir, "junit.xml"), filepath.Join(*reportDir, "summary.md")
+	}
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir}, jsonOut, junit, markdown, stdout, stderr)
+}
+
+// shippedExperiments lists the experiments pgchaos ships, by name.
+func shippedExperiments() []string {
+	entries, _ := examples.Files.ReadDir(".")
+	var out []string
+	for _, e := range entries {
+		if n, ok := strings.CutSuffix(e.Name(), ".yaml"); ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // isTerminal: a live status line on a terminal, plain log lines otherwise.

@@ -426,3 +426,40 @@ rollbacks:
 		})
 	}
 }
+
+// pgchaos demo --list names every shipped experiment with its description.
+func TestDemoList(t *testing.T) {
+	code, out, _ := runCLI(t, "demo", "--list")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{
+		"2pc-mid-prepare ", "failover-sync ", "crash-restart ",
+		"Kill the primary, promote its synchronous standby, repoint the clients; RPO 0.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the list lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "runbooks") {
+		t.Errorf("the list names the runbooks folder:\n%s", out)
+	}
+}
+
+// pgchaos demo NAME runs that shipped experiment, from files on disk so
+// that its exec steps find the runbooks beside it.
+func TestDemoRunbook(t *testing.T) {
+	dir := t.TempDir()
+	code, out, _ := runCLI(t, "demo", "failover-runbook", "--report-dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"runbook: promoting standby1", "runbook: done", "| rpo(ledger) | pass | ok: 0 of"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "junit.xml")); err != nil {
+		t.Error(err)
+	}
+}
