@@ -23,7 +23,7 @@ proxies:
 workloads:
   - {name: l, type: ledger, through: vip}
 method:
-  - crash: primary
+  - {name: kill, crash: primary}
   - promote: standby1
   - switch_upstream: {proxy: vip, upstream: standby1}
   - wait_for: {sql: SELECT count(*) FROM pg_stat_replication, node: standby1, expect: {min: 0}, timeout: 5s}
@@ -35,7 +35,7 @@ method:
   - sql: {sql: SELECT 1, node: standby2}
 verify:
   - {type: rpo, workload: l, max_lost: 3, max_window: 2s}
-  - {type: rto, workload: l, max: 10s}
+  - {type: rto, workload: l, max: 10s, from: kill}
 `
 	e, err := Parse([]byte(ok), "x.yaml", nil, noEnv)
 	if err != nil {
@@ -72,7 +72,7 @@ verify:
 	if r := e.Verify[0].Check.(*RPO); r.MaxLost != 3 || time.Duration(r.MaxWindow) != 2*time.Second {
 		t.Errorf("rpo %+v", r)
 	}
-	if r := e.Verify[1].Check.(*RTO); time.Duration(r.Max) != 10*time.Second {
+	if r := e.Verify[1].Check.(*RTO); time.Duration(r.Max) != 10*time.Second || r.From != "kill" {
 		t.Errorf("rto %+v", r)
 	}
 
@@ -107,6 +107,8 @@ verify:
 			`x.yaml:2:51: target.embedded.replication_via: proxy "rep" must be started in-process with upstream: primary (the standbys stream from the primary through it)`},
 		{"replication_via without standbys", "name: x\ntarget: {embedded: {replication_via: rep}}\nproxies: [{name: rep, upstream: primary}]\n",
 			`x.yaml:2:21: target.embedded.replication_via: applies with standbys: 1 or more`},
+		{"rto from a step that is not a fault", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nmethod:\n- {name: kill, crash: primary}\n- {name: back, start: primary}\nverify:\n- {type: rto, workload: l, from: back}\n",
+			`x.yaml:8:34: verify[0].from: no inject or crash step of the method is named "back"`},
 		{"sql with dsn and node", "name: x\ntarget: {embedded: {}}\nmethod:\n- sql: {sql: SELECT 1, dsn: postgres://a, node: primary}\n",
 			`x.yaml:4:43: method[0].sql.node: give dsn or node, not both`},
 	} {

@@ -521,12 +521,14 @@ type RPO struct {
 }
 
 // RTO measures, per workload, how long writes (and reads, for a sql
-// workload's SELECTs) were down: from the start of the method's first
-// fault step (inject or crash) to the first acknowledgement after it. At
-// most Max when it is set.
+// workload's SELECTs) were down: from the start of a fault step (inject or
+// crash) to the first acknowledgement after it. The step is the one named
+// From, or else the one that began the outage: the last to start before
+// the workload's first failure. At most Max when it is set.
 type RTO struct {
 	Workload string
 	Max      Duration
+	From     string
 }
 
 func (*RPO) Type() string                  { return "rpo" }

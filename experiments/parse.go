@@ -224,8 +224,10 @@ type refs struct {
 	// injected maps a rule name to where a step first injected it.
 	injected  map[string]Pos
 	ruleOrder []string
-	// faultSteps counts the method's inject and crash steps.
-	faultSteps int
+	// faultSteps counts the method's inject and crash steps, and
+	// faultStepNames lists the names of those that have one.
+	faultSteps     int
+	faultStepNames []string
 }
 
 func (d *decoder) experiment(root *yaml.Node) *Experiment {

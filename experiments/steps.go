@@ -65,6 +65,9 @@ func (d *decoder) step(n *yaml.Node, path string, r *refs, l *stepList) Step {
 		d.errAt(o.node, path, "want one action: %s", strings.Join(actionKinds, ", "))
 	case 1:
 		s.Action = d.action(kinds[0], o, r, l)
+		if l.method && s.Name != "" && (kinds[0] == "inject" || kinds[0] == "crash") {
+			r.faultStepNames = append(r.faultStepNames, s.Name)
+		}
 	default:
 		for _, k := range kinds[1:] {
 			d.errAt(o.keyNode(k), o.at(k), "a step does one thing and this one does %s already (split it into two steps)", kinds[0])

@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"fmt"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,7 +25,7 @@ var verifierFields = map[string][]string{
 	"fault_fired":           {"rule", "min"},
 	"sessions":              {"no_idle_in_transaction", "no_waiting_clients"},
 	"rpo":                   {"workload", "max_lost", "max_window"},
-	"rto":                   {"workload", "max"},
+	"rto":                   {"workload", "max", "from"},
 }
 
 func (d *decoder) verifiers(n *yaml.Node, path string, r *refs, methodRules []string) []Verifier {
@@ -106,6 +107,9 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		o.positive("max", &c.Max)
 		if r.faultSteps == 0 {
 			d.errAt(o.node, path, "rto is measured from the method's first inject or crash step, and it has none")
+		}
+		if o.str("from", &c.From) && !slices.Contains(r.faultStepNames, c.From) {
+			d.errAt(deref(o.get("from")), o.at("from"), "no inject or crash step of the method is named %q%s", c.From, didYouMean(c.From, r.faultStepNames))
 		}
 		v.Check = c
 	case "bank_invariant":

@@ -80,3 +80,33 @@ func TestShippedDrills(t *testing.T) {
 		})
 	}
 }
+
+// failover-async-lag must fail, and for the right reason: the standby,
+// held a second behind through pgchaos on the replication link, is
+// promoted without the writes last acknowledged by the primary, and the
+// rpo verifier says how many and over what window.
+func TestFailoverAsyncLagIsCaught(t *testing.T) {
+	res, _ := run(t, shipped(t, "failover-async-lag.yaml"))
+	if res.Pass || res.ExitCode() != runner.ExitFailed {
+		t.Fatalf("the drill passed (phase %s); it must fail on lost writes", res.Phase)
+	}
+	rpo := verdict(t, res, "rpo")
+	lost, _ := rpo.Evidence["lost"].(int)
+	window, err := time.ParseDuration(rpo.Evidence["window"].(string))
+	if rpo.Pass || lost < 1 || err != nil || window <= 0 {
+		t.Fatalf("rpo %+v", rpo)
+	}
+	if !strings.Contains(rpo.Summary, "acknowledged writes lost, acknowledged over") || !strings.HasPrefix(res.Problem, "rpo(ledger): FAIL") {
+		t.Errorf("summary %q, problem %q", rpo.Summary, res.Problem)
+	}
+	// Only the rpo fails: the lag was real (the rule fired), the crash hit
+	// the clients, and writes came back on the new primary.
+	for _, v := range res.Verdicts {
+		if v.Type != "rpo" && !v.Pass {
+			t.Errorf("%s failed: %s", v.Name, v.Summary)
+		}
+	}
+	if v := verdict(t, res, "rto"); v.Evidence["measured_from"] != "method[1] crash" {
+		t.Errorf("rto measured from %v, want the crash", v.Evidence["measured_from"])
+	}
+}

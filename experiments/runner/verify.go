@@ -31,8 +31,8 @@ func (r *run) verify(ctx context.Context) {
 		if st.Phase != "method" {
 			continue
 		}
-		if (st.Kind == "inject" || st.Kind == "crash") && facts.FirstFault.Start.IsZero() {
-			facts.FirstFault = verify.Window{Start: st.Start, End: st.End}
+		if st.Kind == "inject" || st.Kind == "crash" {
+			facts.FaultSteps = append(facts.FaultSteps, verify.Step{Name: st.Name, Window: verify.Window{Start: st.Start, End: st.End}})
 		}
 		// A crash is a fault until recovery begins, as an injected rule
 		// without a duration is.

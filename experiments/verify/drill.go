@@ -110,12 +110,16 @@ func lastAckBefore(acked []history.Op, t time.Time) (time.Time, bool) {
 }
 
 // rto measures how long a workload's writes (and, for a sql workload, its
-// reads) were down: from the start of the method's first fault step to
-// the first acknowledgement of an operation that started after that step
-// began and ended after it did (an operation the fault could have hit).
+// reads) were down: from the start of a fault step to the first
+// acknowledgement of an operation that started after that step began and
+// ended after it did (an operation the fault could have hit). The step is
+// the one named From, or else the outage's: the last fault step to start
+// before the workload's first failure after the first fault step (a
+// replication delay injected first does not start the outage a crash
+// does later), or the first fault step when nothing failed.
 func rto(c *experiments.RTO, run Run) Verdict {
 	v := newVerdict(c.Type(), c.Workload)
-	if run.FirstFault.Start.IsZero() {
+	if len(run.FaultSteps) == 0 {
 		v.judge(false, "no fault step ran: nothing to measure from")
 		return v
 	}
@@ -124,7 +128,13 @@ func rto(c *experiments.RTO, run Run) Verdict {
 		v.judge(false, "workload %q recorded no operations: nothing to judge", c.Workload)
 		return v
 	}
-	t0 := run.FirstFault.Start
+	from, ok := outageStep(c, run, ops)
+	if !ok {
+		v.judge(false, "no fault step named %q ran", c.From)
+		return v
+	}
+	t0 := from.Start
+	v.Evidence["measured_from"] = from.Name
 	v.Evidence["fault_start"] = t0
 	if c.Max > 0 {
 		v.Evidence["max"] = c.Max.String()
@@ -144,7 +154,7 @@ func rto(c *experiments.RTO, run Run) Verdict {
 		if !ok {
 			continue
 		}
-		m := measure(list, run.FirstFault)
+		m := measure(list, from.Window)
 		ev := map[string]any{
 			"failed_or_unknown": m.failures,
 		}
@@ -172,6 +182,35 @@ func rto(c *experiments.RTO, run Run) Verdict {
 	}
 	v.judge(pass, "%s", strings.Join(parts, "; "))
 	return v
+}
+
+// outageStep is the fault step rto measures from.
+func outageStep(c *experiments.RTO, run Run, ops []history.Op) (Step, bool) {
+	if c.From != "" {
+		for _, st := range run.FaultSteps {
+			if st.Name == c.From {
+				return st, true
+			}
+		}
+		return Step{}, false
+	}
+	first := run.FaultSteps[0]
+	var failure time.Time
+	for _, op := range ops {
+		if op.Outcome != history.OK && !op.End.Before(first.Start) && (failure.IsZero() || op.End.Before(failure)) {
+			failure = op.End
+		}
+	}
+	if failure.IsZero() {
+		return first, true
+	}
+	out := first
+	for _, st := range run.FaultSteps {
+		if st.Start.Before(failure) {
+			out = st
+		}
+	}
+	return out, true
 }
 
 type recovery struct {

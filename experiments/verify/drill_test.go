@@ -61,7 +61,7 @@ func TestRTO(t *testing.T) {
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	ms := time.Millisecond
 	// The fault step ran from 10s to 10.01s.
-	fault := verify.Window{Start: at(10 * time.Second), End: at(10*time.Second + 10*ms)}
+	fault := []verify.Step{{Name: "crash", Window: verify.Window{Start: at(10 * time.Second), End: at(10*time.Second + 10*ms)}}}
 	mk := func(kind string, start, end time.Duration, o history.Outcome) history.Op {
 		return history.Op{Workload: "w", Kind: kind, Start: at(start), End: at(end), Outcome: o}
 	}
@@ -80,7 +80,7 @@ func TestRTO(t *testing.T) {
 	for _, op := range ops {
 		h.Add(op)
 	}
-	run := verify.Run{History: h, FirstFault: fault, Workloads: map[string]experiments.Workload{"w": {Name: "w", Type: experiments.WorkloadLedger}}}
+	run := verify.Run{History: h, FaultSteps: fault, Workloads: map[string]experiments.Workload{"w": {Name: "w", Type: experiments.WorkloadLedger}}}
 
 	v := check(t, &experiments.RTO{Workload: "w"}, run)
 	wantPass(t, v, true)
@@ -105,7 +105,7 @@ func TestRTO(t *testing.T) {
 	h = &history.History{}
 	h.Add(mk("insert", 9*s, 9*s+5*ms, history.OK))
 	h.Add(mk("insert", 10*s+20*ms, 10*s+30*ms, history.Fail))
-	v = check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FirstFault: fault})
+	v = check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FaultSteps: fault})
 	wantPass(t, v, false)
 	if !strings.Contains(v.Summary, "writes never came back") {
 		t.Errorf("summary %q", v.Summary)
@@ -119,7 +119,7 @@ func TestRTO(t *testing.T) {
 	h.Add(mk("SELECT count(*) FROM t", 10*s+20*ms, 10*s+500*ms, history.OK))
 	h.Add(mk("INSERT INTO t VALUES (1)", 10*s+20*ms, 10*s+30*ms, history.Fail))
 	h.Add(mk("INSERT INTO t VALUES (1)", 10*s+600*ms, 11*s+10*ms, history.OK))
-	v = check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FirstFault: fault, Workloads: map[string]experiments.Workload{"w": sqlLoad}})
+	v = check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FaultSteps: fault, Workloads: map[string]experiments.Workload{"w": sqlLoad}})
 	wantPass(t, v, true)
 	if r := v.Evidence["reads"].(map[string]any); r["rto"] != "500ms" {
 		t.Errorf("reads %v", r)
@@ -127,6 +127,29 @@ func TestRTO(t *testing.T) {
 	if w := v.Evidence["writes"].(map[string]any); w["rto"] != "1.01s" {
 		t.Errorf("writes %v", w)
 	}
+
+	// A replication delay injected at 5s hurt nobody; the crash at 10s
+	// began the outage, and rto measures from it, or from the step named.
+	h = &history.History{}
+	h.Add(mk("insert", 5*s+100*ms, 5*s+110*ms, history.OK))
+	h.Add(mk("insert", 10*s+20*ms, 10*s+30*ms, history.Fail))
+	h.Add(mk("insert", 10*s+600*ms, 11*s, history.OK))
+	steps := append([]verify.Step{{Name: "lag", Window: verify.Window{Start: at(5 * s), End: at(5 * s)}}}, fault...)
+	v = check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FaultSteps: steps})
+	wantEvidence(t, v, "measured_from", "crash")
+	if w := v.Evidence["writes"].(map[string]any); w["rto"] != "1s" {
+		t.Errorf("writes %v", w)
+	}
+	v = check(t, &experiments.RTO{Workload: "w", From: "lag"}, verify.Run{History: h, FaultSteps: steps})
+	wantEvidence(t, v, "measured_from", "lag")
+	if w := v.Evidence["writes"].(map[string]any); w["rto"] != "110ms" {
+		t.Errorf("from lag: writes %v", w)
+	}
+	wantPass(t, check(t, &experiments.RTO{Workload: "w", From: "nope"}, verify.Run{History: h, FaultSteps: steps}), false)
+	// Nothing failed: measured from the first fault step.
+	h = &history.History{}
+	h.Add(mk("insert", 5*s+100*ms, 5*s+110*ms, history.OK))
+	wantEvidence(t, check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h, FaultSteps: steps}), "measured_from", "lag")
 
 	// No fault step: nothing to measure from.
 	wantPass(t, check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h}), false)

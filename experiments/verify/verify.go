@@ -61,9 +61,15 @@ type Run struct {
 	PgBouncerAdminDSN string
 	// Workloads are the experiment's workloads by name.
 	Workloads map[string]experiments.Workload
-	// FirstFault is when the method's first inject or crash step ran;
-	// zero when none did.
-	FirstFault Window
+	// FaultSteps are the method's inject and crash steps that ran, in
+	// order: what rto measures from.
+	FaultSteps []Step
+}
+
+// Step is a method step that ran.
+type Step struct {
+	Name string `json:"name"`
+	Window
 }
 
 // Window is a span of time; a zero End means it was still open when the
