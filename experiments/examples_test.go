@@ -79,7 +79,7 @@ func TestExamples(t *testing.T) {
 	if s, ok := e.Method[1].Action.(*Start); !ok || s.Node != NodePrimary {
 		t.Errorf("crash-restart: second step %+v", e.Method[1].Action)
 	}
-	wantTypes(t, "crash-restart", e, "rpo", "durability", "rto", "errors")
+	wantTypes(t, "crash-restart", e, "rpo", "durability", "rto", "errors", "timeline")
 
 	e = parsed["failover-sync.yaml"]
 	if em := e.Target.Embedded; em.Standbys != 1 || em.Synchronous != SyncOn {

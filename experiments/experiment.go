@@ -410,8 +410,8 @@ type Verifier struct {
 
 // Check is what a verifier checks: *Durability, *BankInvariant,
 // *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
-// *Availability, *Latency, *ErrorCount, *FaultFired, *Sessions, *RPO or
-// *RTO.
+// *Availability, *Latency, *ErrorCount, *FaultFired, *Sessions, *RPO,
+// *RTO or *Timeline.
 type Check interface {
 	// Type is the verifier's type in the file, e.g. "durability".
 	Type() string
@@ -531,6 +531,14 @@ type RTO struct {
 	From     string
 }
 
+// Timeline checks an embedded cluster after a drill: the timeline of the
+// node that serves advanced past the one the method began on when a
+// standby was promoted (and stayed when none was), no other running node
+// accepts writes, and no acknowledged ledger write is only on another
+// node after the promotion (split brain).
+type Timeline struct{}
+
+func (*Timeline) Type() string             { return "timeline" }
 func (*RPO) Type() string                  { return "rpo" }
 func (*RTO) Type() string                  { return "rto" }
 func (*Durability) Type() string           { return "durability" }

@@ -8,7 +8,7 @@ import (
 )
 
 var verifierTypes = []string{"durability", "bank_invariant", "prepared_transactions", "sql", "sql_equal",
-	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto"}
+	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto", "timeline"}
 
 // verifierFields are the keys each verifier type takes besides type and
 // name.
@@ -26,6 +26,7 @@ var verifierFields = map[string][]string{
 	"sessions":              {"no_idle_in_transaction", "no_waiting_clients"},
 	"rpo":                   {"workload", "max_lost", "max_window"},
 	"rto":                   {"workload", "max", "from"},
+	"timeline":              {},
 }
 
 func (d *decoder) verifiers(n *yaml.Node, path string, r *refs, methodRules []string) []Verifier {
@@ -112,6 +113,11 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 			d.errAt(deref(o.get("from")), o.at("from"), "no inject or crash step of the method is named %q%s", c.From, didYouMean(c.From, r.faultStepNames))
 		}
 		v.Check = c
+	case "timeline":
+		if r.embedded == nil {
+			d.errAt(o.node, path, "timeline checks the nodes of target.embedded")
+		}
+		v.Check = &Timeline{}
 	case "bank_invariant":
 		v.Check = &BankInvariant{Workload: workload(WorkloadBank)}
 	case "prepared_transactions":

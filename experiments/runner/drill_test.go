@@ -1,10 +1,12 @@
 package runner_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/runner"
 	"github.com/pgchaos/pgchaos/experiments/verify"
 )
@@ -108,5 +110,38 @@ func TestFailoverAsyncLagIsCaught(t *testing.T) {
 	}
 	if v := verdict(t, res, "rto"); v.Evidence["measured_from"] != "method[1] crash" {
 		t.Errorf("rto measured from %v, want the crash", v.Evidence["measured_from"])
+	}
+}
+
+// A standby promoted while the old primary still takes the clients'
+// writes is split brain: the timeline verifier must say so, with the
+// writes only the old primary has.
+func TestSplitBrainIsCaught(t *testing.T) {
+	exp, err := experiments.Parse([]byte(`name: split-brain
+target:
+  embedded: {standbys: 1}
+proxies:
+  - {name: vip, upstream: primary}
+workloads:
+  - {name: ledger, type: ledger, clients: 2, rate: 100, through: vip}
+method:
+  - at: 1s
+    name: promote without fencing the primary
+    promote: standby1
+  - wait: 1s
+verify:
+  - type: timeline
+`), "split-brain.yaml", nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := run(t, exp)
+	v := verdict(t, res, "timeline")
+	if v.Pass || !strings.Contains(v.Summary, "split brain: primary, standby1 all accept writes") ||
+		!strings.Contains(v.Summary, "acknowledged after the promotion only on primary") {
+		t.Fatalf("timeline %+v", v)
+	}
+	if keys, _ := v.Evidence["split_brain_primary"].([]string); len(keys) == 0 {
+		t.Errorf("no split-brain writes listed: %v", v.Evidence)
 	}
 }

@@ -148,6 +148,10 @@ type run struct {
 	started   time.Time
 	// methodEnd is when the method ended and recovery began.
 	methodEnd time.Time
+	// startTimeline is the serving node's timeline when the method
+	// began; promotions are the promote steps that ran (under mu).
+	startTimeline int64
+	promotions    []verify.Step
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -279,6 +283,11 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		return r.res
 	}
 	r.setPhase("method")
+	if r.env.cluster != nil {
+		if tli, _, err := verify.NodeTimeline(ctx, r.env.verifyDSN); err == nil {
+			r.startTimeline = tli
+		}
+	}
 	r.method(ctx)
 	r.methodEnd = time.Now()
 	r.setPhase("recovery")

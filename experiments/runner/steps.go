@@ -112,9 +112,13 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		if err != nil {
 			return nil, err
 		}
+		start := time.Now()
 		if err := n.Promote(ctx, a.Wait); err != nil {
 			return nil, err
 		}
+		r.mu.Lock()
+		r.promotions = append(r.promotions, verify.Step{Name: a.Node, Window: verify.Window{Start: start, End: time.Now()}})
+		r.mu.Unlock()
 		if err := env.serve(a.Node); err != nil {
 			return nil, err
 		}

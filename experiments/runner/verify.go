@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/verify"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // verify runs every verifier against the history and the database.
@@ -39,6 +40,16 @@ func (r *run) verify(ctx context.Context) {
 		if st.Kind == "crash" && st.Error == "" {
 			facts.FaultWindows = append(facts.FaultWindows, verify.Window{Start: st.Start, End: r.methodEnd})
 		}
+	}
+	if c := r.env.cluster; c != nil {
+		facts.Serving = r.env.serving
+		for _, n := range c.Nodes() {
+			facts.Nodes = append(facts.Nodes, verify.Node{Name: n.Name(), DSN: n.DSN(pgtest.SuperUser, "", "postgres"), Running: n.Running()})
+		}
+		facts.StartTimeline = r.startTimeline
+		r.mu.Lock()
+		facts.Promotions = append(facts.Promotions, r.promotions...)
+		r.mu.Unlock()
 	}
 	for _, v := range r.exp.Verify {
 		verdict := verify.Check(ctx, v, facts)

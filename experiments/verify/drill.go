@@ -260,3 +260,161 @@ func isRead(run Run, workload string, op history.Op) bool {
 	}
 	return false
 }
+
+// currentTimeline is the timeline a node writes, or replays, WAL on.
+const currentTimeline = `SELECT CASE WHEN pg_is_in_recovery()
+	THEN (SELECT received_tli FROM pg_stat_wal_receiver)
+	ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
+	NOT pg_is_in_recovery()`
+
+// NodeTimeline reads a node's timeline and whether it accepts writes.
+func NodeTimeline(ctx context.Context, dsn string) (tli int64, primary bool, err error) {
+	conn, err := connect(ctx, dsn)
+	if err != nil {
+		return 0, false, err
+	}
+	defer closeConn(ctx, conn)
+	var t *int64
+	if err := conn.QueryRow(ctx, currentTimeline).Scan(&t, &primary); err != nil {
+		return 0, false, err
+	}
+	if t != nil {
+		tli = *t
+	}
+	return tli, primary, nil
+}
+
+// timeline checks a cluster after a drill: the serving node's timeline
+// moved on exactly when a standby was promoted, there is one primary, and
+// no acknowledged ledger write is only on another node after the
+// promotion.
+func timeline(ctx context.Context, run Run) Verdict {
+	v := newVerdict("timeline", "")
+	if len(run.Nodes) == 0 {
+		v.judge(false, "no embedded cluster: nothing to judge")
+		return v
+	}
+	type state struct {
+		Name     string `json:"name"`
+		Running  bool   `json:"running"`
+		Timeline int64  `json:"timeline,omitempty"`
+		Primary  bool   `json:"primary"`
+		Error    string `json:"error,omitempty"`
+	}
+	var nodes []state
+	var primaries []string
+	var serving state
+	for _, n := range run.Nodes {
+		st := state{Name: n.Name, Running: n.Running}
+		if n.Running {
+			tli, primary, err := NodeTimeline(ctx, n.DSN)
+			st.Timeline, st.Primary = tli, primary
+			if err != nil {
+				st.Error = err.Error()
+			}
+			if primary {
+				primaries = append(primaries, n.Name)
+			}
+		}
+		if n.Name == run.Serving {
+			serving = st
+		}
+		nodes = append(nodes, st)
+	}
+	v.Evidence["nodes"] = nodes
+	v.Evidence["serving"] = run.Serving
+	v.Evidence["start_timeline"] = run.StartTimeline
+	var problems []string
+	promoted := len(run.Promotions) > 0 || run.Serving != experiments.NodePrimary
+	switch {
+	case serving.Error != "" || !serving.Primary:
+		problems = append(problems, fmt.Sprintf("%s, the node that serves, does not accept writes%s", run.Serving, errSuffix(serving.Error)))
+	case run.StartTimeline == 0:
+	case promoted && serving.Timeline <= run.StartTimeline:
+		problems = append(problems, fmt.Sprintf("%s was promoted, yet its timeline %d did not move on from %d", run.Serving, serving.Timeline, run.StartTimeline))
+	case !promoted && serving.Timeline != run.StartTimeline:
+		problems = append(problems, fmt.Sprintf("no standby was promoted, yet the timeline moved from %d to %d", run.StartTimeline, serving.Timeline))
+	}
+	if len(primaries) > 1 {
+		problems = append(problems, fmt.Sprintf("split brain: %s all accept writes", strings.Join(primaries, ", ")))
+	}
+	brain, err := splitBrainWrites(ctx, run)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for node, keys := range brain {
+		problems = append(problems, fmt.Sprintf("split brain: %s acknowledged after the promotion only on %s", count(len(keys), "write"), node))
+		v.Evidence["split_brain_"+node] = bounded(keys)
+	}
+	detail := fmt.Sprintf("%s serves on timeline %d (the method began on %d)", run.Serving, serving.Timeline, run.StartTimeline)
+	if len(problems) > 0 {
+		v.judge(false, "%s; %s", strings.Join(problems, "; "), detail)
+	} else {
+		v.judge(true, "%s; one primary", detail)
+	}
+	return v
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " (" + e + ")"
+}
+
+// splitBrainWrites finds, for each running node other than the one that
+// serves, the acknowledged ledger writes it has and the serving node does
+// not, acknowledged after the first promotion: writes a second primary
+// took.
+func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error) {
+	if len(run.Promotions) == 0 {
+		return nil, nil
+	}
+	promotedAt := run.Promotions[0].End
+	out := map[string][]string{}
+	for name, w := range run.Workloads {
+		if w.Ledger == nil {
+			continue
+		}
+		table := ledgerTable(run, name)
+		if !tableName.MatchString(table) {
+			continue
+		}
+		var keys []string
+		for _, op := range opsOf(run.History, name) {
+			if op.Outcome == history.OK && op.End.After(promotedAt) && opKey(op) != "" {
+				keys = append(keys, opKey(op))
+			}
+		}
+		if len(keys) == 0 {
+			continue
+		}
+		have := func(dsn string) (map[string]bool, error) {
+			conn, err := connect(ctx, dsn)
+			if err != nil {
+				return nil, err
+			}
+			defer closeConn(ctx, conn)
+			return presentKeys(ctx, conn, table, keys)
+		}
+		onServing, err := have(run.VerifyDSN)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range run.Nodes {
+			if n.Name == run.Serving || !n.Running {
+				continue
+			}
+			there, err := have(n.DSN)
+			if err != nil {
+				continue // a node that does not have the table took none
+			}
+			for _, k := range keys {
+				if there[k] && !onServing[k] {
+					out[n.Name] = append(out[n.Name], k)
+				}
+			}
+		}
+	}
+	return out, nil
+}

@@ -64,6 +64,23 @@ type Run struct {
 	// FaultSteps are the method's inject and crash steps that ran, in
 	// order: what rto measures from.
 	FaultSteps []Step
+	// Nodes are an embedded cluster's servers, Serving the name of the one
+	// that serves (whose DSN is VerifyDSN); none for another target.
+	Nodes   []Node
+	Serving string
+	// StartTimeline is the serving node's timeline when the method began
+	// (0: not known).
+	StartTimeline int64
+	// Promotions are the promote steps that ran: Name is the node, End
+	// when it accepted writes.
+	Promotions []Step
+}
+
+// Node is a server of an embedded cluster.
+type Node struct {
+	Name    string `json:"name"`
+	DSN     string `json:"dsn"`
+	Running bool   `json:"running"`
 }
 
 // Step is a method step that ran.
@@ -116,6 +133,8 @@ func Check(ctx context.Context, v experiments.Verifier, run Run) Verdict {
 		vd = rpo(ctx, c, run)
 	case *experiments.RTO:
 		vd = rto(c, run)
+	case *experiments.Timeline:
+		vd = timeline(ctx, run)
 	case nil:
 		vd = failed("", "", fmt.Errorf("the verifier has no check"))
 	default:
