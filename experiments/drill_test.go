@@ -109,6 +109,12 @@ verify:
 			`x.yaml:2:21: target.embedded.replication_via: applies with standbys: 1 or more`},
 		{"rto from a step that is not a fault", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nmethod:\n- {name: kill, crash: primary}\n- {name: back, start: primary}\nverify:\n- {type: rto, workload: l, from: back}\n",
 			`x.yaml:8:34: verify[0].from: no inject or crash step of the method is named "back"`},
+		{"replication without standbys", "name: x\ntarget: {embedded: {}}\nverify:\n- {type: replication}\n",
+			`x.yaml:4:3: verify[0]: there are no standbys to check: give target.embedded standbys: N`},
+		{"replication of a misspelt node", "name: x\ntarget: {embedded: {standbys: 1}}\nverify:\n- {type: replication, standbys: [standby2]}\n",
+			`x.yaml:4:34: verify[0].standbys[0]: no node named "standby2" (did you mean "standby1"?); want primary or standby1`},
+		{"timeline of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nverify:\n- {type: timeline}\n",
+			`x.yaml:4:3: verify[0]: timeline checks the nodes of target.embedded`},
 		{"sql with dsn and node", "name: x\ntarget: {embedded: {}}\nmethod:\n- sql: {sql: SELECT 1, dsn: postgres://a, node: primary}\n",
 			`x.yaml:4:43: method[0].sql.node: give dsn or node, not both`},
 	} {

@@ -411,7 +411,7 @@ type Verifier struct {
 // Check is what a verifier checks: *Durability, *BankInvariant,
 // *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
 // *Availability, *Latency, *ErrorCount, *FaultFired, *Sessions, *RPO,
-// *RTO or *Timeline.
+// *RTO, *Timeline or *Replication.
 type Check interface {
 	// Type is the verifier's type in the file, e.g. "durability".
 	Type() string
@@ -538,7 +538,17 @@ type RTO struct {
 // node after the promotion (split brain).
 type Timeline struct{}
 
+// Replication checks an embedded cluster's standbys after a drill: each
+// of Standbys (default: every node but the one that serves) streams from
+// the serving node, on its timeline, and replays up to the serving node's
+// WAL position of the check within MaxLag (default 10s).
+type Replication struct {
+	Standbys []string
+	MaxLag   Duration
+}
+
 func (*Timeline) Type() string             { return "timeline" }
+func (*Replication) Type() string          { return "replication" }
 func (*RPO) Type() string                  { return "rpo" }
 func (*RTO) Type() string                  { return "rto" }
 func (*Durability) Type() string           { return "durability" }

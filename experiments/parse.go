@@ -34,6 +34,7 @@ const (
 	DefaultLedgerTable   = "pgchaos_ledger"
 	DefaultExecTimeout   = Duration(60 * time.Second)
 	DefaultDeadline      = Duration(60 * time.Second)
+	DefaultMaxLag        = Duration(10 * time.Second)
 	defaultAccounts      = 10
 	defaultInitial       = 100
 	defaultRetryOnSerial = "40001"

@@ -8,7 +8,7 @@ import (
 )
 
 var verifierTypes = []string{"durability", "bank_invariant", "prepared_transactions", "sql", "sql_equal",
-	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto", "timeline"}
+	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto", "timeline", "replication"}
 
 // verifierFields are the keys each verifier type takes besides type and
 // name.
@@ -27,6 +27,7 @@ var verifierFields = map[string][]string{
 	"rpo":                   {"workload", "max_lost", "max_window"},
 	"rto":                   {"workload", "max", "from"},
 	"timeline":              {},
+	"replication":           {"standbys", "max_lag"},
 }
 
 func (d *decoder) verifiers(n *yaml.Node, path string, r *refs, methodRules []string) []Verifier {
@@ -118,6 +119,24 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 			d.errAt(o.node, path, "timeline checks the nodes of target.embedded")
 		}
 		v.Check = &Timeline{}
+	case "replication":
+		c := &Replication{MaxLag: DefaultMaxLag}
+		if r.embedded == nil {
+			d.errAt(o.node, path, "replication checks the standbys of target.embedded")
+		}
+		if n := o.get("standbys"); n != nil {
+			for i, item := range d.list(n, o.at("standbys")) {
+				var name string
+				if d.reqScalar(item, index(o.at("standbys"), i), &name) {
+					d.nodeRef(item, index(o.at("standbys"), i), name, r)
+					c.Standbys = append(c.Standbys, name)
+				}
+			}
+		} else if r.embedded != nil && r.embedded.Standbys == 0 {
+			d.errAt(o.node, path, "there are no standbys to check: give target.embedded standbys: N")
+		}
+		o.positive("max_lag", &c.MaxLag)
+		v.Check = c
 	case "bank_invariant":
 		v.Check = &BankInvariant{Workload: workload(WorkloadBank)}
 	case "prepared_transactions":

@@ -41,7 +41,7 @@ func writesRTO(t *testing.T, res *runner.Result) time.Duration {
 // The shipped drills: each passes on the embedded default, its crash
 // reached the clients, and its figures are what the drill is for.
 func TestShippedDrills(t *testing.T) {
-	for _, name := range []string{"crash-restart", "failover-sync", "failover-runbook"} {
+	for _, name := range []string{"crash-restart", "failover-sync", "failover-runbook", "failover-rewind"} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			res, out := run(t, shipped(t, name+".yaml"))
@@ -143,5 +143,34 @@ verify:
 	}
 	if keys, _ := v.Evidence["split_brain_primary"].([]string); len(keys) == 0 {
 		t.Errorf("no split-brain writes listed: %v", v.Evidence)
+	}
+}
+
+// After a failover without a rewind, the old primary is down: the
+// replication verifier names it and says why, and the timeline verifier
+// still passes (one primary, on a new timeline).
+func TestReplicationNotRejoined(t *testing.T) {
+	exp, err := experiments.Parse([]byte(`name: no-rewind
+target:
+  embedded: {standbys: 1}
+workloads:
+  - {name: ledger, type: ledger, clients: 1, rate: 50}
+method:
+  - at: 1s
+    crash: primary
+  - promote: standby1
+verify:
+  - {type: replication, standbys: [primary], max_lag: 1s}
+  - type: timeline
+`), "no-rewind.yaml", nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := run(t, exp)
+	if v := verdict(t, res, "replication"); v.Pass || v.Summary != "FAIL: primary: it is not running" {
+		t.Errorf("replication %+v", v)
+	}
+	if v := verdict(t, res, "timeline"); !v.Pass {
+		t.Errorf("timeline %+v", v)
 	}
 }

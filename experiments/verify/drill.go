@@ -2,10 +2,13 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
@@ -417,4 +420,151 @@ func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error)
 		}
 	}
 	return out, nil
+}
+
+// replication checks that standbys stream from the node that serves and
+// catch up with it.
+func replication(ctx context.Context, c *experiments.Replication, run Run) Verdict {
+	v := newVerdict(c.Type(), "")
+	if len(run.Nodes) == 0 {
+		v.judge(false, "no embedded cluster: nothing to judge")
+		return v
+	}
+	standbys := c.Standbys
+	if len(standbys) == 0 {
+		for _, n := range run.Nodes {
+			if n.Name != run.Serving {
+				standbys = append(standbys, n.Name)
+			}
+		}
+	}
+	if len(standbys) == 0 {
+		v.judge(false, "no standby to check")
+		return v
+	}
+	maxLag := time.Duration(c.MaxLag)
+	if maxLag <= 0 {
+		maxLag = time.Duration(experiments.DefaultMaxLag)
+	}
+	v.Evidence["max_lag"] = maxLag.String()
+	primary, err := connect(ctx, run.VerifyDSN)
+	if err != nil {
+		return failed(v.Type, "", err)
+	}
+	defer closeConn(ctx, primary)
+	var target string
+	var tli int64
+	if err := primary.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`).Scan(&target, &tli); err != nil {
+		return failed(v.Type, "", fmt.Errorf("reading %s's WAL position: %w", run.Serving, err))
+	}
+	v.Evidence["serving"], v.Evidence["timeline"], v.Evidence["target_lsn"] = run.Serving, tli, target
+
+	dsn := map[string]Node{}
+	for _, n := range run.Nodes {
+		dsn[n.Name] = n
+	}
+	type state struct {
+		Streaming bool   `json:"streaming"`
+		Timeline  int64  `json:"timeline,omitempty"`
+		ReplayLSN string `json:"replay_lsn,omitempty"`
+		CaughtUp  string `json:"caught_up_after,omitempty"`
+		Problem   string `json:"problem,omitempty"`
+	}
+	states := map[string]*state{}
+	var problems []string
+	for _, name := range standbys {
+		st := &state{}
+		states[name] = st
+		n, ok := dsn[name]
+		switch {
+		case !ok:
+			st.Problem = "no such node"
+		case name == run.Serving:
+			st.Problem = "it is the node that serves"
+		case !n.Running:
+			st.Problem = "it is not running"
+		default:
+			st.Problem = catchUp(ctx, primary, n, target, tli, maxLag, &st.Streaming, &st.Timeline, &st.ReplayLSN, &st.CaughtUp)
+		}
+		if st.Problem != "" {
+			problems = append(problems, name+": "+st.Problem)
+		}
+	}
+	v.Evidence["standbys"] = states
+	if len(problems) > 0 {
+		v.judge(false, "%s", strings.Join(problems, "; "))
+		return v
+	}
+	var parts []string
+	for _, name := range standbys {
+		parts = append(parts, fmt.Sprintf("%s caught up in %s", name, states[name].CaughtUp))
+	}
+	verb := "stream"
+	if len(standbys) == 1 {
+		verb = "streams"
+	}
+	v.judge(true, "%s %s from %s on timeline %d; %s", strings.Join(standbys, ", "), verb, run.Serving, tli, strings.Join(parts, ", "))
+	return v
+}
+
+// catchUp polls a standby until the serving node lists it as streaming
+// and it has replayed target on timeline tli, or maxLag passes; it returns
+// what was still wrong then.
+func catchUp(ctx context.Context, primary *pgx.Conn, n Node, target string, tli int64, maxLag time.Duration, streaming *bool, timeline *int64, replay, took *string) string {
+	conn, err := connect(ctx, n.DSN)
+	if err != nil {
+		return err.Error()
+	}
+	defer closeConn(ctx, conn)
+	start := time.Now()
+	for {
+		problem := ""
+		var state *string
+		if err := primary.QueryRow(ctx, "SELECT state FROM pg_stat_replication WHERE application_name = $1 ORDER BY state = 'streaming' DESC LIMIT 1", n.Name).Scan(&state); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err.Error()
+		}
+		*streaming = state != nil && *state == "streaming"
+		var recovering, caught bool
+		var t *int64
+		var lsn *string
+		if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT received_tli FROM pg_stat_wal_receiver),
+			pg_last_wal_replay_lsn()::text, coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, target).Scan(&recovering, &t, &lsn, &caught); err != nil {
+			return err.Error()
+		}
+		if t != nil {
+			*timeline = *t
+		}
+		if lsn != nil {
+			*replay = *lsn
+		}
+		switch {
+		case !recovering:
+			return "it is not a standby (it accepts writes)"
+		case !*streaming:
+			problem = fmt.Sprintf("the serving node lists it as %s", orElse(state, "not connected"))
+		case *timeline != tli:
+			problem = fmt.Sprintf("it follows timeline %d, not %d", *timeline, tli)
+		case !caught:
+			problem = fmt.Sprintf("it replayed up to %s, not %s", orElse(lsn, "nothing"), target)
+		}
+		if problem == "" {
+			*took = time.Since(start).Round(time.Millisecond).String()
+			return ""
+		}
+		if time.Since(start) > maxLag || ctx.Err() != nil {
+			return problem + " after " + maxLag.String()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// orElse is *s, or else when s is nil.
+func orElse(s *string, alt string) string {
+	if s == nil {
+		return alt
+	}
+	return *s
 }

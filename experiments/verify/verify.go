@@ -135,6 +135,8 @@ func Check(ctx context.Context, v experiments.Verifier, run Run) Verdict {
 		vd = rto(c, run)
 	case *experiments.Timeline:
 		vd = timeline(ctx, run)
+	case *experiments.Replication:
+		vd = replication(ctx, c, run)
 	case nil:
 		vd = failed("", "", fmt.Errorf("the verifier has no check"))
 	default:
