@@ -25,7 +25,7 @@ func TestExamples(t *testing.T) {
 		parsed[filepath.Base(f)] = e
 	}
 	for _, name := range []string{"2pc-mid-prepare.yaml", "2pc-mid-commit-prepared.yaml", "commit-ack-lost.yaml", "latency-spike.yaml",
-		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "crash-restart.yaml", "failover-sync.yaml", "failover-runbook.yaml", "failover-async-lag.yaml", "failover-rewind.yaml"} {
+		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "crash-restart.yaml", "failover-sync.yaml", "failover-runbook.yaml", "failover-async-lag.yaml", "failover-rewind.yaml", "crash-restart-2pc.yaml"} {
 		if parsed[name] == nil {
 			t.Fatalf("examples/%s is missing or invalid", name)
 		}

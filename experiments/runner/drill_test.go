@@ -41,7 +41,7 @@ func writesRTO(t *testing.T, res *runner.Result) time.Duration {
 // The shipped drills: each passes on the embedded default, its crash
 // reached the clients, and its figures are what the drill is for.
 func TestShippedDrills(t *testing.T) {
-	for _, name := range []string{"crash-restart", "failover-sync", "failover-runbook", "failover-rewind"} {
+	for _, name := range []string{"crash-restart", "crash-restart-2pc", "failover-sync", "failover-runbook", "failover-rewind"} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			res, out := run(t, shipped(t, name+".yaml"))
