@@ -17,6 +17,7 @@ target:
     standbys: 2
     synchronous: quorum
     replication_via: repl
+    archive: true
 proxies:
   - {name: vip, upstream: primary}
   - {name: repl, upstream: primary}
@@ -33,7 +34,12 @@ method:
   - crash: {node: standby2, mode: immediate}
   - start: standby2
   - sql: {sql: SELECT 1, node: standby2}
+  - base_backup:
+  - restore_point: p1
+  - restore: {point: p1, node: restored}
+  - switch_upstream: {proxy: vip, upstream: restored}
 verify:
+  - {type: pitr, workload: l, point: p1}
   - {type: rpo, workload: l, max_lost: 3, max_window: 2s}
   - {type: rto, workload: l, max: 10s, from: kill}
 `
@@ -69,10 +75,16 @@ verify:
 			t.Errorf("method[%d]: %s, want %s", i, g, w)
 		}
 	}
-	if r := e.Verify[0].Check.(*RPO); r.MaxLost != 3 || time.Duration(r.MaxWindow) != 2*time.Second {
+	if p := e.Verify[0].Check.(*PITR); p.Point != "p1" {
+		t.Errorf("pitr %+v", p)
+	}
+	if r, ok := e.Method[12].Action.(*Restore); !ok || r.Point != "p1" || r.Node != "restored" {
+		t.Errorf("restore %#v", e.Method[12].Action)
+	}
+	if r := e.Verify[1].Check.(*RPO); r.MaxLost != 3 || time.Duration(r.MaxWindow) != 2*time.Second {
 		t.Errorf("rpo %+v", r)
 	}
-	if r := e.Verify[1].Check.(*RTO); time.Duration(r.Max) != 10*time.Second || r.From != "kill" {
+	if r := e.Verify[2].Check.(*RTO); time.Duration(r.Max) != 10*time.Second || r.From != "kill" {
 		t.Errorf("rto %+v", r)
 	}
 
@@ -115,6 +127,16 @@ verify:
 			`x.yaml:4:34: verify[0].standbys[0]: no node named "standby2" (did you mean "standby1"?); want primary or standby1`},
 		{"timeline of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nverify:\n- {type: timeline}\n",
 			`x.yaml:4:3: verify[0]: timeline checks the nodes of target.embedded`},
+		{"backup without an archive", "name: x\ntarget: {embedded: {}}\nmethod:\n- base_backup: primary\n",
+			`x.yaml:4:3: method[0].base_backup: needs the WAL archive: set target.embedded.archive: true`},
+		{"restore without a backup", "name: x\ntarget: {embedded: {archive: true}}\nmethod:\n- restore_point: p\n- restore: {point: p, node: r}\n",
+			`x.yaml:5:3: method[1].restore: no earlier base_backup step took a backup to restore`},
+		{"restore to an unknown point", "name: x\ntarget: {embedded: {archive: true}}\nmethod:\n- base_backup:\n- restore_point: before\n- restore: {point: befor, node: r}\n",
+			`x.yaml:6:20: method[2].restore.point: no earlier restore_point step makes "befor" (did you mean "before"?)`},
+		{"restore onto a node", "name: x\ntarget: {embedded: {archive: true}}\nmethod:\n- base_backup:\n- restore_point: p\n- restore: {point: p, node: primary}\n",
+			`x.yaml:6:29: method[2].restore.node: "primary" is a node already: name the restored one anew`},
+		{"pitr to an unknown point", "name: x\ntarget: {embedded: {archive: true}}\nworkloads: [{name: l, type: ledger}]\nverify:\n- {type: pitr, workload: l, point: p}\n",
+			`x.yaml:5:36: verify[0].point: no restore_point step makes "p"`},
 		{"sql with dsn and node", "name: x\ntarget: {embedded: {}}\nmethod:\n- sql: {sql: SELECT 1, dsn: postgres://a, node: primary}\n",
 			`x.yaml:4:43: method[0].sql.node: give dsn or node, not both`},
 	} {

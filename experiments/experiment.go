@@ -91,6 +91,9 @@ type Embedded struct {
 	// Synchronous is how the primary waits for its standbys: SyncOff
 	// (default), SyncOn or SyncQuorum.
 	Synchronous string
+	// Archive archives the WAL of every node to a local folder, for the
+	// base_backup, restore_point and restore steps.
+	Archive bool
 	// ReplicationVia names an in-process proxy (whose upstream is the
 	// primary) through which the standbys stream WAL, so that faults hit
 	// the replication link. Empty: they connect directly.
@@ -276,8 +279,8 @@ type Step struct {
 // Action is what a step does: *Inject, *Remove, *Wait, *RunSQL,
 // *RunCommand, *KillSessions, *SwitchUpstream, *PauseWorkload,
 // *ResumeWorkload, *ResolvePrepared, or a drill step on an embedded
-// node: *Crash, *Start, *Promote, *Rewind, *WaitFor, *PauseReplay or
-// *ResumeReplay.
+// node: *Crash, *Start, *Promote, *Rewind, *WaitFor, *PauseReplay,
+// *ResumeReplay, *BaseBackup, *RestorePoint or *Restore.
 type Action interface {
 	// Kind is the action's key in the file, e.g. "inject".
 	Kind() string
@@ -373,6 +376,21 @@ type PauseReplay struct{ Node string }
 // ResumeReplay resumes it.
 type ResumeReplay struct{ Node string }
 
+// BaseBackup takes a base backup of an embedded node (default: the one
+// that serves), for a later restore.
+type BaseBackup struct{ Node string }
+
+// RestorePoint marks a point to restore to: a named restore point on the
+// node that serves, whose WAL is then switched so that it is archived.
+type RestorePoint struct{ Name string }
+
+// Restore recovers the latest base backup and the archived WAL up to a
+// restore point as a new node, Node, which then serves.
+type Restore struct{ Point, Node string }
+
+func (*BaseBackup) Kind() string   { return "base_backup" }
+func (*RestorePoint) Kind() string { return "restore_point" }
+func (*Restore) Kind() string      { return "restore" }
 func (*Crash) Kind() string        { return "crash" }
 func (*Start) Kind() string        { return "start" }
 func (*Promote) Kind() string      { return "promote" }
@@ -411,7 +429,7 @@ type Verifier struct {
 // Check is what a verifier checks: *Durability, *BankInvariant,
 // *PreparedTransactions, *SQLCheck, *SQLEqual, *RecoveryTime,
 // *Availability, *Latency, *ErrorCount, *FaultFired, *Sessions, *RPO,
-// *RTO, *Timeline or *Replication.
+// *RTO, *Timeline, *Replication or *PITR.
 type Check interface {
 	// Type is the verifier's type in the file, e.g. "durability".
 	Type() string
@@ -547,6 +565,11 @@ type Replication struct {
 	MaxLag   Duration
 }
 
+// PITR checks a ledger workload after a restore to a restore point: every
+// entry acknowledged before the point is there, and none begun after it.
+type PITR struct{ Workload, Point string }
+
+func (*PITR) Type() string                 { return "pitr" }
 func (*Timeline) Type() string             { return "timeline" }
 func (*Replication) Type() string          { return "replication" }
 func (*RPO) Type() string                  { return "rpo" }

@@ -225,6 +225,11 @@ type refs struct {
 	// injected maps a rule name to where a step first injected it.
 	injected  map[string]Pos
 	ruleOrder []string
+	// restored are the nodes restore steps make, and points the restore
+	// points of restore_point steps.
+	restored []string
+	points   []string
+	backups  int
 	// faultSteps counts the method's inject and crash steps, and
 	// faultStepNames lists the names of those that have one.
 	faultSteps     int
@@ -389,6 +394,7 @@ func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
 	} else if o.enum("synchronous", &e.Synchronous, SyncOff, SyncOn, SyncQuorum) && e.Synchronous != SyncOff && e.Standbys == 0 {
 		d.errAt(o.keyNode("synchronous"), o.at("synchronous"), "synchronous replication needs standbys: give standbys: 1 or more")
 	}
+	o.boolean("archive", &e.Archive)
 	if o.str("replication_via", &e.ReplicationVia) {
 		if e.Standbys == 0 {
 			d.errAt(o.keyNode("replication_via"), o.at("replication_via"), "applies with standbys: 1 or more")
@@ -414,16 +420,22 @@ func (d *decoder) upstream(n *yaml.Node, path, v string, r *refs) {
 		}
 		return
 	}
-	if r.embedded != nil && slices.Contains(r.embedded.Nodes(), v) {
+	if slices.Contains(r.nodes(), v) {
 		return
 	}
 	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		words := []string{UpstreamTarget, UpstreamPgBouncer}
-		if r.embedded != nil {
-			words = append(words, r.embedded.Nodes()...)
-		}
+		words := append([]string{UpstreamTarget, UpstreamPgBouncer}, r.nodes()...)
 		d.errAt(deref(n), path, "want host:port, %s, got %q%s", oneOf(words), v, didYouMean(v, words))
 	}
+}
+
+// nodes lists the embedded nodes a step or verifier may name: those of
+// the cluster, and those earlier restore steps made.
+func (r *refs) nodes() []string {
+	if r.embedded == nil {
+		return nil
+	}
+	return append(r.embedded.Nodes(), r.restored...)
 }
 
 // nodeRef checks the name of an embedded node.
@@ -432,7 +444,7 @@ func (d *decoder) nodeRef(n *yaml.Node, path, name string, r *refs) {
 		d.errAt(deref(n), path, "no node named %q: nodes are the servers of target.embedded (primary, and standby1... with standbys: N)", name)
 		return
 	}
-	nodes := r.embedded.Nodes()
+	nodes := r.nodes()
 	if !slices.Contains(nodes, name) {
 		hint := ""
 		if r.embedded.Standbys == 0 && strings.HasPrefix(name, "standby") {

@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -10,7 +11,8 @@ import (
 // actionKinds are the keys that make a step's action, one per step.
 var actionKinds = []string{"inject", "remove", "wait", "sql", "exec", "kill_sessions", "switch_upstream",
 	"pause_workload", "resume_workload", "resolve_prepared",
-	"crash", "start", "promote", "rewind", "wait_for", "pause_replay", "resume_replay"}
+	"crash", "start", "promote", "rewind", "wait_for", "pause_replay", "resume_replay",
+	"base_backup", "restore_point", "restore"}
 
 // stepList reads the method (timed) or the rollbacks.
 type stepList struct {
@@ -229,6 +231,46 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		o.positive("timeout", &a.Timeout)
 		o.done()
 		return a
+	case "base_backup":
+		a := &BaseBackup{}
+		// base_backup: with no node backs up the node that serves.
+		if !isNull(deref(n)) {
+			d.nodeStep(n, at, &a.Node, r).done()
+		}
+		d.needArchive(step, kind, r)
+		r.backups++
+		return a
+	case "restore_point":
+		a := &RestorePoint{}
+		if d.reqScalar(n, at, &a.Name) {
+			if slices.Contains(r.points, a.Name) {
+				d.errAt(deref(n), at, "restore point %q is made by an earlier step already", a.Name)
+			}
+			r.points = append(r.points, a.Name)
+		}
+		d.needArchive(step, kind, r)
+		return a
+	case "restore":
+		a := &Restore{}
+		o := d.object(n, at)
+		if o.reqStr("point", &a.Point) && !slices.Contains(r.points, a.Point) {
+			d.errAt(deref(o.get("point")), o.at("point"), "no earlier restore_point step makes %q%s", a.Point, didYouMean(a.Point, r.points))
+		}
+		if o.reqStr("node", &a.Node) {
+			if slices.Contains(r.nodes(), a.Node) {
+				d.errAt(deref(o.get("node")), o.at("node"), "%q is a node already: name the restored one anew", a.Node)
+			} else if !nodeName.MatchString(a.Node) {
+				d.errAt(deref(o.get("node")), o.at("node"), "%q: want a name of letters, digits and _", a.Node)
+			} else {
+				r.restored = append(r.restored, a.Node)
+			}
+		}
+		o.done()
+		d.needArchive(step, kind, r)
+		if r.backups == 0 {
+			d.errAt(step.keyNode(kind), at, "no earlier base_backup step took a backup to restore")
+		}
+		return a
 	case "pause_replay", "resume_replay":
 		var node string
 		d.nodeStep(n, at, &node, r).done()
@@ -241,6 +283,17 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		return &ResumeReplay{Node: node}
 	}
 	return nil
+}
+
+// nodeName is what a restored node may be called: it becomes part of
+// environment variable names.
+var nodeName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+
+// needArchive reports a backup or restore step without an archive.
+func (d *decoder) needArchive(step *object, kind string, r *refs) {
+	if r.embedded != nil && !r.embedded.Archive {
+		d.errAt(step.keyNode(kind), step.at(kind), "needs the WAL archive: set target.embedded.archive: true")
+	}
 }
 
 // nodeStep reads a step that names a node: the name alone, or a mapping

@@ -8,7 +8,7 @@ import (
 )
 
 var verifierTypes = []string{"durability", "bank_invariant", "prepared_transactions", "sql", "sql_equal",
-	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto", "timeline", "replication"}
+	"recovery_time", "availability", "latency", "errors", "fault_fired", "sessions", "rpo", "rto", "timeline", "replication", "pitr"}
 
 // verifierFields are the keys each verifier type takes besides type and
 // name.
@@ -28,6 +28,7 @@ var verifierFields = map[string][]string{
 	"rto":                   {"workload", "max", "from"},
 	"timeline":              {},
 	"replication":           {"standbys", "max_lag"},
+	"pitr":                  {"workload", "point"},
 }
 
 func (d *decoder) verifiers(n *yaml.Node, path string, r *refs, methodRules []string) []Verifier {
@@ -136,6 +137,12 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 			d.errAt(o.node, path, "there are no standbys to check: give target.embedded standbys: N")
 		}
 		o.positive("max_lag", &c.MaxLag)
+		v.Check = c
+	case "pitr":
+		c := &PITR{Workload: workload(WorkloadLedger)}
+		if o.reqStr("point", &c.Point) && !slices.Contains(r.points, c.Point) {
+			d.errAt(deref(o.get("point")), o.at("point"), "no restore_point step makes %q%s", c.Point, didYouMean(c.Point, r.points))
+		}
 		v.Check = c
 	case "bank_invariant":
 		v.Check = &BankInvariant{Workload: workload(WorkloadBank)}

@@ -568,3 +568,71 @@ func orElse(s *string, alt string) string {
 	}
 	return *s
 }
+
+// pitr checks a restore to a restore point: the node that serves (the
+// restored one) has every ledger entry acknowledged before the point was
+// made, and none whose operation began after it. Entries in flight at the
+// point may be either way.
+func pitr(ctx context.Context, c *experiments.PITR, run Run) Verdict {
+	v := newVerdict(c.Type(), c.Workload)
+	point, ok := run.RestorePoints[c.Point]
+	if !ok {
+		v.judge(false, "restore point %q was not made", c.Point)
+		return v
+	}
+	v.Evidence["point"] = c.Point
+	v.Evidence["point_made"] = point
+	table := ledgerTable(run, c.Workload)
+	if !tableName.MatchString(table) {
+		return failed(v.Type, c.Workload, fmt.Errorf("ledger table %q is not a table name", table))
+	}
+	var before, after []history.Op
+	var keys []string
+	for _, op := range opsOf(run.History, c.Workload) {
+		k := opKey(op)
+		switch {
+		case k == "":
+		case op.Outcome == history.OK && op.End.Before(point.Start):
+			before = append(before, op)
+			keys = append(keys, k)
+		case op.Start.After(point.End):
+			after = append(after, op)
+			keys = append(keys, k)
+		}
+	}
+	if len(before) == 0 {
+		v.judge(false, "no entry was acknowledged before restore point %q: nothing to judge", c.Point)
+		return v
+	}
+	conn, err := connect(ctx, run.VerifyDSN)
+	if err != nil {
+		return failed(v.Type, c.Workload, err)
+	}
+	defer closeConn(ctx, conn)
+	present, err := presentKeys(ctx, conn, table, keys)
+	if err != nil {
+		return failed(v.Type, c.Workload, err)
+	}
+	var missing, extra []string
+	for _, op := range before {
+		if !present[opKey(op)] {
+			missing = append(missing, opKey(op))
+		}
+	}
+	for _, op := range after {
+		if present[opKey(op)] {
+			extra = append(extra, opKey(op))
+		}
+	}
+	e := v.Evidence
+	e["acknowledged_before"] = len(before)
+	e["begun_after"] = len(after)
+	e["missing"] = len(missing)
+	e["missing_keys"] = bounded(missing)
+	e["after_the_point"] = len(extra)
+	e["after_the_point_keys"] = bounded(extra)
+	detail := fmt.Sprintf("%s serves restored to %q: %d of %d entries acknowledged before the point present, %d of %d begun after it present",
+		run.Serving, c.Point, len(before)-len(missing), len(before), len(extra), len(after))
+	v.judge(len(missing) == 0 && len(extra) == 0, "%s", detail)
+	return v
+}

@@ -154,3 +154,43 @@ func TestRTO(t *testing.T) {
 	// No fault step: nothing to measure from.
 	wantPass(t, check(t, &experiments.RTO{Workload: "w"}, verify.Run{History: h}), false)
 }
+
+// pitr: entries acknowledged before the restore point must be there, and
+// none begun after it; those in flight at the point may be either way.
+func TestPITR(t *testing.T) {
+	_, dsn := newDB(t)
+	exec(t, dsn, "CREATE TABLE pgchaos_ledger (key text PRIMARY KEY)",
+		"INSERT INTO pgchaos_ledger (key) VALUES ('before-1'), ('before-2'), ('in-flight')")
+	s := time.Second
+	h := hist(
+		op{key: "before-1", outcome: history.OK, at: 1 * s},
+		op{key: "before-2", outcome: history.OK, at: 2 * s},
+		op{key: "failed-before", outcome: history.Fail, at: 2 * s},
+		op{key: "in-flight", outcome: history.OK, at: 5*s - 10*time.Millisecond, took: 50 * time.Millisecond},
+		op{key: "after-1", outcome: history.OK, at: 6 * s},
+	)
+	point := verify.Window{Start: t0.Add(5 * s), End: t0.Add(5*s + 20*time.Millisecond)}
+	run := verify.Run{History: h, VerifyDSN: dsn, Serving: "restored", RestorePoints: map[string]verify.Window{"p": point}}
+
+	v := check(t, &experiments.PITR{Workload: "ledger", Point: "p"}, run)
+	wantPass(t, v, true)
+	wantEvidence(t, v, "acknowledged_before", 2)
+	wantEvidence(t, v, "begun_after", 1)
+	if want := `restored serves restored to "p": 2 of 2 entries acknowledged before the point present, 0 of 1 begun after it present`; !strings.Contains(v.Summary, want) {
+		t.Errorf("summary %q", v.Summary)
+	}
+
+	// Not restored: an entry begun after the point is there.
+	exec(t, dsn, "INSERT INTO pgchaos_ledger (key) VALUES ('after-1')")
+	v = check(t, &experiments.PITR{Workload: "ledger", Point: "p"}, run)
+	wantPass(t, v, false)
+	wantEvidence(t, v, "after_the_point_keys", []string{"after-1"})
+
+	// The mistake reached the restore: entries before the point are gone.
+	exec(t, dsn, "DELETE FROM pgchaos_ledger")
+	v = check(t, &experiments.PITR{Workload: "ledger", Point: "p"}, run)
+	wantPass(t, v, false)
+	wantEvidence(t, v, "missing", 2)
+
+	wantPass(t, check(t, &experiments.PITR{Workload: "ledger", Point: "other"}, run), false)
+}

@@ -74,6 +74,8 @@ type Run struct {
 	// Promotions are the promote steps that ran: Name is the node, End
 	// when it accepted writes.
 	Promotions []Step
+	// RestorePoints are when each restore point was made, by name.
+	RestorePoints map[string]Window
 }
 
 // Node is a server of an embedded cluster.
@@ -137,6 +139,8 @@ func Check(ctx context.Context, v experiments.Verifier, run Run) Verdict {
 		vd = timeline(ctx, run)
 	case *experiments.Replication:
 		vd = replication(ctx, c, run)
+	case *experiments.PITR:
+		vd = pitr(ctx, c, run)
 	case nil:
 		vd = failed("", "", fmt.Errorf("the verifier has no check"))
 	default:
