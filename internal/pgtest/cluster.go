@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,6 +37,7 @@ type ClusterOptions struct {
 	// Archive turns on WAL archiving: archive_mode=on and an
 	// archive_command that copies each segment into ArchiveDir, refusing to
 	// overwrite a file already there. Standbys archive once promoted.
+	// Cluster.BaseBackup and Cluster.Restore need it.
 	Archive bool
 	// ReplicationVia, when set, is called for each standby before it is
 	// started, with the standby's name and the primary's host:port. The
@@ -48,13 +50,31 @@ type ClusterOptions struct {
 }
 
 // Cluster is a running primary with streaming standbys, made for
-// disaster-recovery drills: crash, failover, promotion, rewind. Stop it
-// when done.
+// disaster-recovery drills: crash, failover, promotion, rewind, base
+// backups and point-in-time recovery. Stop it when done.
 type Cluster struct {
-	nodes   []*Postgres
 	archive *tempDir
-	log     *slog.Logger
-	life    lifecycle
+	// What new nodes are made with: Restore adds nodes after the start.
+	binDir string
+	as     runAs
+	logger *slog.Logger // the caller's, which newNode gives each node
+	common map[string]string
+	log    *slog.Logger
+	life   lifecycle
+
+	// stopCtx is cancelled when Stop begins, to cut short the BaseBackup
+	// and Restore calls that Stop then waits for (ops).
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
+	ops        sync.WaitGroup
+
+	// mu guards the fields below. Nodes and Node read them while Restore
+	// adds to them from other goroutines.
+	mu       sync.Mutex
+	nodes    []*Postgres
+	backups  []*Backup
+	reserved map[string]bool // names of nodes being restored
+	stopping bool            // Stop began: no new operations
 }
 
 // clusterDefaults are what replication and drills need, over pgtest's
@@ -184,7 +204,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 
-	c := &Cluster{log: logger.With("component", "pgtest.cluster")}
+	c := newCluster(binDir, as, logger)
 	started := false
 	defer func() {
 		if !started {
@@ -203,8 +223,9 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.common = common
 
-	primary, err := c.newNode(binDir, as, "primary", logger)
+	primary, err := c.newNode("primary")
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +246,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	c.log.Debug("primary ready", "addr", primary.Addr())
 
 	for _, name := range names {
-		s, err := c.newNode(binDir, as, name, logger)
+		s, err := c.newNode(name)
 		if err != nil {
 			return nil, err
 		}
@@ -275,16 +296,59 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	return c, nil
 }
 
+func newCluster(binDir string, as runAs, logger *slog.Logger) *Cluster {
+	c := &Cluster{
+		binDir:   binDir,
+		as:       as,
+		logger:   logger,
+		log:      logger.With("component", "pgtest.cluster"),
+		reserved: map[string]bool{},
+	}
+	c.stopCtx, c.cancelStop = context.WithCancel(context.Background())
+	return c
+}
+
 // newNode prepares a node and adds it to c, so that a failed start stops it.
-func (c *Cluster) newNode(binDir string, as runAs, name string, logger *slog.Logger) (*Postgres, error) {
-	p, err := newPostgres(binDir, as, "postgres-"+name, logger.With("node", name))
+func (c *Cluster) newNode(name string) (*Postgres, error) {
+	p, err := c.prepareNode(name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+// prepareNode prepares a node's temp dir without adding it to c.
+func (c *Cluster) prepareNode(name string) (*Postgres, error) {
+	p, err := newPostgres(c.binDir, c.as, "postgres-"+name, c.logger.With("node", name))
 	if err != nil {
 		return nil, fmt.Errorf("postgres %s: %w", name, err)
 	}
 	p.name = name
 	p.inCluster = true
-	c.nodes = append(c.nodes, p)
 	return p, nil
+}
+
+// begin registers an operation that adds to c (BaseBackup, Restore), so
+// that Stop cancels it and waits for it rather than leave what it made
+// behind. The returned context is ctx, also cancelled when Stop begins;
+// call end when the operation is over.
+func (c *Cluster) begin(ctx context.Context, doing string) (opCtx context.Context, end func(), err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return nil, nil, fmt.Errorf("%s: the cluster was stopped", doing)
+	}
+	c.ops.Add(1)
+	opCtx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.stopCtx, cancel)
+	return opCtx, func() {
+		stop()
+		cancel()
+		c.ops.Done()
+	}, nil
 }
 
 // baseBackup fills p's data directory from primary, creating the physical
@@ -347,6 +411,19 @@ func shellQuote(s string) string {
 // postgresql.auto.conf, in place of what pg_basebackup -R or pg_rewind left
 // there. That file is read last, so it wins over pgtest.conf.
 func (p *Postgres) writeStandbyConf(upstream string) error {
+	err := p.rewriteAutoConf(func(key string) bool { return slices.Contains(managedByNode, key) },
+		"primary_conninfo = "+quoteConf(replicationConnInfo(upstream, p.name)),
+		"primary_slot_name = "+quoteConf(p.name),
+	)
+	if err != nil {
+		return err
+	}
+	return p.as.writeFile(filepath.Join(p.dataDir, "standby.signal"), "")
+}
+
+// rewriteAutoConf rewrites p's postgresql.auto.conf without the settings
+// whose lower-case name drop reports, and with lines added at the end.
+func (p *Postgres) rewriteAutoConf(drop func(key string) bool, add ...string) error {
 	auto := filepath.Join(p.dataDir, "postgresql.auto.conf")
 	old, err := os.ReadFile(auto)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -355,19 +432,13 @@ func (p *Postgres) writeStandbyConf(upstream string) error {
 	var lines []string
 	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
 		key, _, _ := strings.Cut(line, "=")
-		if slices.Contains(managedByNode, strings.ToLower(strings.TrimSpace(key))) {
+		if drop(strings.ToLower(strings.TrimSpace(key))) {
 			continue
 		}
 		lines = append(lines, line)
 	}
-	lines = append(lines,
-		"primary_conninfo = "+quoteConf(replicationConnInfo(upstream, p.name)),
-		"primary_slot_name = "+quoteConf(p.name),
-	)
-	if err := p.as.writeFile(auto, strings.Join(lines, "\n")+"\n"); err != nil {
-		return err
-	}
-	return p.as.writeFile(filepath.Join(p.dataDir, "standby.signal"), "")
+	lines = append(lines, add...)
+	return p.as.writeFile(auto, strings.Join(lines, "\n")+"\n")
 }
 
 // reloadConf makes the server read its configuration files again.
@@ -437,14 +508,25 @@ func (c *Cluster) waitStreaming(ctx context.Context, primary *Postgres, names []
 	}
 }
 
-// Nodes returns every node: the primary first, then standby1 to standbyN.
-// The order and names stay what they were at the start, whatever role a
-// failover gave each node since.
-func (c *Cluster) Nodes() []*Postgres { return slices.Clone(c.nodes) }
+// Nodes returns every node: the primary first, then standby1 to standbyN,
+// then the nodes Restore made, in the order it made them. The order and
+// names stay what they were, whatever role a failover gave each node
+// since. It is safe to call while Restore adds a node.
+func (c *Cluster) Nodes() []*Postgres {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.nodes)
+}
 
-// Node returns the node called name ("primary", "standby1", ...), or nil
-// if there is none.
+// Node returns the node called name ("primary", "standby1", or one that
+// Restore made), or nil if there is none.
 func (c *Cluster) Node(name string) *Postgres {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodeLocked(name)
+}
+
+func (c *Cluster) nodeLocked(name string) *Postgres {
 	for _, n := range c.nodes {
 		if n.name == name {
 			return n
@@ -456,7 +538,8 @@ func (c *Cluster) Node(name string) *Postgres {
 // ArchiveDir returns the directory archive_command copies WAL segments into,
 // or "" without ClusterOptions.Archive. Besides the segments (and timeline
 // history files, and .partial segments after a promotion) it holds pgtest's
-// hidden lock file, .pgtest.lock. Stop removes it.
+// hidden lock file, .pgtest.lock. Nodes made by Restore read from it
+// (restore_command) but do not archive into it. Stop removes it.
 func (c *Cluster) ArchiveDir() string {
 	if c.archive == nil {
 		return ""
@@ -464,15 +547,30 @@ func (c *Cluster) ArchiveDir() string {
 	return c.archive.path
 }
 
-// Stop stops every node, standbys first (a primary's fast shutdown waits for
-// its WAL senders to hand its last WAL to connected standbys), and removes
-// every directory, the archive included. Crashed nodes are fine. It is
-// idempotent and safe for concurrent use.
+// Stop stops every node, restored nodes and standbys first (a primary's
+// fast shutdown waits for its WAL senders to hand its last WAL to connected
+// standbys), and removes every directory, the base backups and the archive
+// included. Crashed nodes are fine. BaseBackup and Restore calls still
+// running are cancelled, and what they made removed, before it returns. It
+// is idempotent and safe for concurrent use.
 func (c *Cluster) Stop() error {
 	return c.life.do(func() error {
+		c.mu.Lock()
+		c.stopping = true
+		c.mu.Unlock()
+		c.cancelStop()
+		c.ops.Wait()
+		c.mu.Lock()
+		nodes, backups := slices.Clone(c.nodes), slices.Clone(c.backups)
+		c.mu.Unlock()
 		var errs []error
-		for _, n := range slices.Backward(c.nodes) {
+		for _, n := range slices.Backward(nodes) {
 			errs = append(errs, n.Stop())
+		}
+		for _, b := range backups {
+			if err := b.tmp.remove(); err != nil {
+				errs = append(errs, fmt.Errorf("removing the %s: %w", b.label(), err))
+			}
 		}
 		if c.archive != nil {
 			if err := c.archive.remove(); err != nil {

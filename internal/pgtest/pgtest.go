@@ -3,7 +3,8 @@
 //
 // StartCluster adds streaming standbys to a primary, for disaster-recovery
 // drills: crash and restart a node, promote a standby, rewind an old
-// primary into a standby of the new one.
+// primary into a standby of the new one, take a base backup and restore it
+// to a point in time from the WAL archive as a new node.
 //
 // It backs the integration tests and is meant to be reused by the product's
 // --embedded mode, so apart from testmain.go it must not import "testing".

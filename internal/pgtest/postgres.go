@@ -66,6 +66,9 @@ type Postgres struct {
 	// conf is what pgtest.conf holds, port included. Rewind writes it back
 	// because pg_rewind copies the source's configuration files.
 	conf map[string]string
+	// restoredFrom is the backup Cluster.Restore made the node from, nil
+	// for the other nodes.
+	restoredFrom *Backup
 
 	// ops serialises the operations that start or stop the postmaster
 	// (Start, Crash, Rewind, Stop), which take seconds; mu guards the
