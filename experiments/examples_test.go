@@ -25,7 +25,7 @@ func TestExamples(t *testing.T) {
 		parsed[filepath.Base(f)] = e
 	}
 	for _, name := range []string{"2pc-mid-prepare.yaml", "2pc-mid-commit-prepared.yaml", "commit-ack-lost.yaml", "latency-spike.yaml",
-		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "crash-restart.yaml", "failover-sync.yaml", "failover-runbook.yaml", "failover-async-lag.yaml", "failover-rewind.yaml", "crash-restart-2pc.yaml"} {
+		"pgbouncer-server-disconnect.yaml", "serialization-storm.yaml", "crash-restart.yaml", "failover-sync.yaml", "failover-runbook.yaml", "failover-async-lag.yaml", "failover-rewind.yaml", "crash-restart-2pc.yaml", "pitr.yaml"} {
 		if parsed[name] == nil {
 			t.Fatalf("examples/%s is missing or invalid", name)
 		}
@@ -149,10 +149,15 @@ func TestExamplesAssertTheFaultWasFelt(t *testing.T) {
 				if c.ExpectInDoubt {
 					felt = append(felt, v.Name)
 				}
+			case *PITR:
+				// Fails both when the restore did not happen (entries
+				// begun after the point are there) and when the mistake
+				// reached it (entries before the point are gone).
+				felt = append(felt, v.Name)
 			}
 		}
 		if len(felt) == 0 {
-			t.Errorf("%s: no verifier shows that the fault reached the workload (latency p50_min, errors min, prepared_transactions expect_in_doubt)", f)
+			t.Errorf("%s: no verifier shows that the fault reached the workload (latency p50_min, errors min, prepared_transactions expect_in_doubt, pitr)", f)
 		}
 	}
 }

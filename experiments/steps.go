@@ -260,7 +260,7 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 			if slices.Contains(r.nodes(), a.Node) {
 				d.errAt(deref(o.get("node")), o.at("node"), "%q is a node already: name the restored one anew", a.Node)
 			} else if !nodeName.MatchString(a.Node) {
-				d.errAt(deref(o.get("node")), o.at("node"), "%q: want a name of letters, digits and _", a.Node)
+				d.errAt(deref(o.get("node")), o.at("node"), "%q: want a name of lower-case letters, digits and _ (it names a replication slot and environment variables)", a.Node)
 			} else {
 				r.restored = append(r.restored, a.Node)
 			}
@@ -287,7 +287,7 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 
 // nodeName is what a restored node may be called: it becomes part of
 // environment variable names.
-var nodeName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+var nodeName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
 // needArchive reports a backup or restore step without an archive.
 func (d *decoder) needArchive(step *object, kind string, r *refs) {

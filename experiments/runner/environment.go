@@ -53,6 +53,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 			Options:     pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(embedded.Settings), Logger: opts.Logger},
 			Standbys:    embedded.Standbys,
 			Synchronous: embedded.Synchronous,
+			Archive:     embedded.Archive,
 		}
 		if via := embedded.ReplicationVia; via != "" {
 			// The proxy the standbys stream through starts before they

@@ -19,6 +19,7 @@ import (
 	"github.com/pgchaos/pgchaos/experiments/history"
 	"github.com/pgchaos/pgchaos/experiments/verify"
 	"github.com/pgchaos/pgchaos/experiments/workload"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // Exit codes of a run, as pgchaos run documents them.
@@ -152,6 +153,10 @@ type run struct {
 	// began; promotions are the promote steps that ran (under mu).
 	startTimeline int64
 	promotions    []verify.Step
+	// backup is the latest base_backup's, points the restore points made
+	// (under mu).
+	backup *pgtest.Backup
+	points map[string]verify.Window
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -227,6 +232,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		exp: exp, opts: opts, hist: &history.History{},
 		res:       &Result{Experiment: exp.Name, Source: exp.Source, Pass: true, Phase: "done", Started: time.Now()},
 		windows:   map[string]*FaultWindow{},
+		points:    map[string]verify.Window{},
 		workloads: map[string]workload.Workload{},
 		started:   time.Now(),
 	}

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/verify"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // step runs one setup, method or rollback step.
@@ -136,6 +138,55 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		return map[string]string{"node": a.Node, "source": a.Source}, n.Rewind(ctx, src)
 	case *experiments.WaitFor:
 		return r.waitFor(ctx, a)
+	case *experiments.BaseBackup:
+		name := cmp.Or(a.Node, env.serving)
+		n, err := env.node(name)
+		if err != nil {
+			return nil, err
+		}
+		b, err := env.cluster.BaseBackup(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.backup = b
+		r.mu.Unlock()
+		return map[string]string{"node": name, "dir": b.Dir()}, nil
+	case *experiments.RestorePoint:
+		dsn, err := env.nodeDSN("")
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := execSQL(ctx, dsn, "SELECT pg_create_restore_point("+quoteLiteral(a.Name)+")"); err != nil {
+			return nil, err
+		}
+		end := time.Now()
+		// The restore point's WAL goes to the archive now, not when the
+		// segment fills.
+		if err := execSQL(ctx, dsn, "SELECT pg_switch_wal()"); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.points[a.Name] = verify.Window{Start: start, End: end}
+		r.mu.Unlock()
+		return map[string]string{"point": a.Name, "node": env.serving}, nil
+	case *experiments.Restore:
+		r.mu.Lock()
+		b := r.backup
+		r.mu.Unlock()
+		if b == nil {
+			return nil, fmt.Errorf("no base backup to restore: a base_backup step must run first")
+		}
+		n, err := env.cluster.Restore(ctx, b, pgtest.RestoreTarget{Name: a.Point}, a.Node)
+		if err != nil {
+			return nil, err
+		}
+		if err := env.serve(n.Name()); err != nil {
+			return nil, err
+		}
+		r.logf("%s: %s restored to %q from the backup of %s; it serves from now on", phase, a.Node, a.Point, b.Node())
+		return map[string]string{"node": a.Node, "point": a.Point, "backup_of": b.Node()}, nil
 	case *experiments.PauseReplay:
 		dsn, err := env.nodeDSN(a.Node)
 		if err != nil {
@@ -203,6 +254,8 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 		sleep(ctx, waitForEvery)
 	}
 }
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // waitForEvery is how often wait_for polls.
 const waitForEvery = 100 * time.Millisecond

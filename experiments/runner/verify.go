@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
@@ -49,6 +50,7 @@ func (r *run) verify(ctx context.Context) {
 		facts.StartTimeline = r.startTimeline
 		r.mu.Lock()
 		facts.Promotions = append(facts.Promotions, r.promotions...)
+		facts.RestorePoints = maps.Clone(r.points)
 		r.mu.Unlock()
 	}
 	for _, v := range r.exp.Verify {

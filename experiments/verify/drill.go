@@ -631,7 +631,7 @@ func pitr(ctx context.Context, c *experiments.PITR, run Run) Verdict {
 	e["missing_keys"] = bounded(missing)
 	e["after_the_point"] = len(extra)
 	e["after_the_point_keys"] = bounded(extra)
-	detail := fmt.Sprintf("%s serves restored to %q: %d of %d entries acknowledged before the point present, %d of %d begun after it present",
+	detail := fmt.Sprintf("%s, restored to %q, has %d of the %d entries acknowledged before the point and %d of the %d begun after it",
 		run.Serving, c.Point, len(before)-len(missing), len(before), len(extra), len(after))
 	v.judge(len(missing) == 0 && len(extra) == 0, "%s", detail)
 	return v

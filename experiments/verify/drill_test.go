@@ -176,7 +176,7 @@ func TestPITR(t *testing.T) {
 	wantPass(t, v, true)
 	wantEvidence(t, v, "acknowledged_before", 2)
 	wantEvidence(t, v, "begun_after", 1)
-	if want := `restored serves restored to "p": 2 of 2 entries acknowledged before the point present, 0 of 1 begun after it present`; !strings.Contains(v.Summary, want) {
+	if want := `restored, restored to "p", has 2 of the 2 entries acknowledged before the point and 0 of the 1 begun after it`; !strings.Contains(v.Summary, want) {
 		t.Errorf("summary %q", v.Summary)
 	}
 
