@@ -32,6 +32,14 @@ func TestSecurityDocs(t *testing.T) {
 	}
 }
 
+// TestDRDocs runs every command of docs/dr.md in order: the drills it
+// shows, and the runbook drill it has the reader write.
+func TestDRDocs(t *testing.T) {
+	if err := runDocCommands(t, "../../docs/dr.md"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // errPortLost: a port the docs' commands were given was taken by another
 // process before pgchaos could bind it.
 var errPortLost = errors.New("a free port was taken by another process")
@@ -182,12 +190,28 @@ func withAPI(line, api string) string {
 	return line[:end] + " --api " + api + line[end:]
 }
 
+// heredocRE finds a here-document's delimiter: <<EOF, <<'EOF', <<-EOF.
+var heredocRE = regexp.MustCompile(`<<-?\s*'?([A-Za-z_]+)'?`)
+
 // shellCommands splits a sh block into its commands, joining continued
-// lines and skipping comments.
+// lines and here-documents and skipping comments.
 func shellCommands(block string) []string {
 	var cmds []string
 	cur := ""
+	heredoc := "" // the delimiter of the here-document being read
 	for _, line := range strings.Split(block, "\n") {
+		if heredoc != "" {
+			cur += "\n" + line
+			if strings.TrimSpace(line) == heredoc {
+				cmds = append(cmds, cur)
+				cur, heredoc = "", ""
+			}
+			continue
+		}
+		if m := heredocRE.FindStringSubmatch(line); m != nil && !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			cur, heredoc = strings.TrimSpace(cur+line), m[1]
+			continue
+		}
 		if strings.HasSuffix(line, "\\") {
 			cur += strings.TrimSuffix(line, "\\")
 			continue
