@@ -85,6 +85,8 @@ type Embedded struct {
 	PgBouncerVia string
 	// Settings are postgresql.conf parameters, of every node.
 	Settings map[string]string
+	// PgBouncerSettings are [pgbouncer] settings of the embedded PgBouncer.
+	PgBouncerSettings map[string]string
 	// Standbys is the number of streaming replicas started with the
 	// primary, named standby1, standby2, ...
 	Standbys int
@@ -280,7 +282,7 @@ type Step struct {
 // *RunCommand, *KillSessions, *SwitchUpstream, *PauseWorkload,
 // *ResumeWorkload, *ResolvePrepared, or a drill step on an embedded
 // node: *Crash, *Start, *Promote, *Rewind, *WaitFor, *PauseReplay,
-// *ResumeReplay, *BaseBackup, *RestorePoint or *Restore.
+// *ResumeReplay, *BaseBackup, *RestorePoint or *Restore; or *PgBouncer.
 type Action interface {
 	// Kind is the action's key in the file, e.g. "inject".
 	Kind() string
@@ -388,6 +390,18 @@ type RestorePoint struct{ Name string }
 // restore point as a new node, Node, which then serves.
 type Restore struct{ Point, Node string }
 
+// PgBouncer runs a command on the embedded PgBouncer's admin console
+// (Command, for Database or all), or points its [databases] at Upstream
+// and reloads it, as a failover runbook does.
+type PgBouncer struct {
+	Command, Database string
+	Upstream          string
+}
+
+// PgBouncer admin commands a pgbouncer step may run.
+var PgBouncerCommands = []string{"RECONNECT", "RELOAD", "PAUSE", "RESUME"}
+
+func (*PgBouncer) Kind() string    { return "pgbouncer" }
 func (*BaseBackup) Kind() string   { return "base_backup" }
 func (*RestorePoint) Kind() string { return "restore_point" }
 func (*Restore) Kind() string      { return "restore" }

@@ -382,6 +382,12 @@ func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
 	if s := o.get("settings"); s != nil {
 		e.Settings = d.stringMap(s, o.at("settings"))
 	}
+	if s := o.get("pgbouncer_settings"); s != nil {
+		e.PgBouncerSettings = d.stringMap(s, o.at("pgbouncer_settings"))
+		if !e.PgBouncer {
+			d.errAt(o.keyNode("pgbouncer_settings"), o.at("pgbouncer_settings"), "applies with pgbouncer: true")
+		}
+	}
 	o.int("standbys", &e.Standbys, 0)
 	if e.Standbys > maxStandbys {
 		d.errAt(deref(o.get("standbys")), o.at("standbys"), "at most %d (each is a PostgreSQL server on this machine)", maxStandbys)

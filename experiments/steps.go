@@ -12,7 +12,7 @@ import (
 var actionKinds = []string{"inject", "remove", "wait", "sql", "exec", "kill_sessions", "switch_upstream",
 	"pause_workload", "resume_workload", "resolve_prepared",
 	"crash", "start", "promote", "rewind", "wait_for", "pause_replay", "resume_replay",
-	"base_backup", "restore_point", "restore"}
+	"base_backup", "restore_point", "restore", "pgbouncer"}
 
 // stepList reads the method (timed) or the rollbacks.
 type stepList struct {
@@ -270,6 +270,32 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		if r.backups == 0 {
 			d.errAt(step.keyNode(kind), at, "no earlier base_backup step took a backup to restore")
 		}
+		return a
+	case "pgbouncer":
+		a := &PgBouncer{}
+		o := d.object(n, at)
+		hasCmd := o.enum("command", &a.Command, PgBouncerCommands...)
+		if o.str("database", &a.Database) && !nodeName.MatchString(strings.ToLower(a.Database)) {
+			d.errAt(deref(o.get("database")), o.at("database"), "%q: want a database name of letters, digits and _", a.Database)
+		}
+		if o.str("upstream", &a.Upstream) {
+			d.upstream(o.get("upstream"), o.at("upstream"), a.Upstream, r)
+			if a.Upstream == UpstreamPgBouncer {
+				d.errAt(deref(o.get("upstream")), o.at("upstream"), "PgBouncer cannot be its own upstream")
+			}
+		}
+		switch {
+		case hasCmd && a.Upstream != "":
+			d.errAt(o.keyNode("upstream"), o.at("upstream"), "give command or upstream, not both (split it into two steps)")
+		case !hasCmd && a.Upstream == "":
+			d.errAt(o.node, at, "want command (%s) or upstream (where [databases] points)", strings.Join(PgBouncerCommands, ", "))
+		case a.Database != "" && (a.Upstream != "" || a.Command == "RELOAD"):
+			d.errAt(o.keyNode("database"), o.at("database"), "applies to PAUSE, RESUME and RECONNECT")
+		}
+		if r.embedded == nil || !r.embedded.PgBouncer {
+			d.errAt(step.keyNode(kind), at, "acts on the embedded PgBouncer: set target.embedded.pgbouncer: true")
+		}
+		o.done()
 		return a
 	case "pause_replay", "resume_replay":
 		var node string

@@ -184,3 +184,44 @@ verify:
 		t.Errorf("timeline %+v", v)
 	}
 }
+
+// A failover behind PgBouncer: the clients connect to PgBouncer, the
+// primary dies, the standby is promoted, and PgBouncer's [databases] is
+// repointed and its pools reconnected, as a runbook does. PgBouncer waits
+// server_login_retry (15 s by default) after a failed login before it
+// dials again, whatever its new upstream: writes come back no sooner.
+func TestFailoverBehindPgBouncer(t *testing.T) {
+	exp, err := experiments.Parse([]byte(`name: bouncer-failover
+target:
+  embedded:
+    standbys: 1
+    synchronous: on
+    pgbouncer: true
+    pool_mode: transaction
+    pgbouncer_settings: {server_login_retry: 1}
+workloads:
+  - {name: ledger, type: ledger, clients: 2, rate: 100, through: pgbouncer}
+method:
+  - at: 1s
+    crash: primary
+  - promote: standby1
+  - pgbouncer: {upstream: standby1}
+  - pgbouncer: {command: RECONNECT}
+  - wait: 2s
+verify:
+  - {type: rpo, workload: ledger}
+  - {type: rto, workload: ledger, max: 10s}
+  - type: timeline
+`), "bouncer-failover.yaml", nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := run(t, exp)
+	if !res.Pass {
+		t.Fatalf("failed in %s: %s", res.Phase, res.Problem)
+	}
+	// Writes came back through PgBouncer on standby1: the repoint worked.
+	if d := writesRTO(t, res); d <= 0 || d > 10*time.Second {
+		t.Errorf("rto %s", d)
+	}
+}

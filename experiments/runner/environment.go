@@ -195,7 +195,7 @@ func listenOf(exp *experiments.Experiment, name string) string {
 
 // startBouncer starts the embedded PgBouncer in front of upstream.
 func (env *environment) startBouncer(ctx context.Context, embedded *experiments.Embedded, upstream string, opts Options) error {
-	b, err := pgtest.StartPgBouncer(ctx, pgtest.PgBouncerOptions{Upstream: upstream, PoolMode: embedded.PoolMode, Logger: opts.Logger})
+	b, err := pgtest.StartPgBouncer(ctx, pgtest.PgBouncerOptions{Upstream: upstream, PoolMode: embedded.PoolMode, Settings: embedded.PgBouncerSettings, Logger: opts.Logger})
 	if err != nil {
 		return fmt.Errorf("start the embedded PgBouncer (install it with: apt-get install -y pgbouncer): %w", err)
 	}

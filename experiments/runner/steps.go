@@ -138,6 +138,30 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		return map[string]string{"node": a.Node, "source": a.Source}, n.Rewind(ctx, src)
 	case *experiments.WaitFor:
 		return r.waitFor(ctx, a)
+	case *experiments.PgBouncer:
+		if env.bouncer == nil {
+			return nil, errors.New("no embedded PgBouncer")
+		}
+		cctx, cancel := context.WithTimeout(ctx, pgbouncerTimeout)
+		defer cancel()
+		if a.Upstream != "" {
+			up, err := env.resolve(a.Upstream)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]string{"upstream": up}, env.bouncer.SetUpstream(cctx, up)
+		}
+		command := a.Command
+		if a.Database != "" {
+			command += " " + a.Database
+		}
+		if err := env.bouncer.Admin(cctx, command); err != nil {
+			if cctx.Err() == context.DeadlineExceeded {
+				return nil, fmt.Errorf("pgbouncer %s did not return within %s", command, pgbouncerTimeout)
+			}
+			return nil, err
+		}
+		return map[string]string{"command": command}, nil
 	case *experiments.BaseBackup:
 		name := cmp.Or(a.Node, env.serving)
 		n, err := env.node(name)
@@ -256,6 +280,10 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// pgbouncerTimeout bounds a pgbouncer step: PAUSE waits for the clients'
+// transactions (session pooling: their sessions) to end.
+const pgbouncerTimeout = 30 * time.Second
 
 // waitForEvery is how often wait_for polls.
 const waitForEvery = 100 * time.Millisecond

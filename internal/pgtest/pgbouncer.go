@@ -55,6 +55,8 @@ type PgBouncer struct {
 	proc     *proc
 	log      *slog.Logger
 	life     lifecycle
+	// settings are the [pgbouncer] section, kept to rewrite the file.
+	settings map[string]string
 }
 
 // StartPgBouncer starts PgBouncer on a free port of 127.0.0.1 in front of
@@ -229,7 +231,8 @@ func quoteUserlist(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
-func (b *PgBouncer) startOnce(ctx context.Context, binary, databases string, settings map[string]string) error {
+// writeIni writes pgbouncer.ini with databases as its [databases] section.
+func (b *PgBouncer) writeIni(databases string, settings map[string]string) (string, error) {
 	var ini strings.Builder
 	ini.WriteString("; Written by pgtest.\n[databases]\n")
 	ini.WriteString(databases)
@@ -240,7 +243,42 @@ func (b *PgBouncer) startOnce(ctx context.Context, binary, databases string, set
 		fmt.Fprintf(&ini, "%s = %s\n", k, settings[k])
 	}
 	iniPath := filepath.Join(b.dir, "pgbouncer.ini")
-	if err := b.as.writeFile(iniPath, ini.String()); err != nil {
+	return iniPath, b.as.writeFile(iniPath, ini.String())
+}
+
+// SetUpstream points every database at upstream (host:port), as an
+// operator repoints [databases] in a failover, and has PgBouncer RELOAD:
+// new server connections go there, and those to the old upstream are
+// closed once their clients let go of them (RECONNECT closes them sooner).
+func (b *PgBouncer) SetUpstream(ctx context.Context, upstream string) error {
+	host, port, err := net.SplitHostPort(upstream)
+	if err != nil {
+		return fmt.Errorf("pgbouncer upstream %q: %w", upstream, err)
+	}
+	if _, err := b.writeIni(fmt.Sprintf("* = host=%s port=%s\n", host, port), b.settings); err != nil {
+		return err
+	}
+	return b.Admin(ctx, "RELOAD")
+}
+
+// Admin runs a command on PgBouncer's admin console (RELOAD, PAUSE,
+// RESUME, RECONNECT, ...), which speaks only the simple query protocol.
+func (b *PgBouncer) Admin(ctx context.Context, command string) error {
+	conn, err := pgx.Connect(ctx, b.DSN(SuperUser, "", "pgbouncer"))
+	if err != nil {
+		return fmt.Errorf("pgbouncer admin console: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, command, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return fmt.Errorf("pgbouncer %s: %w", command, err)
+	}
+	return nil
+}
+
+func (b *PgBouncer) startOnce(ctx context.Context, binary, databases string, settings map[string]string) error {
+	b.settings = settings
+	iniPath, err := b.writeIni(databases, settings)
+	if err != nil {
 		return err
 	}
 

@@ -418,3 +418,44 @@ func TestUnavailableSkipsOnlyWhatIsNotInstalled(t *testing.T) {
 		}
 	}
 }
+
+// SetUpstream repoints PgBouncer, as a failover runbook does: new server
+// connections go to the new upstream once RECONNECT let go of the old.
+func TestPgBouncerSetUpstream(t *testing.T) {
+	ctx := testContext(t)
+	other, err := pgtest.StartPostgres(ctx, pgtest.Options{})
+	pgtest.Unavailable(t, err)
+	t.Cleanup(func() { other.Stop() })
+	b := startPgBouncer(t, pgtest.PgBouncerOptions{Upstream: pg.Addr()})
+	port := func() int {
+		t.Helper()
+		conn, err := connect(ctx, t, b.DSN(pgtest.SuperUser, "", "postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var p int
+		if err := conn.QueryRow(ctx, "SELECT current_setting('port')::int", pgx.QueryExecModeSimpleProtocol).Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got := port(); got != pg.Port() {
+		t.Fatalf("before: through port %d, want %d", got, pg.Port())
+	}
+	if err := b.SetUpstream(ctx, other.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Admin(ctx, "RECONNECT"); err != nil {
+		t.Fatal(err)
+	}
+	if got := port(); got != other.Port() {
+		t.Fatalf("after: through port %d, want %d", got, other.Port())
+	}
+	if err := b.SetUpstream(ctx, "nowhere"); err == nil || !strings.Contains(err.Error(), `pgbouncer upstream "nowhere"`) {
+		t.Errorf("a bad upstream: %v", err)
+	}
+	if err := b.Admin(ctx, "FROBNICATE"); err == nil || !strings.Contains(err.Error(), "pgbouncer FROBNICATE") {
+		t.Errorf("a bad command: %v", err)
+	}
+}
