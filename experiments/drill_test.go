@@ -90,7 +90,7 @@ verify:
 
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"node of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nmethod:\n- crash: primary\n",
-			`x.yaml:4:10: method[0].crash: no node named "primary": nodes are the servers of target.embedded (primary, and standby1... with standbys: N)`},
+			`x.yaml:4:10: method[0].crash: no node named "primary": nodes are the servers of target.embedded (primary, and standby1... with standbys: N) or of target.nodes`},
 		{"misspelt node", "name: x\ntarget: {embedded: {standbys: 1}}\nmethod:\n- start: standy1\n",
 			`x.yaml:4:10: method[0].start: no node named "standy1" (did you mean "standby1"?); want primary or standby1`},
 		{"standby without standbys", "name: x\ntarget: {embedded: {}}\nmethod:\n- promote: standby1\n",
@@ -108,7 +108,7 @@ verify:
 		{"wait_for without expect", "name: x\ntarget: {embedded: {}}\nmethod:\n- wait_for: {sql: SELECT 1}\n",
 			`x.yaml:4:13: method[0].wait_for.expect: is required (equals, min or max)`},
 		{"rto without a fault step", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nverify:\n- {type: rto, workload: l}\n",
-			`x.yaml:5:3: verify[0]: rto is measured from the method's first inject or crash step, and it has none`},
+			`x.yaml:5:3: verify[0]: rto is measured from the method's first inject or crash step, and it has none (or name the step to measure from, such as your exec, in from)`},
 		{"rpo of a bank", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: b, type: bank}]\nverify:\n- {type: rpo, workload: b}\n",
 			`x.yaml:5:25: verify[0].workload: rpo checks a ledger workload; "b" is a bank workload`},
 		{"upstream node of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nproxies: [{name: p, upstream: standby1}]\n",
@@ -119,14 +119,14 @@ verify:
 			`x.yaml:2:51: target.embedded.replication_via: proxy "rep" must be started in-process with upstream: primary (the standbys stream from the primary through it)`},
 		{"replication_via without standbys", "name: x\ntarget: {embedded: {replication_via: rep}}\nproxies: [{name: rep, upstream: primary}]\n",
 			`x.yaml:2:21: target.embedded.replication_via: applies with standbys: 1 or more`},
-		{"rto from a step that is not a fault", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nmethod:\n- {name: kill, crash: primary}\n- {name: back, start: primary}\nverify:\n- {type: rto, workload: l, from: back}\n",
-			`x.yaml:8:34: verify[0].from: no inject or crash step of the method is named "back"`},
+		{"rto from a step that does not exist", "name: x\ntarget: {embedded: {}}\nworkloads: [{name: l, type: ledger}]\nmethod:\n- {name: kill, crash: primary}\n- {name: back, start: primary}\nverify:\n- {type: rto, workload: l, from: bak}\n",
+			`x.yaml:8:34: verify[0].from: no step of the method is named "bak" (did you mean "back"?)`},
 		{"replication without standbys", "name: x\ntarget: {embedded: {}}\nverify:\n- {type: replication}\n",
 			`x.yaml:4:3: verify[0]: there are no standbys to check: give target.embedded standbys: N`},
 		{"replication of a misspelt node", "name: x\ntarget: {embedded: {standbys: 1}}\nverify:\n- {type: replication, standbys: [standby2]}\n",
 			`x.yaml:4:34: verify[0].standbys[0]: no node named "standby2" (did you mean "standby1"?); want primary or standby1`},
 		{"timeline of a dsn target", "name: x\ntarget: {dsn: postgres://db}\nverify:\n- {type: timeline}\n",
-			`x.yaml:4:3: verify[0]: timeline checks the nodes of target.embedded`},
+			`x.yaml:4:3: verify[0]: timeline checks the nodes of target.embedded or target.nodes`},
 		{"backup without an archive", "name: x\ntarget: {embedded: {}}\nmethod:\n- base_backup: primary\n",
 			`x.yaml:4:3: method[0].base_backup: needs the WAL archive: set target.embedded.archive: true`},
 		{"restore without a backup", "name: x\ntarget: {embedded: {archive: true}}\nmethod:\n- restore_point: p\n- restore: {point: p, node: r}\n",
@@ -147,6 +147,16 @@ verify:
 			`x.yaml:4:32: method[0].pgbouncer.database: applies to PAUSE, RESUME and RECONNECT`},
 		{"pgbouncer_settings without pgbouncer", "name: x\ntarget: {embedded: {pgbouncer_settings: {server_login_retry: 1}}}\n",
 			`x.yaml:2:21: target.embedded.pgbouncer_settings: applies with pgbouncer: true`},
+		{"crash on your own cluster", "name: x\ntarget:\n  nodes:\n  - {name: pg1, role: primary, dsn: postgres://a}\nmethod:\n- crash: pg1\n",
+			`x.yaml:6:3: method[0].crash: acts on the servers of target.embedded; on your own cluster, run your command in an exec step (PGCHAOS_NODE_<NAME>_DSN, _HOST and _PORT are in its environment)`},
+		{"two primaries", "name: x\ntarget:\n  nodes:\n  - {name: pg1, role: primary, dsn: postgres://a}\n  - {name: pg2, role: primary, dsn: postgres://b}\n",
+			`x.yaml:5:23: target.nodes[1].role: a second primary: the run starts from one primary and its standbys`},
+		{"no primary", "name: x\ntarget:\n  nodes:\n  - {name: pg1, role: standby, dsn: postgres://a}\n",
+			`x.yaml:4:3: target.nodes: no node has role: primary`},
+		{"nodes and embedded", "name: x\ntarget:\n  embedded: {}\n  nodes: []\n",
+			`x.yaml:4:3: target.nodes: give nodes or embedded, not both (an embedded target's nodes are its standbys)`},
+		{"a node without a dsn", "name: x\ntarget:\n  nodes:\n  - {name: Pg1, role: primary}\n",
+			"x.yaml:4:5: target.nodes[0].dsn: is required\nx.yaml:4:12: target.nodes[0].name: \"Pg1\": want a name of lower-case letters, digits and _ (it names environment variables)"},
 		{"sql with dsn and node", "name: x\ntarget: {embedded: {}}\nmethod:\n- sql: {sql: SELECT 1, dsn: postgres://a, node: primary}\n",
 			`x.yaml:4:43: method[0].sql.node: give dsn or node, not both`},
 	} {
@@ -160,5 +170,36 @@ verify:
 				t.Fatalf("got:\n%s\nwant:\n%s", err, tc.want)
 			}
 		})
+	}
+}
+
+// Your own cluster: nodes by name, role and DSN. The target's DSN is the
+// primary's unless given; steps and verifiers that connect may name nodes.
+func TestTargetNodes(t *testing.T) {
+	e, err := Parse([]byte(`name: x
+target:
+  nodes:
+    - {name: pg1, role: primary, dsn: "postgres://pg1/app"}
+    - {name: pg2, role: standby, dsn: "postgres://pg2/app"}
+proxies:
+  - {name: vip, upstream: pg1}
+method:
+  - promote: pg2
+  - switch_upstream: {proxy: vip, upstream: pg2}
+  - wait_for: {sql: SELECT 1, node: pg2, expect: {equals: 1}}
+verify:
+  - type: timeline
+  - {type: replication, standbys: [pg1]}
+`), "x.yaml", nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := e.Target
+	if tg.DSN != "postgres://pg1/app" || tg.VerifyDSN != tg.DSN || tg.SetupDSN != tg.DSN || len(tg.Nodes) != 2 || tg.Nodes[1].Role != RoleStandby {
+		t.Fatalf("target %+v", tg)
+	}
+	e, err = Parse([]byte("name: x\ntarget:\n  dsn: postgres://vip/app\n  nodes:\n  - {name: pg1, role: primary, dsn: postgres://pg1/app}\n"), "x.yaml", nil, noEnv)
+	if err != nil || e.Target.DSN != "postgres://vip/app" || e.Target.VerifyDSN != "postgres://vip/app" {
+		t.Fatalf("dsn beside nodes: %+v %v", e.Target, err)
 	}
 }

@@ -70,7 +70,26 @@ type Target struct {
 	SetupDSN  string
 	VerifyDSN string
 	Embedded  *Embedded
+	// Nodes are the servers of a cluster of the user's own, when given:
+	// DSN then defaults to the primary's. Drill steps that stop or start
+	// servers are the user's own exec commands there.
+	Nodes []Node
 }
+
+// Node is a server of the user's own cluster.
+type Node struct {
+	Name string
+	// Role is RolePrimary or RoleStandby at the start of the run.
+	Role string
+	DSN  string
+	Pos  Pos
+}
+
+// Roles of a target node.
+const (
+	RolePrimary = "primary"
+	RoleStandby = "standby"
+)
 
 // Embedded is a throwaway PostgreSQL started for the run, optionally with a
 // PgBouncer in front of it.
@@ -554,9 +573,10 @@ type RPO struct {
 
 // RTO measures, per workload, how long writes (and reads, for a sql
 // workload's SELECTs) were down: from the start of a fault step (inject or
-// crash) to the first acknowledgement after it. The step is the one named
-// From, or else the one that began the outage: the last to start before
-// the workload's first failure. At most Max when it is set.
+// crash) to the first acknowledgement after it. The step is the method
+// step named From (any kind: on your own cluster, the exec that stops a
+// server), or else the inject or crash that began the outage: the last to
+// start before the workload's first failure. At most Max when it is set.
 type RTO struct {
 	Workload string
 	Max      Duration

@@ -230,10 +230,12 @@ type refs struct {
 	restored []string
 	points   []string
 	backups  int
-	// faultSteps counts the method's inject and crash steps, and
-	// faultStepNames lists the names of those that have one.
-	faultSteps     int
-	faultStepNames []string
+	// userNodes are the names of target.nodes.
+	userNodes []string
+	// faultSteps counts the method's inject and crash steps;
+	// methodStepNames lists the names the method's steps were given.
+	faultSteps      int
+	methodStepNames []string
 }
 
 func (d *decoder) experiment(root *yaml.Node) *Experiment {
@@ -249,6 +251,9 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 	if n := o.get("target"); n != nil {
 		e.Target = d.target(n, "target")
 		r.embedded = e.Target.Embedded
+		for _, nd := range e.Target.Nodes {
+			r.userNodes = append(r.userNodes, nd.Name)
+		}
 	} else {
 		o.missing("target", " (dsn: ... or embedded: {})")
 	}
@@ -335,12 +340,26 @@ func (d *decoder) target(n *yaml.Node, path string) Target {
 		if o.str("dsn", &t.DSN) {
 			d.errAt(o.keyNode("embedded"), o.at("embedded"), "give dsn or embedded, not both")
 		}
+		o.know("nodes")
+		if o.has("nodes") {
+			d.errAt(o.keyNode("nodes"), o.at("nodes"), "give nodes or embedded, not both (an embedded target's nodes are its standbys)")
+		}
 		t.Embedded = d.embedded(en, o.at("embedded"))
+	case o.has("nodes"):
+		t.Nodes = d.targetNodes(o.get("nodes"), o.at("nodes"))
+		if !o.str("dsn", &t.DSN) {
+			for _, nd := range t.Nodes {
+				if nd.Role == RolePrimary {
+					t.DSN = nd.DSN
+				}
+			}
+		}
 	case o.has("dsn"):
 		o.reqStr("dsn", &t.DSN)
 	default:
 		o.know("dsn")
-		d.errAt(o.node, path, "want dsn (a server to use) or embedded (a throwaway server started for the run)")
+		o.know("nodes")
+		d.errAt(o.node, path, "want dsn (a server to use), nodes (the servers of your cluster) or embedded (a throwaway server started for the run)")
 	}
 	for _, k := range []string{"setup_dsn", "verify_dsn"} {
 		dst := &t.SetupDSN
@@ -356,6 +375,45 @@ func (d *decoder) target(n *yaml.Node, path string) Target {
 	}
 	o.done()
 	return t
+}
+
+// targetNodes reads the servers of the user's own cluster: one primary,
+// each with a name and a DSN.
+func (d *decoder) targetNodes(n *yaml.Node, path string) []Node {
+	var out []Node
+	names := map[string]int{}
+	primaries := 0
+	for i, item := range d.list(n, path) {
+		at := index(path, i)
+		o := d.object(item, at)
+		nd := Node{Pos: posOf(deref(item))}
+		if o.reqStr("name", &nd.Name) {
+			switch line, dup := names[nd.Name]; {
+			case dup:
+				d.errAt(deref(o.get("name")), o.at("name"), "duplicate node name %q (first at line %d)", nd.Name, line)
+			case !nodeName.MatchString(nd.Name):
+				d.errAt(deref(o.get("name")), o.at("name"), "%q: want a name of lower-case letters, digits and _ (it names environment variables)", nd.Name)
+			default:
+				names[nd.Name] = deref(o.get("name")).Line
+			}
+		}
+		if !o.enum("role", &nd.Role, RolePrimary, RoleStandby) {
+			o.missing("role", " (primary or standby)")
+		}
+		if nd.Role == RolePrimary {
+			primaries++
+			if primaries > 1 {
+				d.errAt(deref(o.get("role")), o.at("role"), "a second primary: the run starts from one primary and its standbys")
+			}
+		}
+		o.reqStr("dsn", &nd.DSN)
+		o.done()
+		out = append(out, nd)
+	}
+	if len(out) > 0 && primaries == 0 {
+		d.errAt(deref(n), path, "no node has role: primary")
+	}
+	return out
 }
 
 func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
@@ -439,21 +497,24 @@ func (d *decoder) upstream(n *yaml.Node, path, v string, r *refs) {
 // the cluster, and those earlier restore steps made.
 func (r *refs) nodes() []string {
 	if r.embedded == nil {
-		return nil
+		return r.userNodes
 	}
 	return append(r.embedded.Nodes(), r.restored...)
 }
 
+// hasNodes reports whether steps and verifiers may name nodes.
+func (r *refs) hasNodes() bool { return r.embedded != nil || len(r.userNodes) > 0 }
+
 // nodeRef checks the name of an embedded node.
 func (d *decoder) nodeRef(n *yaml.Node, path, name string, r *refs) {
-	if r.embedded == nil {
-		d.errAt(deref(n), path, "no node named %q: nodes are the servers of target.embedded (primary, and standby1... with standbys: N)", name)
+	if !r.hasNodes() {
+		d.errAt(deref(n), path, "no node named %q: nodes are the servers of target.embedded (primary, and standby1... with standbys: N) or of target.nodes", name)
 		return
 	}
 	nodes := r.nodes()
 	if !slices.Contains(nodes, name) {
 		hint := ""
-		if r.embedded.Standbys == 0 && strings.HasPrefix(name, "standby") {
+		if r.embedded != nil && r.embedded.Standbys == 0 && strings.HasPrefix(name, "standby") {
 			hint = " (add standbys: N to target.embedded)"
 		}
 		d.errAt(deref(n), path, "no node named %q%s; want %s%s", name, didYouMean(name, nodes), oneOf(nodes), hint)

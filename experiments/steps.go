@@ -67,8 +67,8 @@ func (d *decoder) step(n *yaml.Node, path string, r *refs, l *stepList) Step {
 		d.errAt(o.node, path, "want one action: %s", strings.Join(actionKinds, ", "))
 	case 1:
 		s.Action = d.action(kinds[0], o, r, l)
-		if l.method && s.Name != "" && (kinds[0] == "inject" || kinds[0] == "crash") {
-			r.faultStepNames = append(r.faultStepNames, s.Name)
+		if l.method && s.Name != "" {
+			r.methodStepNames = append(r.methodStepNames, s.Name)
 		}
 	default:
 		for _, k := range kinds[1:] {
@@ -83,6 +83,12 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 	n, at := step.get(kind), step.at(kind)
 	if l.method && (kind == "inject" || kind == "crash") {
 		r.faultSteps++
+	}
+	switch kind {
+	case "crash", "start", "rewind", "base_backup", "restore_point", "restore":
+		if r.embedded == nil && len(r.userNodes) > 0 {
+			d.errAt(step.keyNode(kind), at, "acts on the servers of target.embedded; on your own cluster, run your command in an exec step (PGCHAOS_NODE_<NAME>_DSN, _HOST and _PORT are in its environment)")
+		}
 	}
 	switch kind {
 	case "inject":

@@ -108,22 +108,23 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 	case "rto":
 		c := &RTO{Workload: workload("")}
 		o.positive("max", &c.Max)
-		if r.faultSteps == 0 {
-			d.errAt(o.node, path, "rto is measured from the method's first inject or crash step, and it has none")
-		}
-		if o.str("from", &c.From) && !slices.Contains(r.faultStepNames, c.From) {
-			d.errAt(deref(o.get("from")), o.at("from"), "no inject or crash step of the method is named %q%s", c.From, didYouMean(c.From, r.faultStepNames))
+		if o.str("from", &c.From) {
+			if !slices.Contains(r.methodStepNames, c.From) {
+				d.errAt(deref(o.get("from")), o.at("from"), "no step of the method is named %q%s", c.From, didYouMean(c.From, r.methodStepNames))
+			}
+		} else if r.faultSteps == 0 {
+			d.errAt(o.node, path, "rto is measured from the method's first inject or crash step, and it has none (or name the step to measure from, such as your exec, in from)")
 		}
 		v.Check = c
 	case "timeline":
-		if r.embedded == nil {
-			d.errAt(o.node, path, "timeline checks the nodes of target.embedded")
+		if !r.hasNodes() {
+			d.errAt(o.node, path, "timeline checks the nodes of target.embedded or target.nodes")
 		}
 		v.Check = &Timeline{}
 	case "replication":
 		c := &Replication{MaxLag: DefaultMaxLag}
-		if r.embedded == nil {
-			d.errAt(o.node, path, "replication checks the standbys of target.embedded")
+		if !r.hasNodes() {
+			d.errAt(o.node, path, "replication checks the standbys of target.embedded or target.nodes")
 		}
 		if n := o.get("standbys"); n != nil {
 			for i, item := range d.list(n, o.at("standbys")) {

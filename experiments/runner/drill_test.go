@@ -1,7 +1,10 @@
 package runner_test
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/runner"
 	"github.com/pgchaos/pgchaos/experiments/verify"
+	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // verdict finds a run's verdict of a type.
@@ -223,5 +227,56 @@ verify:
 	// Writes came back through PgBouncer on standby1: the repoint worked.
 	if d := writesRTO(t, res); d <= 0 || d > 10*time.Second {
 		t.Errorf("rto %s", d)
+	}
+}
+
+// Your own cluster, named in target.nodes: the runbook's commands stop
+// the primary (here pg_ctl, as its owner), pgchaos promotes the standby
+// by pg_promote, repoints the proxy at it by name, and judges the nodes.
+func TestTargetNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgtest.StartCluster(ctx, pgtest.ClusterOptions{Standbys: 1})
+	pgtest.Unavailable(t, err)
+	t.Cleanup(func() { c.Stop() })
+	p, s := c.Node("primary"), c.Node("standby1")
+	stop := fmt.Sprintf("%s stop -m immediate -w -D %s", filepath.Join(p.BinDir(), "pg_ctl"), p.DataDir())
+	if os.Geteuid() == 0 {
+		stop = "su postgres -s /bin/sh -c '" + stop + "'"
+	}
+	exp, err := experiments.Parse([]byte(fmt.Sprintf(`name: own-cluster
+target:
+  nodes:
+    - {name: pg1, role: primary, dsn: "%s"}
+    - {name: pg2, role: standby, dsn: "%s"}
+proxies:
+  - {name: vip, upstream: pg1}
+workloads:
+  - {name: ledger, type: ledger, clients: 2, rate: 100, through: vip}
+method:
+  - at: 1s
+    name: stop pg1
+    exec: %q
+  - promote: pg2
+  - switch_upstream: {proxy: vip, upstream: pg2}
+  - name: pg2 takes writes
+    wait_for: {sql: SELECT NOT pg_is_in_recovery(), node: pg2, expect: {equals: true}}
+  - wait: 1s
+verify:
+  - {type: rpo, workload: ledger}
+  - {type: rto, workload: ledger, max: 10s, from: stop pg1}
+  - type: timeline
+`, p.DSN(pgtest.SuperUser, "", "postgres"), s.DSN(pgtest.SuperUser, "", "postgres"), stop)), "own-cluster.yaml", nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res := runner.Run(ctx, exp, runner.Options{Out: &out})
+	t.Log(out.String())
+	if !res.Pass {
+		t.Fatalf("failed in %s: %s", res.Phase, res.Problem)
+	}
+	if v := verdict(t, res, "timeline"); !strings.Contains(v.Summary, "pg2 serves on timeline 2 (the method began on 1)") {
+		t.Errorf("timeline %+v", v)
 	}
 }

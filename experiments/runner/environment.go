@@ -31,11 +31,13 @@ type environment struct {
 
 	pg      *pgtest.Postgres // the embedded primary, as started
 	cluster *pgtest.Cluster  // every embedded node
-	// serving names the embedded node that serves: the primary, or the
-	// standby a promote step made primary.
+	// serving names the node that serves: the primary, or the standby a
+	// promote step made primary ("" without nodes).
 	serving string
-	bouncer *pgtest.PgBouncer
-	srv     *server.Server // in-process proxies
+	// userNodes are target.nodes.
+	userNodes []nodeInfo
+	bouncer   *pgtest.PgBouncer
+	srv       *server.Server // in-process proxies
 	// remote proxies by name: the control API that runs each.
 	remote map[string]*control.Client
 	// listen addresses of every proxy by name.
@@ -85,6 +87,16 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 	} else {
 		t := exp.Target
 		env.dsn, env.setupDSN, env.verifyDSN = t.DSN, cmp.Or(t.SetupDSN, t.DSN), cmp.Or(t.VerifyDSN, t.DSN)
+		nodes, err := userNodes(t.Nodes)
+		if err != nil {
+			return nil, err
+		}
+		env.userNodes = nodes
+		for _, n := range t.Nodes {
+			if n.Role == experiments.RolePrimary {
+				env.serving = n.Name
+			}
+		}
 		cfg, err := pgconn.ParseConfig(t.DSN)
 		if err != nil {
 			return nil, fmt.Errorf("target.dsn: %w", err)
@@ -226,10 +238,8 @@ func (env *environment) resolve(up string) (string, error) {
 		}
 		return env.bouncerAddr, nil
 	}
-	if env.cluster != nil {
-		if n := env.cluster.Node(up); n != nil {
-			return n.Addr(), nil
-		}
+	if n, ok := env.lookup(up); ok {
+		return net.JoinHostPort(n.host, strconv.Itoa(n.port)), nil
 	}
 	return up, nil
 }
@@ -280,19 +290,74 @@ func (env *environment) node(name string) (*pgtest.Postgres, error) {
 	return nil, fmt.Errorf("no embedded node named %q", name)
 }
 
-// nodeDSN is the DSN of an embedded node ("": the one that serves).
+// nodeInfo is a server steps and verifiers may name: an embedded node,
+// or one of target.nodes.
+type nodeInfo struct {
+	name, dsn  string
+	host, data string
+	port       int
+	pg         *pgtest.Postgres // an embedded node's server
+}
+
+// running reports whether the node is up: an embedded node's postmaster
+// runs, another node answers.
+func (n nodeInfo) running(ctx context.Context) bool {
+	if n.pg != nil {
+		return n.pg.Running()
+	}
+	_, err := queryValue(ctx, n.dsn, "SELECT 1")
+	return err == nil
+}
+
+// nodes lists the servers steps and verifiers may name, the first
+// primary first.
+func (env *environment) nodes() []nodeInfo {
+	if env.cluster == nil {
+		return env.userNodes
+	}
+	var out []nodeInfo
+	for _, n := range env.cluster.Nodes() {
+		out = append(out, nodeInfo{name: n.Name(), dsn: n.DSN(pgtest.SuperUser, "", "postgres"), host: n.Host(), port: n.Port(), data: n.DataDir(), pg: n})
+	}
+	return out
+}
+
+// lookup finds a node by name.
+func (env *environment) lookup(name string) (nodeInfo, bool) {
+	for _, n := range env.nodes() {
+		if n.name == name {
+			return n, true
+		}
+	}
+	return nodeInfo{}, false
+}
+
+// userNodes reads target.nodes.
+func userNodes(nodes []experiments.Node) ([]nodeInfo, error) {
+	var out []nodeInfo
+	for _, n := range nodes {
+		cfg, err := pgconn.ParseConfig(n.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("target.nodes %s: %w", n.Name, err)
+		}
+		out = append(out, nodeInfo{name: n.Name, dsn: n.DSN, host: cfg.Host, port: int(cfg.Port)})
+	}
+	return out, nil
+}
+
+// nodeDSN is the DSN of a node ("": the one that serves).
 func (env *environment) nodeDSN(name string) (string, error) {
 	if name == "" {
-		if env.cluster == nil {
+		if env.serving == "" {
 			return env.verifyDSN, nil
 		}
 		name = env.serving
 	}
-	n, err := env.node(name)
-	if err != nil {
-		return "", err
+	n, ok := env.lookup(name)
+	if !ok {
+		return "", fmt.Errorf("no node named %q", name)
 	}
-	return n.DSN(pgtest.SuperUser, "", "postgres"), nil
+	return n.dsn, nil
 }
 
 // serve makes a promoted node the one that serves: sql steps, probes and
@@ -312,46 +377,48 @@ func (env *environment) serve(name string) error {
 // it is the node that now accepts writes. It reports the node when that
 // changed.
 func (env *environment) findServing(ctx context.Context) (string, bool) {
-	if env.cluster == nil {
+	if env.serving == "" {
 		return "", false
 	}
-	isPrimary := func(n *pgtest.Postgres) bool {
-		if !n.Running() {
+	isPrimary := func(n nodeInfo) bool {
+		if n.pg != nil && !n.pg.Running() {
 			return false
 		}
-		v, err := queryValue(ctx, n.DSN(pgtest.SuperUser, "", "postgres"), "SELECT NOT pg_is_in_recovery()")
+		v, err := queryValue(ctx, n.dsn, "SELECT NOT pg_is_in_recovery()")
 		return err == nil && v == true
 	}
-	if n := env.cluster.Node(env.serving); n != nil && isPrimary(n) {
+	if n, ok := env.lookup(env.serving); ok && isPrimary(n) {
 		return "", false
 	}
-	for _, n := range env.cluster.Nodes() {
-		if n.Name() != env.serving && isPrimary(n) {
-			if env.serve(n.Name()) == nil {
-				return n.Name(), true
+	for _, n := range env.nodes() {
+		if n.name != env.serving && isPrimary(n) {
+			if env.serve(n.name) == nil {
+				return n.name, true
 			}
 		}
 	}
 	return "", false
 }
 
-// nodeEnv describes every embedded node for an exec step or workload:
-// PGCHAOS_NODE_<NAME>_{DSN,HOST,PORT,DATA}, PGCHAOS_SERVING_NODE and
-// PGCHAOS_PG_BINDIR.
+// nodeEnv describes every node for an exec step:
+// PGCHAOS_NODE_<NAME>_{DSN,HOST,PORT,DATA}, PGCHAOS_SERVING_NODE and, for
+// an embedded target, PGCHAOS_PG_BINDIR.
 func (env *environment) nodeEnv() []string {
-	if env.cluster == nil {
-		return nil
-	}
 	var out []string
-	for _, n := range env.cluster.Nodes() {
-		prefix := "PGCHAOS_NODE_" + strings.ToUpper(n.Name()) + "_"
-		out = append(out,
-			prefix+"DSN="+n.DSN(pgtest.SuperUser, "", "postgres"),
-			prefix+"HOST="+n.Host(),
-			prefix+"PORT="+strconv.Itoa(n.Port()),
-			prefix+"DATA="+n.DataDir())
+	for _, n := range env.nodes() {
+		prefix := "PGCHAOS_NODE_" + strings.ToUpper(n.name) + "_"
+		out = append(out, prefix+"DSN="+n.dsn, prefix+"HOST="+n.host, prefix+"PORT="+strconv.Itoa(n.port))
+		if n.data != "" {
+			out = append(out, prefix+"DATA="+n.data)
+		}
 	}
-	return append(out, "PGCHAOS_SERVING_NODE="+env.serving, "PGCHAOS_PG_BINDIR="+env.pg.BinDir())
+	if env.serving != "" {
+		out = append(out, "PGCHAOS_SERVING_NODE="+env.serving)
+	}
+	if env.pg != nil {
+		out = append(out, "PGCHAOS_PG_BINDIR="+env.pg.BinDir())
+	}
+	return out
 }
 
 // putRule adds or replaces an injected rule wherever its proxy runs.

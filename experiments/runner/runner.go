@@ -152,6 +152,7 @@ type run struct {
 	// startTimeline is the serving node's timeline when the method
 	// began; promotions are the promote steps that ran (under mu).
 	startTimeline int64
+	startServing  string
 	promotions    []verify.Step
 	// backup is the latest base_backup's, points the restore points made
 	// (under mu).
@@ -289,7 +290,8 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		return r.res
 	}
 	r.setPhase("method")
-	if r.env.cluster != nil {
+	r.startServing = r.env.serving
+	if r.env.serving != "" {
 		if tli, _, err := verify.NodeTimeline(ctx, r.env.verifyDSN); err == nil {
 			r.startTimeline = tli
 		}

@@ -110,13 +110,20 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		}
 		return map[string]string{"node": a.Node}, n.Start(ctx)
 	case *experiments.Promote:
-		n, err := env.node(a.Node)
-		if err != nil {
-			return nil, err
-		}
 		start := time.Now()
-		if err := n.Promote(ctx, a.Wait); err != nil {
-			return nil, err
+		if n, err := env.node(a.Node); err == nil {
+			if err := n.Promote(ctx, a.Wait); err != nil {
+				return nil, err
+			}
+		} else {
+			// A node of the user's own: pg_promote, as a runbook would.
+			dsn, err := env.nodeDSN(a.Node)
+			if err != nil {
+				return nil, err
+			}
+			if err := promoteSQL(ctx, dsn, a.Wait); err != nil {
+				return nil, fmt.Errorf("promote %s: %w", a.Node, err)
+			}
 		}
 		r.mu.Lock()
 		r.promotions = append(r.promotions, verify.Step{Name: a.Node, Window: verify.Window{Start: start, End: time.Now()}})
@@ -277,6 +284,19 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 		}
 		sleep(ctx, waitForEvery)
 	}
+}
+
+// promoteSQL promotes a standby with pg_promote; with wait, until it
+// accepts writes (at most a minute).
+func promoteSQL(ctx context.Context, dsn string, wait bool) error {
+	v, err := queryValue(ctx, dsn, fmt.Sprintf("SELECT pg_promote(wait => %t, wait_seconds => 60)", wait))
+	if err != nil {
+		return err
+	}
+	if v != true {
+		return errors.New("pg_promote returned false: not promoted within 60 s")
+	}
+	return nil
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

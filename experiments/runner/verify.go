@@ -7,7 +7,6 @@ import (
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/verify"
-	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
 // verify runs every verifier against the history and the database.
@@ -33,6 +32,7 @@ func (r *run) verify(ctx context.Context) {
 		if st.Phase != "method" {
 			continue
 		}
+		facts.MethodSteps = append(facts.MethodSteps, verify.Step{Name: st.Name, Window: verify.Window{Start: st.Start, End: st.End}})
 		if st.Kind == "inject" || st.Kind == "crash" {
 			facts.FaultSteps = append(facts.FaultSteps, verify.Step{Name: st.Name, Window: verify.Window{Start: st.Start, End: st.End}})
 		}
@@ -42,10 +42,10 @@ func (r *run) verify(ctx context.Context) {
 			facts.FaultWindows = append(facts.FaultWindows, verify.Window{Start: st.Start, End: r.methodEnd})
 		}
 	}
-	if c := r.env.cluster; c != nil {
-		facts.Serving = r.env.serving
-		for _, n := range c.Nodes() {
-			facts.Nodes = append(facts.Nodes, verify.Node{Name: n.Name(), DSN: n.DSN(pgtest.SuperUser, "", "postgres"), Running: n.Running()})
+	if nodes := r.env.nodes(); len(nodes) > 0 {
+		facts.Serving, facts.Primary = r.env.serving, r.startServing
+		for _, n := range nodes {
+			facts.Nodes = append(facts.Nodes, verify.Node{Name: n.name, DSN: n.dsn, Running: n.running(ctx)})
 		}
 		facts.StartTimeline = r.startTimeline
 		r.mu.Lock()

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,7 +123,7 @@ func lastAckBefore(acked []history.Op, t time.Time) (time.Time, bool) {
 // does later), or the first fault step when nothing failed.
 func rto(c *experiments.RTO, run Run) Verdict {
 	v := newVerdict(c.Type(), c.Workload)
-	if len(run.FaultSteps) == 0 {
+	if len(run.FaultSteps) == 0 && c.From == "" {
 		v.judge(false, "no fault step ran: nothing to measure from")
 		return v
 	}
@@ -190,7 +191,7 @@ func rto(c *experiments.RTO, run Run) Verdict {
 // outageStep is the fault step rto measures from.
 func outageStep(c *experiments.RTO, run Run, ops []history.Op) (Step, bool) {
 	if c.From != "" {
-		for _, st := range run.FaultSteps {
+		for _, st := range append(run.FaultSteps, run.MethodSteps...) {
 			if st.Name == c.From {
 				return st, true
 			}
@@ -328,7 +329,7 @@ func timeline(ctx context.Context, run Run) Verdict {
 	v.Evidence["serving"] = run.Serving
 	v.Evidence["start_timeline"] = run.StartTimeline
 	var problems []string
-	promoted := len(run.Promotions) > 0 || run.Serving != experiments.NodePrimary
+	promoted := len(run.Promotions) > 0 || run.Serving != cmp.Or(run.Primary, experiments.NodePrimary)
 	switch {
 	case serving.Error != "" || !serving.Primary:
 		problems = append(problems, fmt.Sprintf("%s, the node that serves, does not accept writes%s", run.Serving, errSuffix(serving.Error)))

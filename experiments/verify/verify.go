@@ -62,12 +62,16 @@ type Run struct {
 	// Workloads are the experiment's workloads by name.
 	Workloads map[string]experiments.Workload
 	// FaultSteps are the method's inject and crash steps that ran, in
-	// order: what rto measures from.
-	FaultSteps []Step
+	// order: what rto measures from; MethodSteps are all its steps that
+	// ran, which rto's from may name.
+	FaultSteps  []Step
+	MethodSteps []Step
 	// Nodes are an embedded cluster's servers, Serving the name of the one
 	// that serves (whose DSN is VerifyDSN); none for another target.
 	Nodes   []Node
 	Serving string
+	// Primary is the node that served when the method began.
+	Primary string
 	// StartTimeline is the serving node's timeline when the method began
 	// (0: not known).
 	StartTimeline int64
