@@ -33,19 +33,11 @@ func rpo(ctx context.Context, c *experiments.RPO, run Run) Verdict {
 		v.judge(false, "workload %q had no acknowledged writes: nothing to judge", c.Workload)
 		return v
 	}
-	if !tableName.MatchString(table) {
-		return failed(v.Type, c.Workload, fmt.Errorf("ledger table %q is not a table name", table))
-	}
-	conn, err := connect(ctx, run.VerifyDSN)
-	if err != nil {
-		return failed(v.Type, c.Workload, err)
-	}
-	defer closeConn(ctx, conn)
 	keys := make([]string, len(acked))
 	for i, op := range acked {
 		keys[i] = opKey(op)
 	}
-	present, err := presentKeys(ctx, conn, table, keys)
+	present, err := ledgerPresent(ctx, run.VerifyDSN, table, keys)
 	if err != nil {
 		return failed(v.Type, c.Workload, err)
 	}
@@ -381,9 +373,6 @@ func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error)
 			continue
 		}
 		table := ledgerTable(run, name)
-		if !tableName.MatchString(table) {
-			continue
-		}
 		var keys []string
 		for _, op := range opsOf(run.History, name) {
 			if op.Outcome == history.OK && op.End.After(promotedAt) && opKey(op) != "" {
@@ -393,15 +382,7 @@ func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error)
 		if len(keys) == 0 {
 			continue
 		}
-		have := func(dsn string) (map[string]bool, error) {
-			conn, err := connect(ctx, dsn)
-			if err != nil {
-				return nil, err
-			}
-			defer closeConn(ctx, conn)
-			return presentKeys(ctx, conn, table, keys)
-		}
-		onServing, err := have(run.VerifyDSN)
+		onServing, err := ledgerPresent(ctx, run.VerifyDSN, table, keys)
 		if err != nil {
 			return nil, err
 		}
@@ -409,7 +390,7 @@ func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error)
 			if n.Name == run.Serving || !n.Running {
 				continue
 			}
-			there, err := have(n.DSN)
+			there, err := ledgerPresent(ctx, n.DSN, table, keys)
 			if err != nil {
 				continue // a node that does not have the table took none
 			}
@@ -584,9 +565,6 @@ func pitr(ctx context.Context, c *experiments.PITR, run Run) Verdict {
 	v.Evidence["point"] = c.Point
 	v.Evidence["point_made"] = point
 	table := ledgerTable(run, c.Workload)
-	if !tableName.MatchString(table) {
-		return failed(v.Type, c.Workload, fmt.Errorf("ledger table %q is not a table name", table))
-	}
 	var before, after []history.Op
 	var keys []string
 	for _, op := range opsOf(run.History, c.Workload) {
@@ -605,12 +583,7 @@ func pitr(ctx context.Context, c *experiments.PITR, run Run) Verdict {
 		v.judge(false, "no entry was acknowledged before restore point %q: nothing to judge", c.Point)
 		return v
 	}
-	conn, err := connect(ctx, run.VerifyDSN)
-	if err != nil {
-		return failed(v.Type, c.Workload, err)
-	}
-	defer closeConn(ctx, conn)
-	present, err := presentKeys(ctx, conn, table, keys)
+	present, err := ledgerPresent(ctx, run.VerifyDSN, table, keys)
 	if err != nil {
 		return failed(v.Type, c.Workload, err)
 	}
@@ -636,4 +609,17 @@ func pitr(ctx context.Context, c *experiments.PITR, run Run) Verdict {
 		run.Serving, c.Point, len(before)-len(missing), len(before), len(extra), len(after))
 	v.judge(len(missing) == 0 && len(extra) == 0, "%s", detail)
 	return v
+}
+
+// ledgerPresent reports which of keys are rows of a ledger table on dsn.
+func ledgerPresent(ctx context.Context, dsn, table string, keys []string) (map[string]bool, error) {
+	if !tableName.MatchString(table) {
+		return nil, fmt.Errorf("ledger table %q is not a table name", table)
+	}
+	conn, err := connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(ctx, conn)
+	return presentKeys(ctx, conn, table, keys)
 }
