@@ -51,6 +51,9 @@ func (b *Backup) label() string {
 	return fmt.Sprintf("base backup of %s taken at %s (%s)", b.node, b.taken.Format("15:04:05.000"), b.dir)
 }
 
+// baseBackupTimeout bounds BaseBackup.
+const baseBackupTimeout = 2 * time.Minute
+
 // BaseBackup takes a base backup of node, a running primary or standby of
 // c, with pg_basebackup (-X none, --checkpoint=fast, --no-sync), for
 // Restore. The cluster must have been started with ClusterOptions.Archive,
@@ -82,6 +85,10 @@ func (c *Cluster) BaseBackup(ctx context.Context, node *Postgres) (*Backup, erro
 		return nil, err
 	}
 	defer end()
+	// pg_basebackup -X none waits for the backup's last segment to be
+	// archived: bounded, in case archiving is stuck.
+	ctx, cancel := context.WithTimeout(ctx, baseBackupTimeout)
+	defer cancel()
 	tmp, err := c.as.makeTempDir("backup-" + node.name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", doing, err)

@@ -125,7 +125,11 @@ func clusterSettings(opts ClusterOptions, names []string, archiveDir string) (co
 	if opts.Archive {
 		extra["archive_mode"] = "on"
 		dir := shellQuote(archiveDir)
-		extra["archive_command"] = "test ! -f " + dir + "/%f && cp %p " + dir + "/%f"
+		// Repeatable and atomic, as contrib's basic_archive: a crash
+		// mid-copy leaves only a temporary file, and a segment archived
+		// before a crash but not yet recorded as archived is offered
+		// again, which succeeds when the copy is the same.
+		extra["archive_command"] = "if [ -f " + dir + "/%f ]; then cmp -s %p " + dir + "/%f; else cp %p " + dir + "/%f.tmp && mv " + dir + "/%f.tmp " + dir + "/%f; fi"
 		managed = append(managed, "archive_mode", "archive_command")
 	}
 	for k, v := range opts.Settings {

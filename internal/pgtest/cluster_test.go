@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -479,5 +481,47 @@ func TestClusterBadOptions(t *testing.T) {
 				t.Errorf("StartCluster(%+v): %v, want it to mention %s", c.opts, err, w)
 			}
 		}
+	}
+}
+
+// A runbook that starts a crashed node itself (pg_ctl, as the server's
+// owner) leaves a postmaster pgtest did not start; Stop kills it too
+// before it removes the data directory under it.
+func TestStopKillsAStrayPostmaster(t *testing.T) {
+	c := startCluster(t, pgtest.ClusterOptions{})
+	p := c.Node("primary")
+	if err := p.Crash("fast"); err != nil {
+		t.Fatal(err)
+	}
+	start := filepath.Join(p.BinDir(), "pg_ctl") + " start -w -s -D " + p.DataDir() + " -l " + filepath.Join(p.Dir(), "stray.log")
+	cmd := osexec.Command("sh", "-c", start)
+	if os.Geteuid() == 0 {
+		cmd = osexec.Command("su", "postgres", "-s", "/bin/sh", "-c", start)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pg_ctl start: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(p.DataDir(), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Gone, or a zombie: its parent is pg_ctl's, which reaps it or not.
+	if stat, err := os.ReadFile("/proc/" + first + "/stat"); err == nil {
+		if _, rest, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(rest, "Z") {
+			t.Errorf("the postmaster pg_ctl started (pid %d) outlived Stop: %s", pid, stat)
+		}
+	} else if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the postmaster pg_ctl started (pid %d) outlived Stop: %v", pid, err)
+	}
+	if _, err := os.Stat(p.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is still there: %v", p.Dir(), err)
 	}
 }

@@ -235,6 +235,11 @@ func (p *Postgres) Stop() error {
 				errs = append(errs, fmt.Errorf("stopping %s: %w", p.label(), err))
 			}
 		}
+		// A postmaster someone else started on this data directory (a
+		// drill's runbook with pg_ctl) goes too, before its files do.
+		if err := killStrayPostmaster(p.dataDir); err != nil {
+			errs = append(errs, fmt.Errorf("stopping a server %s did not start on its data directory: %w", p.label(), err))
+		}
 		if err := p.tmp.remove(); err != nil {
 			errs = append(errs, fmt.Errorf("cleaning up after %s: %w", p.label(), err))
 		}

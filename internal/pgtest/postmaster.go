@@ -3,6 +3,10 @@ package pgtest
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -57,4 +61,34 @@ func stopPostmaster(pr *proc, sig syscall.Signal, grace time.Duration) (killed b
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// killStrayPostmaster kills the postmaster that postmaster.pid in dataDir
+// names, and every process it forked, when it is alive and runs on that
+// data directory (its working directory): one that pgtest did not start.
+func killStrayPostmaster(dataDir string) error {
+	data, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return nil // no server, or none that got as far as its pid file
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return nil
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || filepath.Clean(cwd) != filepath.Clean(dataDir) {
+		return nil // gone, or another process that reuses the pid
+	}
+	pids, err := killTree(pid)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(postmasterKillWait)
+	for len(aliveOf(pids)) > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v (postmaster pid %d) still running %s after SIGKILL", aliveOf(pids), pid, postmasterKillWait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
 }
