@@ -230,6 +230,8 @@ type refs struct {
 	restored []string
 	points   []string
 	backups  int
+	// backedPoints are the restore points made after a base_backup.
+	backedPoints []string
 	// userNodes are the names of target.nodes.
 	userNodes []string
 	// faultSteps counts the method's inject and crash steps;
@@ -455,7 +457,10 @@ func (d *decoder) embedded(n *yaml.Node, path string) *Embedded {
 		// synchronous: true is on, as YAML 1.1 would read on.
 		b, _ := d.boolean(n, o.at("synchronous"))
 		e.Synchronous = map[bool]string{true: SyncOn, false: SyncOff}[b]
-	} else if o.enum("synchronous", &e.Synchronous, SyncOff, SyncOn, SyncQuorum) && e.Synchronous != SyncOff && e.Standbys == 0 {
+	} else {
+		o.enum("synchronous", &e.Synchronous, SyncOff, SyncOn, SyncQuorum)
+	}
+	if e.Synchronous != SyncOff && e.Standbys == 0 {
 		d.errAt(o.keyNode("synchronous"), o.at("synchronous"), "synchronous replication needs standbys: give standbys: 1 or more")
 	}
 	o.boolean("archive", &e.Archive)

@@ -204,9 +204,6 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		o := d.nodeStep(n, at, &a.Node, r)
 		o.boolean("wait", &a.Wait)
 		o.done()
-		if a.Node == NodePrimary && r.embedded != nil {
-			d.errAt(deref(n), at, "the primary is not a standby: promote %s", oneOf(r.embedded.Nodes()[1:]))
-		}
 		return a
 	case "rewind":
 		a := &Rewind{}
@@ -253,6 +250,9 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 				d.errAt(deref(n), at, "restore point %q is made by an earlier step already", a.Name)
 			}
 			r.points = append(r.points, a.Name)
+			if r.backups > 0 {
+				r.backedPoints = append(r.backedPoints, a.Name)
+			}
 		}
 		d.needArchive(step, kind, r)
 		return a
@@ -273,8 +273,11 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 		}
 		o.done()
 		d.needArchive(step, kind, r)
-		if r.backups == 0 {
+		switch {
+		case r.backups == 0:
 			d.errAt(step.keyNode(kind), at, "no earlier base_backup step took a backup to restore")
+		case slices.Contains(r.points, a.Point) && !slices.Contains(r.backedPoints, a.Point):
+			d.errAt(deref(o.get("point")), o.at("point"), "no base_backup step comes before restore point %q: recovery starts from a backup taken before the point", a.Point)
 		}
 		return a
 	case "pgbouncer":
@@ -297,6 +300,10 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 			d.errAt(o.node, at, "want command (%s) or upstream (where [databases] points)", strings.Join(PgBouncerCommands, ", "))
 		case a.Database != "" && (a.Upstream != "" || a.Command == "RELOAD"):
 			d.errAt(o.keyNode("database"), o.at("database"), "applies to PAUSE, RESUME and RECONNECT")
+		case a.Command == "PAUSE" && r.embedded != nil && r.embedded.PgBouncer && r.embedded.PoolMode == PoolSession:
+			// pgbouncer#369: with session pooling PAUSE waits for every
+			// client to disconnect, and the workloads never do.
+			d.errAt(deref(o.get("command")), o.at("command"), "PAUSE waits for every client's session to end under pool_mode: session, and a workload's never does: use pool_mode: transaction")
 		}
 		if r.embedded == nil || !r.embedded.PgBouncer {
 			d.errAt(step.keyNode(kind), at, "acts on the embedded PgBouncer: set target.embedded.pgbouncer: true")
@@ -306,9 +313,6 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 	case "pause_replay", "resume_replay":
 		var node string
 		d.nodeStep(n, at, &node, r).done()
-		if node == NodePrimary {
-			d.errAt(deref(n), at, "the primary replays no WAL: give a standby")
-		}
 		if kind == "pause_replay" {
 			return &PauseReplay{Node: node}
 		}
@@ -323,7 +327,10 @@ var nodeName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
 // needArchive reports a backup or restore step without an archive.
 func (d *decoder) needArchive(step *object, kind string, r *refs) {
-	if r.embedded != nil && !r.embedded.Archive {
+	switch {
+	case r.embedded == nil && len(r.userNodes) == 0:
+		d.errAt(step.keyNode(kind), step.at(kind), "acts on the servers of target.embedded (with archive: true)")
+	case r.embedded != nil && !r.embedded.Archive:
 		d.errAt(step.keyNode(kind), step.at(kind), "needs the WAL archive: set target.embedded.archive: true")
 	}
 }

@@ -120,12 +120,14 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		if !r.hasNodes() {
 			d.errAt(o.node, path, "timeline checks the nodes of target.embedded or target.nodes")
 		}
+		d.notAfterRestore(o, path, typ, r)
 		v.Check = &Timeline{}
 	case "replication":
 		c := &Replication{MaxLag: DefaultMaxLag}
 		if !r.hasNodes() {
 			d.errAt(o.node, path, "replication checks the standbys of target.embedded or target.nodes")
 		}
+		d.notAfterRestore(o, path, typ, r)
 		if n := o.get("standbys"); n != nil {
 			for i, item := range d.list(n, o.at("standbys")) {
 				var name string
@@ -227,6 +229,14 @@ func (d *decoder) verifier(n *yaml.Node, path string, r *refs, methodRules []str
 		v.Check = c
 	}
 	return v, true
+}
+
+// notAfterRestore refuses a failover verifier in a run that restores: the
+// restored node is a new cluster of its own, beside the old primary.
+func (d *decoder) notAfterRestore(o *object, path, typ string, r *refs) {
+	if len(r.restored) > 0 {
+		d.errAt(o.node, path, "%s judges a failover; a restore makes a new cluster of its own beside the old one (judge it with pitr)", typ)
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/experiments/verify"
 	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 	"github.com/pgchaos/pgchaos/proxy"
@@ -372,32 +374,40 @@ func (env *environment) serve(name string) error {
 	return nil
 }
 
-// findServing makes sure the node that serves is a running primary: after
-// a failover done by a runbook (an exec step) rather than a promote step,
-// it is the node that now accepts writes. It reports the node when that
-// changed.
+// findServing makes sure the node that serves is the running primary
+// with the newest timeline: after a failover done by a runbook (an exec
+// step) rather than a promote step, the node the runbook promoted, even
+// if the old primary still accepts writes too (split brain, which the
+// timeline verifier reports). It reports the node when that changed.
 func (env *environment) findServing(ctx context.Context) (string, bool) {
 	if env.serving == "" {
 		return "", false
 	}
-	isPrimary := func(n nodeInfo) bool {
-		if n.pg != nil && !n.pg.Running() {
-			return false
+	nodes := slices.Clone(env.nodes())
+	// The node that serves first: it stays on a tie.
+	slices.SortStableFunc(nodes, func(a, b nodeInfo) int {
+		rank := func(n nodeInfo) int {
+			if n.name == env.serving {
+				return 0
+			}
+			return 1
 		}
-		v, err := queryValue(ctx, n.dsn, "SELECT NOT pg_is_in_recovery()")
-		return err == nil && v == true
+		return cmp.Compare(rank(a), rank(b))
+	})
+	best, bestTLI := "", int64(-1)
+	for _, n := range nodes {
+		if n.pg != nil && !n.pg.Running() {
+			continue
+		}
+		tli, primary, err := verify.NodeTimeline(ctx, n.dsn)
+		if err == nil && primary && tli > bestTLI {
+			best, bestTLI = n.name, tli
+		}
 	}
-	if n, ok := env.lookup(env.serving); ok && isPrimary(n) {
+	if best == "" || best == env.serving || env.serve(best) != nil {
 		return "", false
 	}
-	for _, n := range env.nodes() {
-		if n.name != env.serving && isPrimary(n) {
-			if env.serve(n.name) == nil {
-				return n.name, true
-			}
-		}
-	}
-	return "", false
+	return best, true
 }
 
 // nodeEnv describes every node for an exec step:

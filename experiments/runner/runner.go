@@ -154,10 +154,10 @@ type run struct {
 	startTimeline int64
 	startServing  string
 	promotions    []verify.Step
-	// backup is the latest base_backup's, points the restore points made
-	// (under mu).
-	backup *pgtest.Backup
-	points map[string]verify.Window
+	// backups are the base backups taken, oldest first, and points the
+	// restore points made (under mu).
+	backups []*pgtest.Backup
+	points  map[string]verify.Window
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line

@@ -26,10 +26,12 @@ func (r *run) step(ctx context.Context, phase string, i int, st experiments.Step
 	if name == "" {
 		name = fmt.Sprintf("%s[%d] %s", phase, i, st.Action.Kind())
 	}
-	res := StepResult{Phase: phase, Name: name, Kind: st.Action.Kind(), Start: time.Now()}
 	if st.After > 0 {
 		sleep(ctx, time.Duration(st.After))
 	}
+	// The step starts after its after: rto and the fault windows count
+	// from here.
+	res := StepResult{Phase: phase, Name: name, Kind: st.Action.Kind(), Start: time.Now()}
 	r.logf("%s: %s", phase, name)
 	detail, err := r.act(ctx, phase, st.Action)
 	res.End, res.Detail = time.Now(), detail
@@ -50,6 +52,15 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any, error) {
 	env := r.env
+	switch a.(type) {
+	case *experiments.Crash, *experiments.Start, *experiments.Promote, *experiments.Rewind,
+		*experiments.BaseBackup, *experiments.Restore:
+		// Rollbacks run without a deadline of their own, and these wait on
+		// servers: bounded, so that a stuck server cannot hang the run.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, drillStepTimeout)
+		defer cancel()
+	}
 	switch a := a.(type) {
 	case *experiments.Inject:
 		if err := env.putRule(ctx, a.Rule); err != nil {
@@ -163,6 +174,16 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 			command += " " + a.Database
 		}
 		if err := env.bouncer.Admin(cctx, command); err != nil {
+			if a.Command == "PAUSE" {
+				// A PAUSE cut short stays in force in PgBouncer: lift it,
+				// or every client waits for the rest of the run.
+				resume := strings.Replace(command, "PAUSE", "RESUME", 1)
+				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				if rerr := env.bouncer.Admin(rctx, resume); rerr != nil {
+					r.logf("%s: %s after the failed PAUSE: %v", phase, resume, rerr)
+				}
+				rcancel()
+			}
 			if cctx.Err() == context.DeadlineExceeded {
 				return nil, fmt.Errorf("pgbouncer %s did not return within %s", command, pgbouncerTimeout)
 			}
@@ -180,7 +201,7 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 			return nil, err
 		}
 		r.mu.Lock()
-		r.backup = b
+		r.backups = append(r.backups, b)
 		r.mu.Unlock()
 		return map[string]string{"node": name, "dir": b.Dir()}, nil
 	case *experiments.RestorePoint:
@@ -203,11 +224,22 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		r.mu.Unlock()
 		return map[string]string{"point": a.Name, "node": env.serving}, nil
 	case *experiments.Restore:
+		// The newest backup taken before the point: recovery cannot stop
+		// before the end of the backup it starts from.
+		var b *pgtest.Backup
 		r.mu.Lock()
-		b := r.backup
+		point, made := r.points[a.Point]
+		for _, bk := range r.backups {
+			if bk.Taken().Before(point.Start) {
+				b = bk
+			}
+		}
 		r.mu.Unlock()
+		if !made {
+			return nil, fmt.Errorf("restore point %q was not made", a.Point)
+		}
 		if b == nil {
-			return nil, fmt.Errorf("no base backup to restore: a base_backup step must run first")
+			return nil, fmt.Errorf("no base backup was taken before restore point %q", a.Point)
 		}
 		n, err := env.cluster.Restore(ctx, b, pgtest.RestoreTarget{Name: a.Point}, a.Node)
 		if err != nil {
@@ -289,7 +321,9 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 // promoteSQL promotes a standby with pg_promote; with wait, until it
 // accepts writes (at most a minute).
 func promoteSQL(ctx context.Context, dsn string, wait bool) error {
-	v, err := queryValue(ctx, dsn, fmt.Sprintf("SELECT pg_promote(wait => %t, wait_seconds => 60)", wait))
+	ctx, cancel := context.WithTimeout(ctx, 70*time.Second)
+	defer cancel()
+	v, err := queryValueWithin(ctx, dsn, fmt.Sprintf("SELECT pg_promote(wait => %t, wait_seconds => 60)", wait))
 	if err != nil {
 		return err
 	}
@@ -299,11 +333,28 @@ func promoteSQL(ctx context.Context, dsn string, wait bool) error {
 	return nil
 }
 
+// promotedAt is when a primary's latest promotion happened: the time its
+// newest timeline history file was written.
+func promotedAt(ctx context.Context, dsn string) (time.Time, error) {
+	v, err := queryValue(ctx, dsn, "SELECT max(modification) FROM pg_ls_waldir() WHERE name LIKE '%.history'")
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, ok := v.(time.Time)
+	if !ok {
+		return time.Time{}, errors.New("no timeline history file")
+	}
+	return t, nil
+}
+
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // pgbouncerTimeout bounds a pgbouncer step: PAUSE waits for the clients'
 // transactions (session pooling: their sessions) to end.
 const pgbouncerTimeout = 30 * time.Second
+
+// drillStepTimeout bounds a drill step that waits on servers.
+const drillStepTimeout = 5 * time.Minute
 
 // waitForEvery is how often wait_for polls.
 const waitForEvery = 100 * time.Millisecond
@@ -450,6 +501,15 @@ func (r *run) recover(ctx context.Context) {
 	r.healAll(ctx)
 	if name, changed := r.env.findServing(ctx); changed {
 		r.logf("recovery: %s accepts writes: it serves from now on", name)
+		// A promotion no step made (a runbook's): when it happened is
+		// when the new timeline's history file was written.
+		if at, err := promotedAt(ctx, r.env.verifyDSN); err == nil {
+			r.mu.Lock()
+			r.promotions = append(r.promotions, verify.Step{Name: name, Window: verify.Window{Start: at, End: at}})
+			r.mu.Unlock()
+		} else {
+			r.logf("recovery: when %s was promoted is not known (%v): split-brain writes are not looked for", name, err)
+		}
 	}
 	deadline := time.Duration(r.exp.Recovery.Deadline)
 	if deadline <= 0 {
@@ -500,11 +560,16 @@ func (r *run) steadyState(ctx context.Context, phase string) bool {
 func queryValue(ctx context.Context, dsn, sql string) (any, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	return queryValueWithin(cctx, dsn, sql)
+}
+
+// queryValueWithin is queryValue bounded by ctx alone.
+func queryValueWithin(cctx context.Context, dsn, sql string) (any, error) {
 	conn, err := pgx.Connect(cctx, dsn)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer conn.Close(context.WithoutCancel(cctx))
 	var v any
 	err = conn.QueryRow(cctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -3,13 +3,10 @@ package verify
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/history"
@@ -58,15 +55,20 @@ func rpo(ctx context.Context, c *experiments.RPO, run Run) Verdict {
 		lostKeys = append(lostKeys, opKey(op))
 	}
 	e["lost_keys"] = bounded(lostKeys)
+	// The window of lost data runs from the last write kept before the
+	// first one lost (where the data that survived ends) to the last one
+	// lost; with no write kept before, from the first lost.
 	var window time.Duration
 	if len(lost) > 0 {
 		first, last := lost[0].End, lost[len(lost)-1].End
-		window = last.Sub(first)
+		from := first
+		if t, ok := lastAckBefore(acked, first, present); ok {
+			e["last_kept_ack_before"] = t
+			from = t
+		}
+		window = last.Sub(from)
 		e["first_lost_ack"] = first
 		e["last_lost_ack"] = last
-		if t, ok := lastAckBefore(acked, first); ok {
-			e["last_kept_ack_before"] = t
-		}
 	}
 	e["window"] = window.String()
 	if c.MaxWindow > 0 {
@@ -75,7 +77,7 @@ func rpo(ctx context.Context, c *experiments.RPO, run Run) Verdict {
 
 	detail := fmt.Sprintf("%d of %d acknowledged writes lost", len(lost), len(acked))
 	if len(lost) > 0 {
-		detail += fmt.Sprintf(", acknowledged over %s (%s to %s)", window.Round(time.Millisecond),
+		detail += fmt.Sprintf(", a window of %s (acknowledged %s to %s)", window.Round(time.Millisecond),
 			lost[0].End.Format("15:04:05.000"), lost[len(lost)-1].End.Format("15:04:05.000"))
 	}
 	var problems []string
@@ -95,10 +97,10 @@ func rpo(ctx context.Context, c *experiments.RPO, run Run) Verdict {
 
 // lastAckBefore is the latest acknowledgement before t of an entry that
 // was kept, if any: where the data that survived ends.
-func lastAckBefore(acked []history.Op, t time.Time) (time.Time, bool) {
+func lastAckBefore(acked []history.Op, t time.Time, present map[string]bool) (time.Time, bool) {
 	var best time.Time
 	for _, op := range acked {
-		if op.End.Before(t) && op.End.After(best) {
+		if present[opKey(op)] && op.End.Before(t) && op.End.After(best) {
 			best = op.End
 		}
 	}
@@ -326,6 +328,7 @@ func timeline(ctx context.Context, run Run) Verdict {
 	case serving.Error != "" || !serving.Primary:
 		problems = append(problems, fmt.Sprintf("%s, the node that serves, does not accept writes%s", run.Serving, errSuffix(serving.Error)))
 	case run.StartTimeline == 0:
+		problems = append(problems, "the timeline could not be read when the method began, so whether it moved on is not known")
 	case promoted && serving.Timeline <= run.StartTimeline:
 		problems = append(problems, fmt.Sprintf("%s was promoted, yet its timeline %d did not move on from %d", run.Serving, serving.Timeline, run.StartTimeline))
 	case !promoted && serving.Timeline != run.StartTimeline:
@@ -392,7 +395,7 @@ func splitBrainWrites(ctx context.Context, run Run) (map[string][]string, error)
 			}
 			there, err := ledgerPresent(ctx, n.DSN, table, keys)
 			if err != nil {
-				continue // a node that does not have the table took none
+				return nil, fmt.Errorf("reading %s for split-brain writes: %w", n.Name, err)
 			}
 			for _, k := range keys {
 				if there[k] && !onServing[k] {
@@ -466,7 +469,7 @@ func replication(ctx context.Context, c *experiments.Replication, run Run) Verdi
 		case !n.Running:
 			st.Problem = "it is not running"
 		default:
-			st.Problem = catchUp(ctx, primary, n, target, tli, maxLag, &st.Streaming, &st.Timeline, &st.ReplayLSN, &st.CaughtUp)
+			st.Problem = catchUp(ctx, n, target, tli, maxLag, &st.Streaming, &st.Timeline, &st.ReplayLSN, &st.CaughtUp)
 		}
 		if st.Problem != "" {
 			problems = append(problems, name+": "+st.Problem)
@@ -489,10 +492,10 @@ func replication(ctx context.Context, c *experiments.Replication, run Run) Verdi
 	return v
 }
 
-// catchUp polls a standby until the serving node lists it as streaming
-// and it has replayed target on timeline tli, or maxLag passes; it returns
+// catchUp polls a standby until its WAL receiver streams and it has
+// replayed target on timeline tli, or maxLag passes; it returns
 // what was still wrong then.
-func catchUp(ctx context.Context, primary *pgx.Conn, n Node, target string, tli int64, maxLag time.Duration, streaming *bool, timeline *int64, replay, took *string) string {
+func catchUp(ctx context.Context, n Node, target string, tli int64, maxLag time.Duration, streaming *bool, timeline *int64, replay, took *string) string {
 	conn, err := connect(ctx, n.DSN)
 	if err != nil {
 		return err.Error()
@@ -501,18 +504,17 @@ func catchUp(ctx context.Context, primary *pgx.Conn, n Node, target string, tli 
 	start := time.Now()
 	for {
 		problem := ""
+		// From the standby's side: whatever application_name its
+		// primary_conninfo gives, its WAL receiver says what it streams.
 		var state *string
-		if err := primary.QueryRow(ctx, "SELECT state FROM pg_stat_replication WHERE application_name = $1 ORDER BY state = 'streaming' DESC LIMIT 1", n.Name).Scan(&state); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err.Error()
-		}
-		*streaming = state != nil && *state == "streaming"
 		var recovering, caught bool
 		var t *int64
 		var lsn *string
-		if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT received_tli FROM pg_stat_wal_receiver),
-			pg_last_wal_replay_lsn()::text, coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, target).Scan(&recovering, &t, &lsn, &caught); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver), (SELECT received_tli FROM pg_stat_wal_receiver),
+			pg_last_wal_replay_lsn()::text, coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, target).Scan(&recovering, &state, &t, &lsn, &caught); err != nil {
 			return err.Error()
 		}
+		*streaming = state != nil && *state == "streaming"
 		if t != nil {
 			*timeline = *t
 		}
@@ -523,7 +525,7 @@ func catchUp(ctx context.Context, primary *pgx.Conn, n Node, target string, tli 
 		case !recovering:
 			return "it is not a standby (it accepts writes)"
 		case !*streaming:
-			problem = fmt.Sprintf("the serving node lists it as %s", orElse(state, "not connected"))
+			problem = fmt.Sprintf("its WAL receiver is %s", orElse(state, "not running"))
 		case *timeline != tli:
 			problem = fmt.Sprintf("it follows timeline %d, not %d", *timeline, tli)
 		case !caught:

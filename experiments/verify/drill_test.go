@@ -34,9 +34,10 @@ func TestRPO(t *testing.T) {
 	wantEvidence(t, v, "lost", 2)
 	wantEvidence(t, v, "acknowledged", 5)
 	wantEvidence(t, v, "lost_keys", []string{"k3", "k4"})
-	wantEvidence(t, v, "window", "1.5s")
+	// From k2, the last write kept before them, to k4.
+	wantEvidence(t, v, "window", "2.5s")
 	wantEvidence(t, v, "last_kept_ack_before", t0.Add(2*time.Second+time.Millisecond))
-	if want := "2 of 5 acknowledged writes lost, acknowledged over 1.5s"; !strings.Contains(v.Summary, want) {
+	if want := "2 of 5 acknowledged writes lost, a window of 2.5s"; !strings.Contains(v.Summary, want) {
 		t.Errorf("summary %q, want %q in it", v.Summary, want)
 	}
 
@@ -46,9 +47,15 @@ func TestRPO(t *testing.T) {
 	if !strings.Contains(v.Summary, "max_window 1s") {
 		t.Errorf("summary %q does not name max_window", v.Summary)
 	}
-	wantPass(t, check(t, &experiments.RPO{Workload: "ledger", MaxLost: 2, MaxWindow: experiments.Duration(2 * time.Second)}, run), true)
+	wantPass(t, check(t, &experiments.RPO{Workload: "ledger", MaxLost: 2, MaxWindow: experiments.Duration(3 * time.Second)}, run), true)
 
-	exec(t, dsn, "INSERT INTO pgchaos_ledger (key) VALUES ('k3'), ('k4')")
+	// One write lost: its window still runs from the last one kept.
+	exec(t, dsn, "INSERT INTO pgchaos_ledger (key) VALUES ('k3')")
+	v = check(t, &experiments.RPO{Workload: "ledger", MaxLost: 1}, run)
+	wantEvidence(t, v, "window", "1.5s")
+	wantEvidence(t, v, "last_kept_ack_before", t0.Add(3*time.Second+time.Millisecond))
+
+	exec(t, dsn, "INSERT INTO pgchaos_ledger (key) VALUES ('k4')")
 	v = check(t, &experiments.RPO{Workload: "ledger"}, run)
 	wantPass(t, v, true)
 	wantEvidence(t, v, "lost", 0)
