@@ -287,7 +287,8 @@ func (b *PgBouncer) startOnce(ctx context.Context, binary, databases string, set
 	// also hide errors raised before the config (and logfile) is loaded.
 	cmd := b.as.command(b.dir, binary, iniPath)
 	// SIGTERM: in 1.18 SIGINT waits for clients to let go.
-	pr, err := launch(ctx, "pgbouncer", cmd, b.logPath, b.port, pgbReadyTimeout, syscall.SIGTERM, b.probe)
+	stop := func(pr *proc) error { return pr.stop(syscall.SIGTERM, 2*time.Second) }
+	pr, err := launch(ctx, "pgbouncer", cmd, b.logPath, b.port, pgbReadyTimeout, stop, b.probe)
 	if err != nil {
 		return err
 	}

@@ -322,7 +322,13 @@ func (p *Postgres) writeConf() error {
 // and waits until it accepts connections.
 func (p *Postgres) launch(ctx context.Context) error {
 	cmd := p.as.command(p.dir, filepath.Join(p.binDir, "postgres"), "-D", p.dataDir)
-	pr, err := launch(ctx, p.label(), cmd, p.logPath, p.port, pgReadyTimeout, syscall.SIGINT, p.probe)
+	// The postmaster's children each call setsid(): its process group is
+	// not all of it, so a failed start is stopped as a crash is.
+	stop := func(pr *proc) error {
+		_, err := stopPostmaster(pr, syscall.SIGINT, 2*time.Second)
+		return err
+	}
+	pr, err := launch(ctx, p.label(), cmd, p.logPath, p.port, pgReadyTimeout, stop, p.probe)
 	if err != nil {
 		return err
 	}

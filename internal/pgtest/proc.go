@@ -354,9 +354,9 @@ func onFreePort(log *slog.Logger, start func(port int) error) error {
 var errPortTaken = errors.New("port taken by another process")
 
 // launch starts a server and waits until probe accepts it. A failed start
-// leaves no process behind (it has no clients yet, so a short grace after
-// stopSig is plenty) and reports a lost port race as errPortTaken.
-func launch(ctx context.Context, name string, cmd *exec.Cmd, logPath string, port int, timeout time.Duration, stopSig syscall.Signal, probe func(context.Context) error) (*proc, error) {
+// leaves no process behind: stop ends it (it has no clients yet, so a
+// short grace is plenty). A lost port race is reported as errPortTaken.
+func launch(ctx context.Context, name string, cmd *exec.Cmd, logPath string, port int, timeout time.Duration, stop func(*proc) error, probe func(context.Context) error) (*proc, error) {
 	logStart := logSize(logPath)
 	pr, err := startProc(name, cmd, logPath)
 	if err != nil {
@@ -366,7 +366,7 @@ func launch(ctx context.Context, name string, cmd *exec.Cmd, logPath string, por
 	if err == nil {
 		return pr, nil
 	}
-	stopErr := pr.stop(stopSig, 2*time.Second)
+	stopErr := stop(pr)
 	if errors.Is(err, errWrongServer) || logSince(logPath, logStart, addrInUse) {
 		return nil, fmt.Errorf("starting %s on port %d: %w: %w", name, port, errPortTaken, err)
 	}
