@@ -1,0 +1,113 @@
+package runner_test
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgchaos/pgchaos/experiments/runner"
+	"github.com/pgchaos/pgchaos/experiments/verify"
+)
+
+// The reports of a run that failed in several places: JUnit has a case for
+// each probe, failed step, recovery, verifier and rollback, and counts the
+// failures; the Markdown summary names the phase that failed and lists
+// the method's steps and the faults.
+func TestReports(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	res := &runner.Result{
+		Experiment: "x", Phase: "recovery", Problem: "the steady state did not hold again within 1s",
+		Started: t0, Ended: t0.Add(20 * time.Second),
+		Probes: []runner.ProbeResult{
+			{Phase: "before", Name: "p1", Pass: true, Value: 1},
+			{Phase: "after", Name: "p1", Pass: false, Value: 7, Error: "too many"},
+		},
+		Steps: []runner.StepResult{
+			{Phase: "method", Name: "cut", Kind: "inject", Start: t0.Add(2 * time.Second), End: t0.Add(2*time.Second + 5*time.Millisecond)},
+			{Phase: "method", Name: "kill", Kind: "crash", Start: t0.Add(3 * time.Second), End: t0.Add(4 * time.Second), Error: "boom | bang"},
+		},
+		FaultWindows: []runner.FaultWindow{{Rule: "cut", Start: t0.Add(2 * time.Second), End: t0.Add(12 * time.Second), Fired: 3}},
+		RecoveryTime: time.Second,
+		Verdicts: []verify.Verdict{
+			{Name: "durability(l)", Type: "durability", Pass: true, Summary: "ok: fine"},
+			{Name: "rpo(l)", Type: "rpo", Pass: false, Summary: "FAIL: 2 lost | badly", Evidence: map[string]any{"lost": 2}},
+		},
+		Rollbacks:  []runner.StepResult{{Phase: "rollbacks", Name: "undo", Start: t0, End: t0.Add(time.Second), Error: "no"}},
+		Operations: map[string]int{"ok": 10, "fail": 2, "unknown": 1},
+	}
+	data, err := runner.JUnit(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var suites struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+			Cases    []struct {
+				Class   string `xml:"classname,attr"`
+				Name    string `xml:"name,attr"`
+				Time    string `xml:"time,attr"`
+				Failure *struct {
+					Message string `xml:"message,attr"`
+					Text    string `xml:",chardata"`
+				} `xml:"failure"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(data, &suites); err != nil || len(suites.Suites) != 1 {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	s := suites.Suites[0]
+	// probes 2, the failed step 1, recovery 1, verifiers 2, rollback 1.
+	if s.Tests != 7 || len(s.Cases) != 7 || s.Failures != 5 {
+		t.Fatalf("tests %d, cases %d, failures %d, want 7, 7, 5\n%s", s.Tests, len(s.Cases), s.Failures, data)
+	}
+	want := []struct{ class, name, time, failure string }{
+		{"steady_state.before", "p1", "0.000", ""},
+		{"steady_state.after", "p1", "0.000", "probe p1: value 7 too many"},
+		{"method", "kill", "1.000", "boom | bang"},
+		{"recovery", "steady state holds again", "1.000", "the steady state did not hold again within 1s"},
+		{"verify.durability", "durability(l)", "0.000", ""},
+		{"verify.rpo", "rpo(l)", "0.000", "FAIL: 2 lost | badly"},
+		{"rollbacks", "undo", "1.000", "no"},
+	}
+	for i, w := range want {
+		c := s.Cases[i]
+		got := ""
+		if c.Failure != nil {
+			got = c.Failure.Message
+		}
+		if c.Class != w.class || c.Name != w.name || c.Time != w.time || got != w.failure {
+			t.Errorf("case %d: %s %q %s %q, want %s %q %s %q", i, c.Class, c.Name, c.Time, got, w.class, w.name, w.time, w.failure)
+		}
+	}
+	if f := s.Cases[5].Failure; f == nil || !strings.Contains(f.Text, `"lost": 2`) {
+		t.Errorf("the failed verifier's text lacks its evidence: %+v", f)
+	}
+
+	md := runner.Markdown(res)
+	for _, w := range []string{
+		"## pgchaos: x — ❌ failed",
+		"**recovery:** the steady state did not hold again within 1s",
+		"Ran 20s. Operations: 10 ok, 2 failed, 1 unknown.",
+		"| steady state (after): p1 | **FAIL** | value 7 |",
+		"| rpo(l) | **FAIL** | FAIL: 2 lost \\| badly |",
+		"| durability(l) | pass | ok: fine |",
+		"| rollback: undo | **FAIL** | no |",
+		"| cut | 2s | 5ms | ok |",
+		"| kill | 3s | 1s | **FAIL**: boom \\| bang |",
+		"| cut | 2s | 12s | 3 |",
+	} {
+		if !strings.Contains(md, w) {
+			t.Errorf("the summary lacks %q:\n%s", w, md)
+		}
+	}
+	if strings.Contains(md, "Recovered in") {
+		t.Errorf("a run that did not recover says it did:\n%s", md)
+	}
+	res.Recovered, res.Pass, res.Phase, res.Problem = true, true, "done", ""
+	if md := runner.Markdown(res); !strings.Contains(md, "✅ passed") || !strings.Contains(md, "Recovered in 1s.") {
+		t.Errorf("a passing run:\n%s", md)
+	}
+}
