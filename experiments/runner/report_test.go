@@ -111,3 +111,50 @@ func TestReports(t *testing.T) {
 		t.Errorf("a passing run:\n%s", md)
 	}
 }
+
+// The result's counts agree with what the workload was told: operations
+// by outcome, per second, and the first of those that did not succeed
+// (at most 20) as evidence. setup runs on setup_dsn, the method's sql on
+// dsn.
+func TestResultCounts(t *testing.T) {
+	dsn, setup := newDB(t), newDB(t)
+	res := runFile(t, `name: counts
+target:
+  dsn: ${var:dsn}
+  setup_dsn: ${var:setup}
+setup:
+  - sql: CREATE TABLE made_in_setup (x int)
+workloads:
+  - name: w
+    type: sql
+    clients: 1
+    rate: 100
+    statements:
+      - {sql: "SELECT 1"}
+      - {sql: "SELECT 1/0"}
+method:
+  - wait: 1500ms
+  - sql: CREATE TABLE made_in_method (x int)
+`, map[string]string{"dsn": dsn, "setup": setup})
+	ok, fail := res.Operations["ok"], res.Operations["fail"]
+	if ok < 20 || fail < 21 {
+		t.Fatalf("operations %v: want both kinds, and more than 20 failures", res.Operations)
+	}
+	var perOK, perFail int
+	for _, s := range res.PerSecond {
+		perOK += s.OK
+		perFail += s.Fail
+	}
+	if perOK != ok || perFail != fail {
+		t.Errorf("per second %d ok, %d failed; operations %v", perOK, perFail, res.Operations)
+	}
+	if len(res.NotOK) != 20 || res.NotOK[0].SQLState != "22012" {
+		t.Errorf("not ok: %d listed, first %+v", len(res.NotOK), res.NotOK[0])
+	}
+	if n := query[int64](t, setup, "SELECT count(*) FROM pg_tables WHERE tablename = 'made_in_setup'"); n != 1 {
+		t.Errorf("setup did not run on setup_dsn")
+	}
+	if n := query[int64](t, dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'made_in_method'"); n != 1 {
+		t.Errorf("the method's sql did not run on dsn")
+	}
+}
