@@ -10,6 +10,37 @@ import (
 	"github.com/pgchaos/pgchaos/experiments/verify"
 )
 
+// junitSuite is the one test suite of a run's JUnit report, as read back.
+type junitSuite struct {
+	Tests    int `xml:"tests,attr"`
+	Failures int `xml:"failures,attr"`
+	Cases    []struct {
+		Class   string `xml:"classname,attr"`
+		Name    string `xml:"name,attr"`
+		Time    string `xml:"time,attr"`
+		Failure *struct {
+			Message string `xml:"message,attr"`
+			Text    string `xml:",chardata"`
+		} `xml:"failure"`
+	} `xml:"testcase"`
+}
+
+// junitOf renders a run's JUnit report and reads it back.
+func junitOf(t *testing.T, res *runner.Result) junitSuite {
+	t.Helper()
+	data, err := runner.JUnit(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var suites struct {
+		Suites []junitSuite `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(data, &suites); err != nil || len(suites.Suites) != 1 {
+		t.Fatalf("JUnit: %v\n%s", err, data)
+	}
+	return suites.Suites[0]
+}
+
 // The reports of a run that failed in several places: JUnit has a case for
 // each probe, failed step, recovery, verifier and rollback, and counts the
 // failures; the Markdown summary names the phase that failed and lists
@@ -36,32 +67,10 @@ func TestReports(t *testing.T) {
 		Rollbacks:  []runner.StepResult{{Phase: "rollbacks", Name: "undo", Start: t0, End: t0.Add(time.Second), Error: "no"}},
 		Operations: map[string]int{"ok": 10, "fail": 2, "unknown": 1},
 	}
-	data, err := runner.JUnit(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var suites struct {
-		Suites []struct {
-			Tests    int `xml:"tests,attr"`
-			Failures int `xml:"failures,attr"`
-			Cases    []struct {
-				Class   string `xml:"classname,attr"`
-				Name    string `xml:"name,attr"`
-				Time    string `xml:"time,attr"`
-				Failure *struct {
-					Message string `xml:"message,attr"`
-					Text    string `xml:",chardata"`
-				} `xml:"failure"`
-			} `xml:"testcase"`
-		} `xml:"testsuite"`
-	}
-	if err := xml.Unmarshal(data, &suites); err != nil || len(suites.Suites) != 1 {
-		t.Fatalf("%v\n%s", err, data)
-	}
-	s := suites.Suites[0]
+	s := junitOf(t, res)
 	// probes 2, the failed step 1, recovery 1, verifiers 2, rollback 1.
 	if s.Tests != 7 || len(s.Cases) != 7 || s.Failures != 5 {
-		t.Fatalf("tests %d, cases %d, failures %d, want 7, 7, 5\n%s", s.Tests, len(s.Cases), s.Failures, data)
+		t.Fatalf("tests %d, cases %d, failures %d, want 7, 7, 5", s.Tests, len(s.Cases), s.Failures)
 	}
 	want := []struct{ class, name, time, failure string }{
 		{"steady_state.before", "p1", "0.000", ""},
