@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -383,24 +382,14 @@ func (env *environment) findServing(ctx context.Context) (string, bool) {
 	if env.serving == "" {
 		return "", false
 	}
-	nodes := slices.Clone(env.nodes())
-	// The node that serves first: it stays on a tie.
-	slices.SortStableFunc(nodes, func(a, b nodeInfo) int {
-		rank := func(n nodeInfo) int {
-			if n.name == env.serving {
-				return 0
-			}
-			return 1
-		}
-		return cmp.Compare(rank(a), rank(b))
-	})
 	best, bestTLI := "", int64(-1)
-	for _, n := range nodes {
+	for _, n := range env.nodes() {
 		if n.pg != nil && !n.pg.Running() {
 			continue
 		}
 		tli, primary, err := verify.NodeTimeline(ctx, n.dsn)
-		if err == nil && primary && tli > bestTLI {
+		// On a tie the node that serves stays.
+		if err == nil && primary && (tli > bestTLI || tli == bestTLI && n.name == env.serving) {
 			best, bestTLI = n.name, tli
 		}
 	}
