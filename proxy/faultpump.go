@@ -658,10 +658,13 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			if st.typ == 'Q' || st.typ == 'F' {
 				fake = failingQuery
 			}
+			// The override goes in before the fake goes out: the server
+			// answers at once, and the server pump must not find nothing
+			// to replace and pass the server's own error on.
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceError, msg: msg, fatal: fatal})
 			if _, err := p.dst.Write(fake); err != nil {
 				return false, err
 			}
-			fs.addOverride(override{response: p.syncs + 1, mode: replaceError, msg: msg, fatal: fatal})
 			switch st.typ {
 			case 'S':
 				p.forwardMessage(st) // the Sync still ends the batch
