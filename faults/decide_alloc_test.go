@@ -38,6 +38,18 @@ func noMatchRules() []Rule {
 	}
 }
 
+// fingerprintRules match pgbenchQuery's neighbours by fingerprint: one the
+// same up to its end (so the comparator numbers the constant and walks it
+// all), one that differs at once, one with another constant's place.
+func fingerprintRules() []Rule {
+	delay := Action{Type: "delay", Delay: Duration(time.Millisecond)}
+	return []Rule{
+		{Name: "fp-longer", Match: Match{Fingerprint: "SELECT abalance FROM pgbench_accounts WHERE aid = $1 FOR UPDATE"}, Action: delay},
+		{Name: "fp-other", Match: Match{Fingerprint: "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"}, Action: delay},
+		{Name: "fp-literal", Match: Match{Fingerprint: "SELECT abalance FROM pgbench_accounts WHERE aid = aid + 1"}, Action: delay},
+	}
+}
+
 func pgbenchSession() *Session {
 	return &Session{
 		ID: 1, User: "bench", Database: "bench", ApplicationName: "pgbench",
@@ -121,10 +133,74 @@ func TestDecideNoMatchAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("Decide with 20 non-matching rules: %v allocs per run, want 0", allocs)
 	}
+	e := newTestEngine(t, Options{})
+	for _, r := range append(noMatchRules(), fingerprintRules()...) {
+		mustAdd(t, e, r)
+	}
+	withFP := e.Policy("pgbench").Rules()
+	if a := testing.AllocsPerRun(1000, func() {
+		if v, ok := withFP.Decide(s, pgbenchQuery); ok {
+			panic("fired: " + v.Rule)
+		}
+	}); a != 0 {
+		t.Errorf("Decide with fingerprint rules too: %v allocs per run, want 0", a)
+	}
 	tags := []*Message{tagMsg("SELECT 1"), tagMsg("UPDATE 1")}
 	for _, m := range tags {
 		if a := testing.AllocsPerRun(1000, func() { rs.Decide(s, m) }); a != 0 {
 			t.Errorf("Decide(%q): %v allocs per run, want 0", m.Tag, a)
+		}
+	}
+}
+
+// A fingerprint that matches allocates nothing either: the statement is
+// never redacted into a string of its own. The rule matches and is let
+// through by its skip limit, so Decide walks the whole match and fires
+// nothing (firing records an event, which allocates).
+func TestDecideFingerprintAllocatesNothing(t *testing.T) {
+	e := newTestEngine(t, Options{})
+	for _, r := range fingerprintRules() {
+		mustAdd(t, e, r)
+	}
+	mustAdd(t, e, Rule{Name: "fp-match", Match: Match{Fingerprint: "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		Action: Action{Type: "drop"}, Limits: Limits{Skip: 1 << 62}})
+	rs := e.Policy("pgbench").Rules()
+	s := pgbenchSession()
+	msgs := []*Message{
+		pgbenchQuery,
+		{Dir: ClientToServer, Type: 'E', SQL: []byte("SELECT abalance FROM pgbench_accounts WHERE aid = $1")},
+		{Dir: ClientToServer, Type: 'Q', SQL: []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 'x' FOR SHARE")},
+		{Dir: ClientToServer, Type: 'Q', SQL: []byte("BEGIN")},
+	}
+	for _, m := range msgs {
+		if a := testing.AllocsPerRun(1000, func() {
+			if v, ok := rs.Decide(s, m); ok {
+				panic("fired: " + v.Rule)
+			}
+		}); a != 0 {
+			t.Errorf("Decide(%q) with fingerprint rules: %v allocs per run, want 0", m.SQL, a)
+		}
+	}
+	st, err := e.Get("", "fp-match")
+	if err != nil || st.Matched == 0 {
+		t.Fatalf("fp-match never matched (%v): the test measured nothing", err)
+	}
+	fp := compileFingerprint("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+	if a := testing.AllocsPerRun(1000, func() {
+		if !fp.match(pgbenchQuery.SQL) {
+			panic("no match")
+		}
+	}); a != 0 {
+		t.Errorf("a matching fingerprint: %v allocs per run, want 0", a)
+	}
+}
+
+func BenchmarkDecideFingerprint(b *testing.B) {
+	fp := compileFingerprint("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if !fp.match(pgbenchQuery.SQL) {
+			b.Fatal("no match")
 		}
 	}
 }

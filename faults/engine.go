@@ -37,7 +37,11 @@ type Verdict struct {
 	Action ActionKind
 	Rule   string
 	// After: carry the action out after the message is forwarded.
-	After    bool
+	After bool
+	// AtResult (disconnect only): forward the statement and cut in place of
+	// its result — the first result of a simple Query, an Execute's own
+	// result in a pipeline — unless the server answers with an error.
+	AtResult bool
 	Delay    time.Duration // delay, slow_connect (jitter applied)
 	Side     Side          // disconnect
 	Reset    bool          // disconnect with RST
@@ -82,19 +86,22 @@ type compiledRule struct {
 	id    uint64
 	state *ruleState
 
-	event   EventKind
-	dir     Direction
-	types   [256]bool
-	sql     *sqlMatcher
-	classes uint32
-	tag     string
-	tx      uint8
-	appName *regexp.Regexp
-	cidr    netip.Prefix
-	hasCIDR bool
+	event EventKind
+	dir   Direction
+	types [256]bool
+	sql   *sqlMatcher
+	// fingerprint: match.fingerprint, normalised.
+	fingerprint *fingerprintMatcher
+	classes     uint32
+	tag         string
+	tx          uint8
+	appName     *regexp.Regexp
+	cidr        netip.Prefix
+	hasCIDR     bool
 
 	action   ActionKind
 	after    bool
+	atResult bool
 	side     Side
 	reset    bool
 	errSpec  *ErrorSpec
@@ -132,11 +139,21 @@ type RuleSet struct {
 	toxics  [2][]*compiledRule
 	engine  *Engine
 	proxy   string
+	// observe is the engine's Options.Observe (nil: none).
+	observe func(proxy string, s *Session, m *Message)
 }
 
-// Empty reports whether no rule applies: the proxy's fast path.
+// observed are the messages an Options.Observe hears: a session's
+// statements and how each response to them ends.
+var observed = [2][256]bool{
+	ClientToServer: {'Q': true, 'E': true},
+	ServerToClient: {'C': true, 'I': true, 'E': true, 'Z': true},
+}
+
+// Empty reports whether no rule applies and nothing observes: the proxy's
+// fast path.
 func (rs *RuleSet) Empty() bool {
-	return rs == nil || len(rs.rules) == 0 && len(rs.toxics[0]) == 0 && len(rs.toxics[1]) == 0
+	return rs == nil || len(rs.rules) == 0 && len(rs.toxics[0]) == 0 && len(rs.toxics[1]) == 0 && rs.observe == nil
 }
 
 // Wants reports whether any rule looks at messages of type typ going in
@@ -148,10 +165,14 @@ func (rs *RuleSet) WantsConnect() bool { return rs != nil && rs.connect }
 func (rs *RuleSet) WantsCancel() bool  { return rs != nil && rs.cancel }
 
 // Decide returns the verdict of the first rule that fires for m in session
-// s. ok is false when none does.
+// s. ok is false when none does. With Options.Observe, it first tells the
+// observer of the messages it hears.
 func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 	if rs == nil || !rs.wants[m.Dir][m.Type] {
 		return Verdict{}, false
+	}
+	if rs.observe != nil && observed[m.Dir][m.Type] {
+		rs.observe(rs.proxy, s, m)
 	}
 	var class StatementClass = 255
 	var lowered loweredSQL
@@ -169,6 +190,9 @@ func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 			}
 		}
 		if r.sql != nil && (m.SQL == nil || !r.sql.match(m.SQL, &lowered)) {
+			continue
+		}
+		if r.fingerprint != nil && (m.SQL == nil || !r.fingerprint.match(m.SQL)) {
 			continue
 		}
 		if r.tag != "" && !tagMatches(m.Tag, r.tag) {
@@ -283,7 +307,7 @@ func (rs *RuleSet) fire(r *compiledRule, s *Session, m *Message) (Verdict, bool)
 		s.Fired = append(s.Fired, r.id)
 	}
 	v := Verdict{
-		Action: r.action, Rule: r.rule.Name, After: r.after, Side: r.side, Reset: r.reset,
+		Action: r.action, Rule: r.rule.Name, After: r.after, AtResult: r.atResult, Side: r.side, Reset: r.reset,
 		Error: r.errSpec, Duration: r.duration, Released: st.release, Delay: r.delay,
 	}
 	if r.jitter > 0 {
@@ -343,6 +367,30 @@ type Options struct {
 	// can carry a password or personal data, and the event log is readable
 	// by anyone who may read the control API.
 	FullSQL bool
+	// Observe, when set, hears every session's statements and the ends of
+	// their responses, on every proxy, rules or no rules: the client's
+	// Query and Execute messages (m.SQL: the query's text, or the SQL of
+	// the statement the Execute runs, nil if pgchaos does not know it) and
+	// the server's CommandComplete (m.Tag), EmptyQueryResponse,
+	// ErrorResponse and ReadyForQuery, in the order each direction carries
+	// them. It is called by Decide before any rule is matched, so those
+	// messages take the proxy's fault path (still on its event loops: no
+	// goroutine is woken for them); nothing else is passed to it.
+	//
+	// s.TxStatus is the session's transaction status as the message goes
+	// by: for a statement, the status it runs in; for a ReadyForQuery, the
+	// status that message reports (the proxy reads it before deciding).
+	// ReadyForQuery's status is only in s.TxStatus: m has no fields for it.
+	// A session's first ReadyForQuery ends its startup phase, not a
+	// response to a statement.
+	//
+	// m.SQL and m.Tag alias the proxy's buffers, and *s is the session's
+	// live view: the observer must copy what it keeps before it returns.
+	// It runs on the proxy's data path, with the session's fault state
+	// locked, for every such message of every session, concurrently for
+	// different sessions: it must be quick, safe for concurrent use, and
+	// must never block.
+	Observe func(proxy string, s *Session, m *Message)
 }
 
 // Engine holds the rules of a process and publishes, for each proxy, an
@@ -353,6 +401,7 @@ type Engine struct {
 	now     func() time.Time
 	fired   *prometheus.CounterVec
 	fullSQL bool
+	observe func(proxy string, s *Session, m *Message)
 
 	mu       sync.Mutex // serialises writers; readers use snapshots
 	nextID   uint64
@@ -367,7 +416,7 @@ type Engine struct {
 
 // NewEngine returns an engine with no rules.
 func NewEngine(o Options) *Engine {
-	e := &Engine{seed: o.Seed, now: o.Now, logCap: o.EventLogSize, fullSQL: o.FullSQL, policies: map[string]*Policy{}}
+	e := &Engine{seed: o.Seed, now: o.Now, logCap: o.EventLogSize, fullSQL: o.FullSQL, observe: o.Observe, policies: map[string]*Policy{}}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -411,7 +460,10 @@ func (e *Engine) Policy(proxy string) *Policy {
 }
 
 func (e *Engine) snapshot(proxy string) *RuleSet {
-	rs := &RuleSet{engine: e, proxy: proxy}
+	rs := &RuleSet{engine: e, proxy: proxy, observe: e.observe}
+	if e.observe != nil {
+		rs.wants = observed
+	}
 	for _, r := range e.rules {
 		if r.rule.Proxy != "" && r.rule.Proxy != proxy || !r.enabled {
 			continue

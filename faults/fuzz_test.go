@@ -420,6 +420,8 @@ func decideRules() []Rule {
 		{Name: "connect", Match: Match{Event: "connect", ClientCIDR: "::1/128"}, Action: Action{Type: "refuse", SQLState: "53300"}},
 		{Name: "cancel", Match: Match{Event: "cancel"}, Action: Action{Type: "drop"}, Limits: Limits{Probability: floatPtr(0.3)}},
 		{Name: "toxic", Match: Match{User: "slow"}, Action: Action{Type: "latency", Attributes: map[string]any{"latency": 1}}},
+		{Name: "fingerprint", Match: Match{Fingerprint: "SELECT * FROM pgbench_tellers WHERE tid = $1"}, Action: delay},
+		{Name: "in-doubt", Match: Match{Statement: StringList{"commit"}}, Action: Action{Type: "disconnect", When: "result", Close: "rst"}},
 	}
 }
 
@@ -474,5 +476,46 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("event verdict from unknown rule %q", v.Rule)
 		}
 		rs.SessionToxics(m.Dir, s)
+	})
+}
+
+// FuzzFingerprint: match.fingerprint's comparator, which walks the
+// statement without building its redacted text, answers exactly as
+// comparing RedactSQL's outputs would — on the fuzzer's pairs, on a
+// statement against itself, and against its own redaction.
+func FuzzFingerprint(f *testing.F) {
+	for _, s := range [][2]string{
+		{"insert into t values (1)", "insert into t values ($1)"},
+		{"insert into t values ($1)", "insert into t values (5)"},
+		{"SELECT $1, 'x', $2, 5", "SELECT $1, $3, $2, $4"},
+		{"UPDATE t SET a = $3 WHERE b = 'k'", "UPDATE t SET a = $3 WHERE b = $4"},
+		{"SELECT $1'x'", "SELECT $1$2"},
+		{"SELECT 'a'5", "SELECT $1$2"},
+		{"SELECT $007, 1", "SELECT $007, $8"},
+		{"SELECT $9223372036854775807, 1", "SELECT $9223372036854775807, $-9223372036854775808"},
+		{"SELECT $99999999999999999999, 1", "SELECT $99999999999999999999, $1"},
+		{"SELECT $9223372036854775807, $5, 1", "SELECT $9223372036854775807, $5, $6"},
+		{"SELECT $$it's$$, $tag$a $$ b 'c'$tag$, 7", "SELECT $1, $2, $3"},
+		{"SELECT 1 -- it's 2\n, 'v' /* don't 3 */", "SELECT $1 -- it's 2\n, $2 /* don't 3 */"},
+		{"SELECT E'\\'', 1", "SELECT $1, $2"},
+		{"SELECT 'abc", "SELECT $1"},
+		{"SELECT 1..2", "SELECT $1.$2"},
+		{"SELECT U&'d\\0061t', B'1', X'f', N'n'", "SELECT $1, $2, $3, $4"},
+		{"", ""},
+		{"COMMIT", "commit"},
+	} {
+		f.Add([]byte(s[0]), s[1])
+	}
+	f.Fuzz(func(t *testing.T, sql []byte, fp string) {
+		check := func(sql []byte, fp string) {
+			want := RedactSQL(sql) == RedactSQL([]byte(fp))
+			if got := compileFingerprint(fp).match(sql); got != want {
+				t.Fatalf("fingerprint %q on %q: matched %v, but RedactSQL gives %q and %q", fp, sql, got, RedactSQL(sql), RedactSQL([]byte(fp)))
+			}
+		}
+		check(sql, fp)
+		check(sql, string(sql))
+		check(sql, RedactSQL(sql))
+		check([]byte(fp), RedactSQL(sql))
 	})
 }

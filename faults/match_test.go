@@ -65,6 +65,26 @@ func TestDecideMatching(t *testing.T) {
 		{"sql no match", Match{SQL: "pgbench_tellers"}, queryMsg("SELECT 1"), nil, false},
 		{"sql on nil SQL", Match{SQL: ".*"}, &Message{Dir: ClientToServer, Type: 'E'}, nil, false},
 
+		// Fingerprints: the statement with its constants normalised.
+		{"fingerprint placeholder matches a literal", Match{Fingerprint: "insert into t values ($1)"}, queryMsg("insert into t values (1)"), nil, true},
+		{"fingerprint placeholder matches another literal", Match{Fingerprint: "insert into t values ($1)"}, queryMsg("insert into t values ('two')"), nil, true},
+		{"fingerprint matches the extended protocol", Match{Fingerprint: "insert into t values ($1)"}, executeMsg("insert into t values ($1)"), nil, true},
+		{"fingerprint written with a literal", Match{Fingerprint: "insert into t values (5)"}, queryMsg("insert into t values (2.5e3)"), nil, true},
+		{"fingerprint with several constants", Match{Fingerprint: "select $1, $2 from t where a = $3"}, queryMsg("select 1, 'x' from t where a = E'y'"), nil, true},
+		{"fingerprint constants after placeholders", Match{Fingerprint: "select $2, $1"}, executeMsg("select $2, 7"), nil, false},
+		{"fingerprint numbering as RedactSQL", Match{Fingerprint: "select $2, $3"}, executeMsg("select $1, 7"), nil, false},
+		{"fingerprint numbering after a placeholder", Match{Fingerprint: "select $1, $2"}, executeMsg("select $1, 7"), nil, true},
+		{"fingerprint is case-sensitive", Match{Fingerprint: "INSERT INTO t VALUES ($1)"}, queryMsg("insert into t values (1)"), nil, false},
+		{"fingerprint keeps whitespace", Match{Fingerprint: "insert into t values ($1)"}, queryMsg("insert into t  values (1)"), nil, false},
+		{"fingerprint is the whole statement", Match{Fingerprint: "insert into t values ($1)"}, queryMsg("insert into t values (1); select 1"), nil, false},
+		{"fingerprint is not a prefix", Match{Fingerprint: "insert into t values ($1); select $2"}, queryMsg("insert into t values (1)"), nil, false},
+		{"fingerprint other table", Match{Fingerprint: "insert into t values ($1)"}, queryMsg("insert into t2 values (1)"), nil, false},
+		{"fingerprint identifiers stay", Match{Fingerprint: "select t1"}, queryMsg("select t2"), nil, false},
+		{"fingerprint not on parse by default", Match{Fingerprint: "select $1"}, &Message{Dir: ClientToServer, Type: 'P', SQL: []byte("select 1")}, nil, false},
+		{"fingerprint with explicit parse", Match{Fingerprint: "select $1", Message: StringList{"parse"}}, &Message{Dir: ClientToServer, Type: 'P', SQL: []byte("select $1")}, nil, true},
+		{"fingerprint on nil SQL", Match{Fingerprint: "select $1"}, &Message{Dir: ClientToServer, Type: 'E'}, nil, false},
+		{"fingerprint and statement both hold", Match{Fingerprint: "commit", Statement: StringList{"commit"}}, queryMsg("commit"), nil, true},
+
 		// Statement classes.
 		{"statement select", Match{Statement: StringList{"select"}}, queryMsg("select 1"), nil, true},
 		{"statement select miss", Match{Statement: StringList{"select"}}, queryMsg("insert into t values (1)"), nil, false},

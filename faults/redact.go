@@ -59,51 +59,58 @@ const (
 // the pieces together are sql.
 func scanSQL(sql []byte, emit func(kind sqlToken, tok []byte)) {
 	for i := 0; i < len(sql); {
-		c := sql[i]
-		kind, end := tokVerbatim, i+1
-		switch {
-		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			end = lineCommentEnd(sql, i)
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			end = blockCommentEnd(sql, i)
-		case c == '"':
-			end = quotedEnd(sql, i, '"', false)
-		case c == '\'':
-			kind, end = tokConstant, quotedEnd(sql, i, '\'', false)
-		case c == '$':
-			if e, ok := dollarQuoteEnd(sql, i); ok {
-				kind, end = tokConstant, e
-				break
-			}
-			for end < len(sql) && isDigit(sql[end]) {
-				end++
-			}
-			if end > i+1 {
-				kind = tokPlaceholder
-			}
-		case isDigit(c) || c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
-			kind, end = tokConstant, numberEnd(sql, i)
-		case isIdentStart(c):
-			for end < len(sql) && isIdentPart(sql[end]) {
-				end++
-			}
-			// A one-letter prefix glued to a quote is part of the constant.
-			if end == i+1 && end < len(sql) && sql[end] == '\'' {
-				switch c | 0x20 {
-				case 'e':
-					kind, end = tokConstant, quotedEnd(sql, end, '\'', true)
-				case 'b', 'x', 'n':
-					kind, end = tokConstant, quotedEnd(sql, end, '\'', false)
-				}
-			} else if end == i+1 && c|0x20 == 'u' && end+1 < len(sql) && sql[end] == '&' && sql[end+1] == '\'' {
-				kind, end = tokConstant, quotedEnd(sql, end+1, '\'', false)
-			}
-		default:
-			// One byte of anything else: whitespace, an operator, a comma.
-		}
+		kind, end := sqlTokenAt(sql, i)
 		emit(kind, sql[i:end])
 		i = end
 	}
+}
+
+// sqlTokenAt reads the token that starts at sql[i]: its kind and where it
+// ends. It is scanSQL's step, for walkers that must not allocate a closure.
+func sqlTokenAt(sql []byte, i int) (sqlToken, int) {
+	c := sql[i]
+	kind, end := tokVerbatim, i+1
+	switch {
+	case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+		end = lineCommentEnd(sql, i)
+	case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+		end = blockCommentEnd(sql, i)
+	case c == '"':
+		end = quotedEnd(sql, i, '"', false)
+	case c == '\'':
+		kind, end = tokConstant, quotedEnd(sql, i, '\'', false)
+	case c == '$':
+		if e, ok := dollarQuoteEnd(sql, i); ok {
+			kind, end = tokConstant, e
+			break
+		}
+		for end < len(sql) && isDigit(sql[end]) {
+			end++
+		}
+		if end > i+1 {
+			kind = tokPlaceholder
+		}
+	case isDigit(c) || c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
+		kind, end = tokConstant, numberEnd(sql, i)
+	case isIdentStart(c):
+		for end < len(sql) && isIdentPart(sql[end]) {
+			end++
+		}
+		// A one-letter prefix glued to a quote is part of the constant.
+		if end == i+1 && end < len(sql) && sql[end] == '\'' {
+			switch c | 0x20 {
+			case 'e':
+				kind, end = tokConstant, quotedEnd(sql, end, '\'', true)
+			case 'b', 'x', 'n':
+				kind, end = tokConstant, quotedEnd(sql, end, '\'', false)
+			}
+		} else if end == i+1 && c|0x20 == 'u' && end+1 < len(sql) && sql[end] == '&' && sql[end+1] == '\'' {
+			kind, end = tokConstant, quotedEnd(sql, end+1, '\'', false)
+		}
+	default:
+		// One byte of anything else: whitespace, an operator, a comma.
+	}
+	return kind, end
 }
 
 // lineCommentEnd is where a -- comment starting at i ends (its newline

@@ -25,7 +25,7 @@ type Rule struct {
 // Match says what a rule applies to. Every field given must hold (AND).
 type Match struct {
 	// Direction is client_to_server or server_to_client. It defaults from
-	// the other fields: sql and statement look at the client's messages,
+	// the other fields: sql, fingerprint and statement look at the client's messages,
 	// tag at the server's.
 	Direction string `json:"direction,omitempty" yaml:"direction,omitempty"`
 	// Message is one or more message types: query, parse, bind, execute,
@@ -36,6 +36,13 @@ type Match struct {
 	// unless SQLCaseSensitive.
 	SQL              string `json:"sql,omitempty" yaml:"sql,omitempty"`
 	SQLCaseSensitive bool   `json:"sql_case_sensitive,omitempty" yaml:"sql_case_sensitive,omitempty"`
+	// Fingerprint matches the same messages as SQL when the statement,
+	// with its constants replaced by $1, $2, ... (RedactSQL), is the
+	// fingerprint with its constants replaced the same way:
+	// "insert into t values ($1)" matches "insert into t values (7)" and
+	// the extended protocol's "insert into t values ($1)". Otherwise the
+	// text must be the same, letter case and whitespace included.
+	Fingerprint string `json:"fingerprint,omitempty" yaml:"fingerprint,omitempty"`
 	// Statement is one or more statement classes: begin, commit, rollback,
 	// prepare_transaction, commit_prepared, rollback_prepared, select,
 	// insert, update, delete, ddl, other.
@@ -61,6 +68,11 @@ type Action struct {
 	// slow_connect.
 	Type string `json:"type" yaml:"type"`
 	// When: before the matched message is forwarded (default) or after.
+	// For disconnect, also result: the statement goes to the server, which
+	// runs it, and the connection is cut when its result (CommandComplete,
+	// EmptyQueryResponse, PortalSuspended) comes back, in its place: the
+	// client never hears whether it happened. A statement the server fails
+	// on gets its ErrorResponse through, and nothing is cut.
 	When string `json:"when,omitempty" yaml:"when,omitempty"`
 	// Delay and Jitter for delay and slow_connect: the wait is Delay plus
 	// a uniform random part in [0, Jitter).
@@ -317,13 +329,13 @@ func compile(r Rule) (*compiledRule, error) {
 		return nil, fieldErr("match.direction", "%q: want client_to_server or server_to_client", m.Direction)
 	}
 	if c.event != EventNone {
-		if len(m.Message) > 0 || m.SQL != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Direction != "" {
-			return nil, fieldErr("match.event", "an event rule cannot also match messages (message, sql, statement, tag, tx_status, direction)")
+		if len(m.Message) > 0 || m.SQL != "" || m.Fingerprint != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Direction != "" {
+			return nil, fieldErr("match.event", "an event rule cannot also match messages (message, sql, fingerprint, statement, tag, tx_status, direction)")
 		}
 	}
 
 	if isToxic(r.Action.Type) {
-		if len(m.Message) > 0 || m.SQL != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Event != "" {
+		if len(m.Message) > 0 || m.SQL != "" || m.Fingerprint != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Event != "" {
 			return nil, fieldErr("match", "a byte-level toxic (%s) acts on a session's stream: it can match proxy, direction, user, database, application_name and client_cidr only", r.Action.Type)
 		}
 	} else if c.event == EventNone {
@@ -336,7 +348,8 @@ func compile(r Rule) (*compiledRule, error) {
 		}
 		if len(m.Message) == 0 {
 			switch {
-			case c.dir == ClientToServer && (m.SQL != "" || len(m.Statement) > 0):
+			case c.dir == ClientToServer && (m.SQL != "" || m.Fingerprint != "" || len(m.Statement) > 0 || r.Action.When == "result"):
+				// A result cut needs a statement, whose result it waits for.
 				c.types['Q'], c.types['E'] = true, true
 			case c.dir == ServerToClient && m.Tag != "":
 				c.types['C'] = true
@@ -348,6 +361,9 @@ func compile(r Rule) (*compiledRule, error) {
 		}
 		if m.SQL != "" && c.dir != ClientToServer {
 			return nil, fieldErr("match.sql", "sql matches the client's messages; direction is %s", c.dir)
+		}
+		if m.Fingerprint != "" && c.dir != ClientToServer {
+			return nil, fieldErr("match.fingerprint", "fingerprint matches the client's messages; direction is %s", c.dir)
 		}
 		if len(m.Statement) > 0 && c.dir != ClientToServer {
 			return nil, fieldErr("match.statement", "statement matches the client's messages; direction is %s", c.dir)
@@ -362,6 +378,12 @@ func compile(r Rule) (*compiledRule, error) {
 			return nil, fieldErr("match.sql", "%v", err)
 		}
 		c.sql = sm
+	}
+	if m.Fingerprint != "" {
+		if strings.TrimSpace(m.Fingerprint) == "" {
+			return nil, fieldErr("match.fingerprint", "is blank: give a statement, e.g. \"insert into t values ($1)\"")
+		}
+		c.fingerprint = compileFingerprint(m.Fingerprint)
 	}
 	for i, name := range m.Statement {
 		cl, ok := parseClass(name)
@@ -442,8 +464,10 @@ func compileAction(c *compiledRule, a Action) error {
 	case "", "before":
 	case "after":
 		c.after = true
+	case "result":
+		c.atResult = true
 	default:
-		return fieldErr("action.when", "%q: want before or after", a.When)
+		return fieldErr("action.when", "%q: want before, after or result", a.When)
 	}
 	switch c.event {
 	case EventConnect:
@@ -461,6 +485,11 @@ func compileAction(c *compiledRule, a Action) error {
 	}
 	if c.after && kind != ActDisconnect && kind != ActError {
 		return fieldErr("action.when", "\"after\" applies to disconnect and error only")
+	}
+	if c.atResult {
+		if err := checkAtResult(c, kind); err != nil {
+			return err
+		}
 	}
 	switch kind {
 	case ActDelay, ActSlowConnect:
@@ -520,6 +549,26 @@ func compileAction(c *compiledRule, a Action) error {
 	c.delay = time.Duration(a.Delay)
 	c.jitter = time.Duration(a.Jitter)
 	c.duration = time.Duration(a.Duration)
+	return nil
+}
+
+// checkAtResult refuses a when: result that has no result to cut at: the
+// proxy finds a statement's result by counting from the Query or Execute
+// that sent it, as error after does.
+func checkAtResult(c *compiledRule, kind ActionKind) error {
+	switch {
+	case kind != ActDisconnect:
+		return fieldErr("action.when", "\"result\" applies to disconnect only; error after already replaces the result")
+	case c.event != EventNone:
+		return fieldErr("action.when", "\"result\" cuts at a statement's result; a %s event has none", c.rule.Match.Event)
+	case c.dir != ClientToServer:
+		return fieldErr("action.when", "\"result\" cuts at the result of a client's statement; direction is %s (to cut at a server message, match it with when: before)", c.dir)
+	}
+	for t, want := range c.types {
+		if want && t != 'Q' && t != 'E' {
+			return fieldErr("match.message", "with when: result, match query and execute messages only: the cut waits for a statement's result")
+		}
+	}
 	return nil
 }
 

@@ -87,6 +87,22 @@ func TestCompileFieldErrors(t *testing.T) {
 		{"sql with a tag", Rule{Name: "r", Match: Match{Tag: "COMMIT", SQL: "x"}, Action: delay}, "match.sql"},
 		{"tag on client messages", Rule{Name: "r", Match: Match{Direction: "client_to_server", Tag: "COMMIT"}, Action: delay}, "match.tag"},
 		{"tag with a client message", Rule{Name: "r", Match: Match{Direction: "client_to_server", Message: StringList{"query"}, Tag: "COMMIT"}, Action: delay}, "match.tag"},
+
+		// Fingerprints.
+		{"blank fingerprint", Rule{Name: "r", Match: Match{Fingerprint: " \n\t"}, Action: delay}, "match.fingerprint"},
+		{"fingerprint on server messages", Rule{Name: "r", Match: Match{Direction: "server_to_client", Fingerprint: "commit"}, Action: delay}, "match.fingerprint"},
+		{"fingerprint with a tag", Rule{Name: "r", Match: Match{Tag: "COMMIT", Fingerprint: "commit"}, Action: delay}, "match.fingerprint"},
+		{"fingerprint with a server message", Rule{Name: "r", Match: Match{Message: StringList{"ready_for_query"}, Fingerprint: "commit"}, Action: delay}, "match.fingerprint"},
+		{"event with fingerprint", Rule{Name: "r", Match: Match{Event: "connect", Fingerprint: "commit"}, Action: Action{Type: "refuse"}}, "match.event"},
+		{"toxic with fingerprint", Rule{Name: "r", Match: Match{Fingerprint: "commit"}, Action: Action{Type: "latency", Attributes: map[string]any{"latency": 1}}}, "match"},
+
+		// when: result is a disconnect at a client statement's result.
+		{"error at result", Rule{Name: "r", Match: Match{Statement: StringList{"commit"}}, Action: Action{Type: "error", SQLState: "40001", When: "result"}}, "action.when"},
+		{"delay at result", Rule{Name: "r", Action: Action{Type: "delay", When: "result", Delay: ms}}, "action.when"},
+		{"result on a server message", Rule{Name: "r", Match: Match{Tag: "COMMIT"}, Action: Action{Type: "disconnect", When: "result"}}, "action.when"},
+		{"result on connect", Rule{Name: "r", Match: Match{Event: "connect"}, Action: Action{Type: "disconnect", When: "result"}}, "action.when"},
+		{"result on a sync", Rule{Name: "r", Match: Match{Message: StringList{"sync"}}, Action: Action{Type: "disconnect", When: "result"}}, "match.message"},
+		{"result on a parse", Rule{Name: "r", Match: Match{Message: StringList{"execute", "parse"}, SQL: "x"}, Action: Action{Type: "disconnect", When: "result"}}, "match.message"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
