@@ -41,8 +41,13 @@ type faultSession struct {
 	// through byte toxics (a read deadline does that for a plain socket).
 	wake chan struct{}
 
-	mu        sync.Mutex // guards view, overrides
-	view      faults.Session
+	mu   sync.Mutex // guards view, msg, overrides
+	view faults.Session
+	// msg is the message being decided. It lives here, not on decide's
+	// stack, because Decide may hand it to an Options.Observe: a message
+	// passed to a function value escapes, and would cost an allocation per
+	// message.
+	msg       faults.Message
 	overrides []override
 	// pending is len(overrides), read without the lock by the server pump
 	// to skip all of this when nothing is to change.
@@ -80,7 +85,8 @@ type overrideMode uint8
 
 const (
 	// replaceResult puts msg in place of the (skip+1)-th result of the
-	// response, then drops what follows until ReadyForQuery.
+	// response, then drops what follows until ReadyForQuery; with cut, the
+	// session is cut there instead.
 	replaceResult overrideMode = iota
 	// replaceError puts msg in place of the response's first
 	// ErrorResponse: the server's answer to failingBind.
@@ -112,6 +118,13 @@ type override struct {
 	fired    bool
 	// fatal: msg is a FATAL error, after which the session ends.
 	fatal bool
+	// cut: a disconnect at the result (when: result) — a FATAL without
+	// the message: the connections close where the result would have
+	// gone, as the rule's side and close say, and released is its rule's.
+	cut      bool
+	side     faults.Side
+	reset    bool
+	released <-chan struct{}
 }
 
 type hold struct {
@@ -271,7 +284,12 @@ func (fs *faultSession) decide(rs *faults.RuleSet, p *pump, typ byte, body []byt
 	if !rs.Wants(p.dir, typ) {
 		return faults.Verdict{}, false
 	}
-	m := faults.Message{Dir: p.dir, Type: typ}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	m := &fs.msg
+	*m = faults.Message{Dir: p.dir, Type: typ}
+	// Not kept past the decision: the message aliases the pump's buffer.
+	defer func() { *m = faults.Message{} }()
 	switch {
 	case p.dir == ClientToServer && typ == 'Q':
 		m.SQL = trimNul(body)
@@ -286,11 +304,9 @@ func (fs *faultSession) decide(rs *faults.RuleSet, p *pump, typ byte, body []byt
 	case p.dir == ServerToClient && typ == 'C':
 		m.Tag = trimNul(body)
 	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
 	fs.view.TxStatus = byte(fs.sess.TxStatus())
 	fs.view.ApplicationName = fs.sess.ApplicationName()
-	return rs.Decide(&fs.view, &m)
+	return rs.Decide(&fs.view, m)
 }
 
 // toxics returns the byte toxics that apply to direction d of the session
@@ -384,6 +400,7 @@ const (
 	stopDrop             // the message goes nowhere
 	stopReplace          // the message is replaced by msg
 	stopReady            // a ReadyForQuery that ends a changed response
+	stopCut              // a result a disconnect at the result cuts in place of
 )
 
 type stop struct {
@@ -393,6 +410,11 @@ type stop struct {
 	total, have int
 	msg         []byte
 	fatal       bool // msg is a FATAL error: the session ends after it
+	// stopCut: which side to cut, how, and the rule's release (for what a
+	// one-sided cut leaves open).
+	side     faults.Side
+	reset    bool
+	released <-chan struct{}
 }
 
 // faultPump is one pump's side of the fault path.
@@ -418,9 +440,9 @@ func (fp *faultPump) wants(d Direction, typ byte) bool {
 func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) bool {
 	st := stop{typ: typ, total: total, have: have}
 	if fp.dir == ServerToClient && fp.fs.pending.Load() > 0 {
-		if k, msg, fatal := fp.fs.changeResponse(p, typ); k != stopNone {
-			st.kind, st.msg, st.fatal = k, msg, fatal
-			fp.st = st
+		if ch := fp.fs.changeResponse(p, typ); ch.kind != stopNone {
+			ch.typ, ch.total, ch.have = typ, total, have
+			fp.st = ch
 			return true
 		}
 	}
@@ -433,8 +455,9 @@ func (fp *faultPump) stopAt(p *pump, typ byte, body []byte, total, have int) boo
 }
 
 // changeResponse applies the overrides of the response the server pump is
-// in to one of its messages.
-func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte, bool) {
+// in to one of its messages: what to do instead of forwarding it (kind
+// stopNone: forward it).
+func (fs *faultSession) changeResponse(p *pump, typ byte) stop {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	current := p.syncs + 1
@@ -445,51 +468,56 @@ func (fs *faultSession) changeResponse(p *pump, typ byte) (stopKind, []byte, boo
 		}
 		if typ == 'Z' {
 			fired := o.fired
-			msg := o.msg
+			msg, fatal := o.msg, o.fatal
 			fs.dropOverride(i)
 			switch {
 			case o.mode == replaceResult && !fired:
-				return stopNone, nil, false // the response ended before the result came
+				return stop{} // the response ended before the result came
 			case o.mode == replaceResult:
 				// Already sent in place of the result; the client was told
 				// the statement failed, so a transaction block has too.
-				return stopReady, nil, false
+				return stop{kind: stopReady}
 			case fired:
-				return stopNone, nil, false // the server failed: its status stands
+				return stop{} // the server failed: its status stands
 			}
 			// The server did not fail on failingBind (it cannot happen
 			// short of a statement of that name): tell the client anyway.
-			return stopReady, msg, o.fatal
+			return stop{kind: stopReady, msg: msg, fatal: fatal}
 		}
 		if o.mode == replaceError {
 			if typ == 'E' && !o.fired {
 				o.fired = true
-				return stopReplace, o.msg, o.fatal
+				return stop{kind: stopReplace, msg: o.msg, fatal: o.fatal}
 			}
 			continue
 		}
 		if o.fired {
 			switch typ {
 			case 'N', 'A', 'S': // asynchronous messages still reach the client
-				return stopNone, nil, false
+				return stop{}
 			}
-			return stopDrop, nil, false
+			return stop{kind: stopDrop}
 		}
 		switch typ {
 		case 'C', 'I', 's':
 			if p.completions == o.skip {
 				o.fired = true
-				return stopReplace, o.msg, o.fatal
+				if o.cut {
+					// The session ends here; the override goes with it.
+					return stop{kind: stopCut, side: o.side, reset: o.reset, released: o.released}
+				}
+				return stop{kind: stopReplace, msg: o.msg, fatal: o.fatal}
 			}
 		case 'E':
 			if p.completions == o.skip {
-				// The server failed the statement itself: nothing to fake.
+				// The server failed the statement itself: nothing to fake,
+				// and nothing in doubt to cut at.
 				fs.dropOverride(i)
-				return stopNone, nil, false
+				return stop{}
 			}
 		}
 	}
-	return stopNone, nil, false
+	return stop{}
 }
 
 func (fs *faultSession) dropOverride(i int) {
@@ -533,6 +561,10 @@ func (fp *faultPump) act(p *pump) (bool, error) {
 		}
 		p.setReadyStatusAfterError()
 		p.forwardMessage(st)
+	case stopCut:
+		// Everything before the result is written; the result is not.
+		fp.fs.disconnect(st.side, st.reset, st.released)
+		return false, errFaultDisconnect
 	case stopVerdict:
 		again, err := fp.execute(p, st)
 		signal(fp.fs.calm)
@@ -611,6 +643,19 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		fs.partition.CompareAndSwap(h, nil)
 		p.forwardMessage(st)
 	case faults.ActDisconnect:
+		if v.AtResult && fp.dir == ClientToServer {
+			// The server runs the statement; the server pump cuts the
+			// session where its result comes back (changeResponse), as
+			// error after puts its error there.
+			skip := 0
+			if st.typ == 'E' {
+				skip = p.executes
+			}
+			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip,
+				cut: true, side: v.Side, reset: v.Reset, released: v.Released})
+			p.forwardMessage(st)
+			break
+		}
 		if v.After {
 			p.forwardMessage(st)
 			if _, err := p.dst.Write(p.buf[p.start:p.out]); err != nil {

@@ -63,7 +63,12 @@ type Config struct {
 	Seed int64 `yaml:"seed"`
 	// LogSQL is how fired events and log lines show SQL: "redacted" (the
 	// default: constants replaced by $1, $2, ...) or "full".
-	LogSQL    string `yaml:"log_sql"`
+	LogSQL string `yaml:"log_sql"`
+	// Observe, when set, hears every session's statements and the ends of
+	// their responses, on every proxy (faults.Options.Observe says what and
+	// how): for a program that runs pgchaos in-process, such as explore,
+	// which learns a workload's statements from it. Not in the file.
+	Observe   func(proxy string, s *faults.Session, m *faults.Message) `yaml:"-"`
 	ruleLines []int
 }
 
