@@ -127,6 +127,7 @@ var pgAttrs = []pgAttr{
 	{"message", func(r *faults.Rule) any { return &r.Match.Message }},
 	{"sql", func(r *faults.Rule) any { return &r.Match.SQL }},
 	{"sql_case_sensitive", func(r *faults.Rule) any { return &r.Match.SQLCaseSensitive }},
+	{"fingerprint", func(r *faults.Rule) any { return &r.Match.Fingerprint }},
 	{"statement", func(r *faults.Rule) any { return &r.Match.Statement }},
 	{"tag", func(r *faults.Rule) any { return &r.Match.Tag }},
 	{"tx_status", func(r *faults.Rule) any { return &r.Match.TxStatus }},

@@ -139,6 +139,8 @@ func TestFaultAddFlagsReachTheRule(t *testing.T) {
 				Limits: faults.Limits{Probability: p(0.25), Skip: 2, Times: 5, OncePerSession: true, Expires: faults.Duration(time.Minute)}}},
 		{[]string{"--name", "cut", "--tag", "PREPARE TRANSACTION", "--action", "disconnect", "--side", "client", "--close", "rst"},
 			faults.Rule{Name: "cut", Match: faults.Match{Tag: "PREPARE TRANSACTION"}, Action: faults.Action{Type: "disconnect", Side: "client", Close: "rst"}}},
+		{[]string{"--name", "in-doubt", "--fingerprint", "insert into t values ($1)", "--action", "disconnect", "--when", "result", "--close", "rst"},
+			faults.Rule{Name: "in-doubt", Match: faults.Match{Fingerprint: "insert into t values ($1)"}, Action: faults.Action{Type: "disconnect", When: "result", Close: "rst"}}},
 		{[]string{"--name", "slow", "--sql", "x", "--action", "delay", "--delay", "50ms", "--jitter", "10ms"},
 			faults.Rule{Name: "slow", Match: faults.Match{SQL: "x"}, Action: faults.Action{Type: "delay", Delay: ms(50), Jitter: ms(10)}}},
 		{[]string{"--name", "freeze", "--statement", "commit", "--action", "hang", "--duration", "2s"},
