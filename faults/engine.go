@@ -144,10 +144,11 @@ type RuleSet struct {
 }
 
 // observed are the messages an Options.Observe hears: a session's
-// statements and how each response to them ends.
+// statements and the Syncs that end their batches, and how each response
+// to them ends.
 var observed = [2][256]bool{
-	ClientToServer: {'Q': true, 'E': true},
-	ServerToClient: {'C': true, 'I': true, 'E': true, 'Z': true},
+	ClientToServer: {'Q': true, 'E': true, 'S': true},
+	ServerToClient: {'C': true, 'I': true, 's': true, 'E': true, 'Z': true},
 }
 
 // Empty reports whether no rule applies and nothing observes: the proxy's
@@ -371,9 +372,9 @@ type Options struct {
 	// their responses, on every proxy, rules or no rules: the client's
 	// Query and Execute messages (m.SQL: the query's text, or the SQL of
 	// the statement the Execute runs, nil if pgchaos does not know it) and
-	// the server's CommandComplete (m.Tag), EmptyQueryResponse,
-	// ErrorResponse and ReadyForQuery, in the order each direction carries
-	// them. It is called by Decide before any rule is matched, so those
+	// Syncs, and the server's CommandComplete (m.Tag), EmptyQueryResponse,
+	// PortalSuspended, ErrorResponse and ReadyForQuery, in the order each
+	// direction carries them. It is called by Decide before any rule is matched, so those
 	// messages take the proxy's fault path (still on its event loops: no
 	// goroutine is woken for them); nothing else is passed to it.
 	//

@@ -29,7 +29,7 @@ func TestObserve(t *testing.T) {
 	for _, w := range []struct {
 		d Direction
 		t byte
-	}{{ClientToServer, 'Q'}, {ClientToServer, 'E'}, {ServerToClient, 'C'}, {ServerToClient, 'I'}, {ServerToClient, 'E'}, {ServerToClient, 'Z'}} {
+	}{{ClientToServer, 'Q'}, {ClientToServer, 'E'}, {ClientToServer, 'S'}, {ServerToClient, 'C'}, {ServerToClient, 'I'}, {ServerToClient, 's'}, {ServerToClient, 'E'}, {ServerToClient, 'Z'}} {
 		if !rs.Wants(w.d, w.t) {
 			t.Errorf("with no rules, the snapshot does not want %v %q", w.d, w.t)
 		}
@@ -37,7 +37,7 @@ func TestObserve(t *testing.T) {
 	for _, w := range []struct {
 		d Direction
 		t byte
-	}{{ClientToServer, 'P'}, {ClientToServer, 'S'}, {ServerToClient, 'D'}, {ServerToClient, 'T'}} {
+	}{{ClientToServer, 'P'}, {ClientToServer, 'B'}, {ServerToClient, 'D'}, {ServerToClient, 'T'}} {
 		if rs.Wants(w.d, w.t) {
 			t.Errorf("with no rules, the snapshot wants %v %q", w.d, w.t)
 		}

@@ -91,8 +91,8 @@ func TestObserve(t *testing.T) {
 		"ready I", // the end of the startup phase
 		"simple I SELECT 1", "tag SELECT 1", "ready I",
 		"simple I BEGIN", "tag BEGIN", "ready T", // a ReadyForQuery's own status
-		"ready T", // the INSERT's Parse/Describe/Sync: no statement runs
-		"extended T INSERT INTO " + table + " VALUES ($1)", "tag INSERT 0 1", "ready T",
+		"client_to_server S", "ready T", // the INSERT's Parse/Describe/Sync: no statement runs
+		"extended T INSERT INTO " + table + " VALUES ($1)", "client_to_server S", "tag INSERT 0 1", "ready T",
 		"simple T COMMIT", "tag COMMIT", "ready I",
 	}
 	for i := range want {
