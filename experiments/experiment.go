@@ -27,7 +27,8 @@ type Experiment struct {
 	// running pgchaos's control API.
 	Proxies []Proxy
 	// Setup steps run once, in order, before the workloads start. Each has
-	// a *RunSQL or *RunCommand action.
+	// a *RunSQL, *RunCommand or *Inject action (a fault in place before
+	// the workloads' first statement).
 	Setup       []Step
 	Workloads   []Workload
 	SteadyState SteadyState
@@ -44,7 +45,80 @@ type Experiment struct {
 	// FaultFired, true unless the file says fault_fired: false, adds a
 	// fault_fired verifier for every injected rule.
 	FaultFired bool
+	// Explore configures pgchaos explore; nil when the file has no
+	// explore section.
+	Explore *Explore
 }
+
+// Fault kinds pgchaos explore tries at each fault point.
+const (
+	// KindCutAfter: the server runs the statement and the connection is
+	// cut as its result comes back: the client never hears it (in doubt).
+	KindCutAfter = "cut_after"
+	// KindCutBefore: the connection is cut before the statement reaches
+	// the server.
+	KindCutBefore = "cut_before"
+	// KindErrorAfter: the server runs the statement and the client is
+	// told it failed, with each of Explore.SQLStatesAfter.
+	KindErrorAfter = "error_after"
+	// KindErrorBefore: the server never runs it; the client gets an error
+	// with each of Explore.SQLStatesBefore.
+	KindErrorBefore = "error_before"
+	// KindHang: the statement is never answered, until the trial ends.
+	KindHang = "hang"
+	// KindDelay: the statement waits Explore.Delay, then goes on.
+	KindDelay = "delay"
+	// KindRefuse: a connection is refused (closed at once) — a point of
+	// its own, per connection.
+	KindRefuse = "refuse"
+	// KindIdleCut: an idle session is cut between transactions, right
+	// after the server said it is idle — a point of its own.
+	KindIdleCut = "idle_cut"
+)
+
+// ExploreKinds are every fault kind, in the order explore tries them:
+// in-doubt moments first, then errors, then connection faults and delays.
+var ExploreKinds = []string{KindCutAfter, KindCutBefore, KindErrorAfter, KindErrorBefore,
+	KindRefuse, KindIdleCut, KindHang, KindDelay}
+
+// Explore is what pgchaos explore tries: each fault kind at each fault
+// point the clean run shows, one per trial.
+type Explore struct {
+	// Proxy is the in-process proxy whose statements are the fault points
+	// (default: the only one the workloads go through).
+	Proxy string
+	// Kinds are the fault kinds to try (default ExploreKinds).
+	Kinds []string
+	// SQLStatesBefore are error_before's SQLSTATEs (default 40001, 40P01,
+	// 57P01 as FATAL, 08006) and SQLStatesAfter error_after's (default
+	// 40001: the lie that invites a retry).
+	SQLStatesBefore []string
+	SQLStatesAfter  []string
+	// Delay is the delay kind's wait (default 1s).
+	Delay Duration
+	// Deadline bounds each run of the workloads: one still running then
+	// broke liveness (default 15s).
+	Deadline Duration
+	// Occurrences: how many occurrences of each point are tried, from the
+	// first (default 1).
+	Occurrences int
+	// Budget bounds the whole exploration (default 10m); trials not
+	// started by then are reported as skipped.
+	Budget Duration
+	Pos    Pos
+}
+
+// Defaults of an explore section.
+var (
+	DefaultSQLStatesBefore = []string{"40001", "40P01", "57P01", "08006"}
+	DefaultSQLStatesAfter  = []string{"40001"}
+)
+
+const (
+	DefaultExploreDelay    = Duration(time.Second)
+	DefaultExploreDeadline = Duration(15 * time.Second)
+	DefaultExploreBudget   = Duration(10 * time.Minute)
+)
 
 // Pos is where something is written in the experiment's file.
 type Pos struct {
@@ -299,7 +373,7 @@ type Step struct {
 
 // Action is what a step does: *Inject, *Remove, *Wait, *RunSQL,
 // *RunCommand, *KillSessions, *SwitchUpstream, *PauseWorkload,
-// *ResumeWorkload, *ResolvePrepared, or a drill step on an embedded
+// *ResumeWorkload, *WaitWorkloads, *ResolvePrepared, or a drill step on an embedded
 // node: *Crash, *Start, *Promote, *Rewind, *WaitFor, *PauseReplay,
 // *ResumeReplay, *BaseBackup, *RestorePoint or *Restore; or *PgBouncer.
 type Action interface {
@@ -343,6 +417,15 @@ type PauseWorkload struct{ Workload string }
 
 // ResumeWorkload resumes a paused workload.
 type ResumeWorkload struct{ Workload string }
+
+// WaitWorkloads waits until Workloads (default: every workload) have
+// finished — an exec's command exited, a workload's duration ran out —
+// and fails after Timeout: an application that does not finish in time
+// is not live.
+type WaitWorkloads struct {
+	Workloads []string
+	Timeout   Duration
+}
 
 // Policies for resolving prepared transactions.
 const (
@@ -442,6 +525,7 @@ func (*SwitchUpstream) Kind() string  { return "switch_upstream" }
 func (*PauseWorkload) Kind() string   { return "pause_workload" }
 func (*ResumeWorkload) Kind() string  { return "resume_workload" }
 func (*ResolvePrepared) Kind() string { return "resolve_prepared" }
+func (*WaitWorkloads) Kind() string   { return "wait_workloads" }
 
 // Recovery is the phase after the method: every fault is removed and the
 // steady state must hold again within Deadline (default 60s).

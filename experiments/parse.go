@@ -25,7 +25,7 @@ import (
 // goes through them.
 func sections() []string {
 	return []string{"name", "description", "tags", "target", "proxies", "setup", "workloads",
-		"steady_state", "method", "recovery", "verify", "rollbacks", "fault_fired"}
+		"steady_state", "method", "recovery", "verify", "rollbacks", "fault_fired", "explore"}
 }
 
 // Defaults filled in by Parse.
@@ -278,8 +278,9 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 			d.errAt(d.replVia, d.replViaPath, "proxy %q must be started in-process with upstream: primary (the standbys stream from the primary through it)", em.ReplicationVia)
 		}
 	}
+	setup := &stepList{active: map[[2]string]int{}}
 	for i, item := range d.list(o.get("setup"), "setup") {
-		e.Setup = append(e.Setup, d.setupStep(item, index("setup", i)))
+		e.Setup = append(e.Setup, d.setupStep(item, index("setup", i), r, setup))
 	}
 	if n := o.get("workloads"); n != nil {
 		e.Workloads = d.workloads(n, "workloads", r)
@@ -304,6 +305,9 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 	e.Rollbacks = d.steps(o.get("rollbacks"), "rollbacks", r, false)
 	o.boolean("fault_fired", &e.FaultFired)
 	e.Verify = d.verifiers(o.get("verify"), "verify", r, methodRules)
+	if n := o.get("explore"); n != nil {
+		e.Explore = d.explore(n, "explore", e, r)
+	}
 	if e.FaultFired {
 		explicit, disabled := map[string]bool{}, map[string]bool{}
 		for _, st := range e.Method {
@@ -582,13 +586,24 @@ func (d *decoder) proxies(n *yaml.Node, path string, r *refs) []Proxy {
 	return out
 }
 
-// setupStep reads {sql, dsn} or {exec, timeout}.
-func (d *decoder) setupStep(n *yaml.Node, path string) Step {
+// setupStep reads {sql, dsn}, {exec, timeout} or {inject}.
+func (d *decoder) setupStep(n *yaml.Node, path string, r *refs, l *stepList) Step {
 	s := Step{Pos: posOf(deref(n))}
 	o := d.object(n, path)
 	o.str("name", &s.Name)
-	hasSQL, hasExec := o.has("sql"), o.has("exec")
+	hasSQL, hasExec, hasInject := o.has("sql"), o.has("exec"), o.has("inject")
 	switch {
+	case hasInject && (hasSQL || hasExec):
+		o.know("sql")
+		o.know("exec")
+		o.know("inject")
+		d.errAt(o.keyNode("inject"), o.at("inject"), "a setup step does one thing (split it into two steps)")
+	case hasInject:
+		// A fault in place before the workloads send their first
+		// statement; recovery removes it, as a method's.
+		s.Action = d.inject(o.get("inject"), o.at("inject"), o, r, l)
+		o.elsewhere["dsn"] = "applies to sql steps"
+		o.elsewhere["timeout"] = "applies to exec steps"
 	case hasSQL && hasExec:
 		d.errAt(o.keyNode("exec"), o.at("exec"), "a setup step runs sql or exec, not both (split it into two steps)")
 	case hasSQL:
@@ -606,9 +621,10 @@ func (d *decoder) setupStep(n *yaml.Node, path string) Step {
 	default:
 		o.know("sql")
 		o.know("exec")
+		o.know("inject")
 		o.know("dsn")
 		o.know("timeout")
-		d.errAt(o.node, path, "want sql (with an optional dsn) or exec (with an optional timeout)")
+		d.errAt(o.node, path, "want sql (with an optional dsn), exec (with an optional timeout) or inject")
 	}
 	o.done()
 	return s

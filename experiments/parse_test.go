@@ -226,7 +226,7 @@ method:
 `,
 			want: []string{
 				`exp.yaml:5:3: method[0].sql: a step does one thing and this one does wait already (split it into two steps)`,
-				`exp.yaml:6:3: method[1]: want one action: inject, remove, wait, sql, exec, kill_sessions, switch_upstream, pause_workload, resume_workload, resolve_prepared, crash, start, promote, rewind, wait_for, pause_replay, resume_replay, base_backup, restore_point, restore, pgbouncer`,
+				`exp.yaml:6:3: method[1]: want one action: inject, remove, wait, sql, exec, kill_sessions, switch_upstream, pause_workload, resume_workload, wait_workloads, resolve_prepared, crash, start, promote, rewind, wait_for, pause_replay, resume_replay, base_backup, restore_point, restore, pgbouncer`,
 			},
 		},
 		{

@@ -10,7 +10,7 @@ import (
 
 // actionKinds are the keys that make a step's action, one per step.
 var actionKinds = []string{"inject", "remove", "wait", "sql", "exec", "kill_sessions", "switch_upstream",
-	"pause_workload", "resume_workload", "resolve_prepared",
+	"pause_workload", "resume_workload", "wait_workloads", "resolve_prepared",
 	"crash", "start", "promote", "rewind", "wait_for", "pause_replay", "resume_replay",
 	"base_backup", "restore_point", "restore", "pgbouncer"}
 
@@ -177,6 +177,26 @@ func (d *decoder) action(kind string, step *object, r *refs, l *stepList) Action
 			return &PauseWorkload{Workload: name}
 		}
 		return &ResumeWorkload{Workload: name}
+	case "wait_workloads":
+		a := &WaitWorkloads{Timeout: DefaultDeadline}
+		if !l.method {
+			d.errAt(step.keyNode(kind), at, "applies to method steps: rollbacks run after the workloads have stopped")
+		}
+		o := d.object(n, at)
+		if wn := o.get("workloads"); wn != nil {
+			for i, item := range d.list(wn, o.at("workloads")) {
+				p := index(o.at("workloads"), i)
+				if name, ok := d.str(item, p); ok {
+					d.workloadRef(item, p, name, r)
+					a.Workloads = append(a.Workloads, name)
+				}
+			}
+		} else if len(r.loadList) == 0 {
+			d.errAt(step.keyNode(kind), at, "there are no workloads to wait for")
+		}
+		o.positive("timeout", &a.Timeout)
+		o.done()
+		return a
 	case "resolve_prepared":
 		a := &ResolvePrepared{}
 		o := d.object(n, at)

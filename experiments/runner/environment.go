@@ -173,7 +173,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 // address of the first proxy.
 func (env *environment) startProxies(opts Options, proxies []server.ProxyConfig) (string, error) {
 	if env.srv == nil {
-		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: proxies, Seed: opts.Seed}, opts.Logger)
+		srv, err := server.Start(server.Config{API: "127.0.0.1:0", Proxies: proxies, Seed: opts.Seed, Observe: opts.Observe}, opts.Logger)
 		if err != nil {
 			return "", fmt.Errorf("start the proxies: %w", err)
 		}

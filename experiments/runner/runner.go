@@ -19,6 +19,7 @@ import (
 	"github.com/pgchaos/pgchaos/experiments/history"
 	"github.com/pgchaos/pgchaos/experiments/verify"
 	"github.com/pgchaos/pgchaos/experiments/workload"
+	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
@@ -52,6 +53,10 @@ type Options struct {
 	// API secures the clients of remote proxies' control APIs: their
 	// bearer token, the roots that verify an https API.
 	API []control.ClientOption
+	// Observe hears the statements, results and ReadyForQuery messages of
+	// the in-process proxies (faults.Options.Observe): pgchaos explore
+	// learns the fault points from it.
+	Observe func(proxy string, s *faults.Session, m *faults.Message)
 }
 
 // StepResult is what one step did.
@@ -146,7 +151,9 @@ type run struct {
 	healing   int
 	healed    *sync.Cond
 	workloads map[string]workload.Workload
-	started   time.Time
+	// finished is closed, per workload, when its Run returns.
+	finished map[string]chan struct{}
+	started  time.Time
 	// methodEnd is when the method ended and recovery began.
 	methodEnd time.Time
 	// startTimeline is the serving node's timeline when the method
@@ -235,6 +242,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		windows:   map[string]*FaultWindow{},
 		points:    map[string]verify.Window{},
 		workloads: map[string]workload.Workload{},
+		finished:  map[string]chan struct{}{},
 		started:   time.Now(),
 	}
 	r.healed = sync.NewCond(&r.mu)
@@ -264,10 +272,11 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	}
 	runCtx, stopWorkloads := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for _, w := range r.workloads {
+	for name, w := range r.workloads {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(r.finished[name])
 			if err := w.Run(runCtx); err != nil && runCtx.Err() == nil {
 				r.logf("workload %s: %v", w.Name(), err)
 			}
@@ -370,6 +379,7 @@ func (r *run) setup(ctx context.Context) error {
 			return fmt.Errorf("workload %s: setup: %w", spec.Name, err)
 		}
 		r.workloads[spec.Name] = w
+		r.finished[spec.Name] = make(chan struct{})
 	}
 	return nil
 }

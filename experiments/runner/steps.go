@@ -276,6 +276,8 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 		return map[string]int{"killed": n}, err
 	case *experiments.SwitchUpstream:
 		return nil, env.switchUpstream(a)
+	case *experiments.WaitWorkloads:
+		return nil, r.waitWorkloads(ctx, a)
 	case *experiments.PauseWorkload:
 		r.workloads[a.Workload].Pause()
 		return nil, nil
@@ -486,11 +488,14 @@ func (r *run) healAll(ctx context.Context) {
 	r.mu.Unlock()
 }
 
-// ruleOf finds an injected rule by name.
+// ruleOf finds an injected rule by name, in the setup (a fault armed
+// before the workloads start) or the method.
 func (r *run) ruleOf(name string) (rule experiments.Inject) {
-	for _, st := range r.exp.Method {
-		if in, ok := st.Action.(*experiments.Inject); ok && in.Rule.Name == name {
-			return *in
+	for _, steps := range [][]experiments.Step{r.exp.Setup, r.exp.Method} {
+		for _, st := range steps {
+			if in, ok := st.Action.(*experiments.Inject); ok && in.Rule.Name == name {
+				return *in
+			}
 		}
 	}
 	return rule
@@ -615,4 +620,27 @@ func number(v any) (float64, bool) {
 		return n, true
 	}
 	return 0, false
+}
+
+// waitWorkloads waits for workloads to finish on their own. One still
+// running after the timeout is not live: the step fails, naming it.
+func (r *run) waitWorkloads(ctx context.Context, a *experiments.WaitWorkloads) error {
+	names := a.Workloads
+	if len(names) == 0 {
+		for _, w := range r.exp.Workloads {
+			names = append(names, w.Name)
+		}
+	}
+	timer := time.NewTimer(time.Duration(a.Timeout))
+	defer timer.Stop()
+	for _, name := range names {
+		select {
+		case <-r.finished[name]:
+		case <-timer.C:
+			return fmt.Errorf("workload %s did not finish within %s", name, a.Timeout)
+		case <-ctx.Done():
+			return nil // the run says it was interrupted
+		}
+	}
+	return nil
 }

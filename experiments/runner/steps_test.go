@@ -530,3 +530,54 @@ setup:
 		})
 	}
 }
+
+// A rule injected in setup is in place before the workload's first
+// statement, counts like a method's, and goes at recovery; wait_workloads
+// waits for a command to finish, and fails naming one that does not.
+func TestSetupInjectAndWaitWorkloads(t *testing.T) {
+	dsn := newDB(t)
+	res := runFile(t, `name: armed
+target: {dsn: "${var:dsn}"}
+proxies: [{name: pg, upstream: target}]
+setup:
+  - sql: CREATE TABLE marks (n int)
+  - inject: {rule: {name: first-insert, match: {sql: "INSERT INTO marks"}, action: {type: error, sqlstate: "40001"}, limits: {times: 1}}}
+workloads:
+  - name: app
+    type: exec
+    through: pg
+    command: |
+      psql "$PGCHAOS_DSN" -qX -c "INSERT INTO marks VALUES (1)"
+      sleep 0.3
+      psql "$PGCHAOS_DSN" -qX -c "INSERT INTO marks VALUES (2)"
+method:
+  - {name: app finishes, wait_workloads: {timeout: 20s}}
+verify:
+  - {type: sql, sql: "SELECT string_agg(n::text, ',') FROM marks", expect: {equals: "2"}}
+`, map[string]string{"dsn": dsn})
+	wantPass(t, res)
+	if w := step(t, res.Steps, "app finishes"); w.End.Sub(w.Start) < 300*time.Millisecond || w.End.Sub(w.Start) > 15*time.Second {
+		t.Errorf("wait_workloads took %v: want the command's time (over 0.3s)", w.End.Sub(w.Start))
+	}
+	if len(res.FaultWindows) != 1 || res.FaultWindows[0].Fired != 1 {
+		t.Errorf("fault windows %+v: want first-insert, fired once", res.FaultWindows)
+	}
+	if res.Operations["ok"] != 1 {
+		t.Errorf("operations %v: want the command's one, ok", res.Operations)
+	}
+
+	res = runFile(t, `name: stuck
+target: {dsn: "${var:dsn}"}
+workloads:
+  - {name: quick, type: exec, command: "true"}
+  - {name: stuck, type: exec, command: "sleep 60"}
+method:
+  - {name: both finish, wait_workloads: {timeout: 700ms}}
+`, map[string]string{"dsn": dsn})
+	if res.Pass || res.Phase != "method" {
+		t.Fatalf("pass %v, phase %s: want the method to fail", res.Pass, res.Phase)
+	}
+	if w := step(t, res.Steps, "both finish"); w.Error != "workload stuck did not finish within 700ms" {
+		t.Errorf("wait_workloads error %q", w.Error)
+	}
+}
