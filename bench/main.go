@@ -3,6 +3,7 @@
 //	go run ./bench [flags]          throughput, CPU, rules and delays (below)
 //	go run ./bench memory [flags]   memory per session and idle wake-ups (memory.go)
 //	go run ./bench soak [flags]     a fault a second for minutes: leaks, errors, release (soak.go)
+//	go run ./bench explore [flags]  pgchaos explore of a ten-statement application: trials per minute (explore.go)
 //
 // The throughput mode measures what putting pgchaos (with no faults
 // injected) between pgbench and PostgreSQL costs, next to PgBouncer and,
@@ -254,6 +255,9 @@ func parseArgs(args []string) (func(context.Context) error, error) {
 		case "memory":
 			cfg, err := parseMemoryFlags(args[1:])
 			return func(ctx context.Context) error { return runMemory(ctx, cfg, os.Stdout) }, err
+		case "explore":
+			cfg, err := parseExploreFlags(args[1:])
+			return func(ctx context.Context) error { return runExplore(ctx, cfg, os.Stdout) }, err
 		}
 	}
 	cfg, err := parseFlags(args)

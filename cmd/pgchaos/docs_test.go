@@ -55,6 +55,14 @@ func TestDRDocs(t *testing.T) {
 	}
 }
 
+// TestExploreDocs runs every command of docs/explore.md in order: the
+// application explored, broken and fixed twice, with what each run finds.
+func TestExploreDocs(t *testing.T) {
+	if err := runDocCommands(t, "../../docs/explore.md"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // errPortLost: a port the docs' commands were given was taken by another
 // process before pgchaos could bind it.
 var errPortLost = errors.New("a free port was taken by another process")

@@ -34,6 +34,7 @@ Usage:
   pgchaos events
   pgchaos validate EXPERIMENT.yaml... [--var KEY=VALUE]...
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
+  pgchaos explore EXPERIMENT.yaml [--budget 10m] [--report-dir DIR] [--parallel N]
   pgchaos demo [NAME | --list]
   pgchaos version
 
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runEvents(args[1:], stdout, stderr)
 	case "run":
 		err = runRun(args[1:], stdout, stderr)
+	case "explore":
+		err = runExplore(args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(args[1:], stdout, stderr)
 	case "validate":

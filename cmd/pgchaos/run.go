@@ -57,13 +57,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if flags.NArg() != 1 {
 		return errUsage{errors.New("run: give one experiment file")}
 	}
-	vars := map[string]string{}
-	for _, kv := range *varFlags {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return errUsage{fmt.Errorf("run: --var %q: want KEY=VALUE", kv)}
-		}
-		vars[k] = v
+	vars, err := parseVars("run", *varFlags)
+	if err != nil {
+		return err
 	}
 	exp, err := experiments.ParseFile(flags.Arg(0), vars, os.LookupEnv)
 	if err != nil {
@@ -85,6 +81,19 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
 		*jsonOut, *junit, *markdown, stdout, stderr)
+}
+
+// parseVars reads the --var flags of a command.
+func parseVars(cmd string, flags []string) (map[string]string, error) {
+	vars := map[string]string{}
+	for _, kv := range flags {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, errUsage{fmt.Errorf("%s: --var %q: want KEY=VALUE", cmd, kv)}
+		}
+		vars[k] = v
+	}
+	return vars, nil
 }
 
 func logger(w io.Writer, verbose bool) *slog.Logger {
