@@ -363,27 +363,22 @@ func (e *explorer) dropTrial(ctx context.Context, db string) {
 }
 
 func rollbackPrepared(ctx context.Context, dsn string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
-	if err != nil {
-		return err
-	}
-	gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
-	for _, gid := range gids {
-		if _, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid)); err != nil {
+	return withConn(ctx, dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, gid := range gids {
+			if _, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -493,6 +488,14 @@ func judging(all []experiments.Verifier) (keep []experiments.Verifier, dropped [
 }
 
 func execSQL(ctx context.Context, dsn, sql string) error {
+	return withConn(ctx, dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql)
+		return err
+	})
+}
+
+// withConn runs f on a connection to dsn, within a minute.
+func withConn(ctx context.Context, dsn string, f func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -500,8 +503,7 @@ func execSQL(ctx context.Context, dsn, sql string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, sql)
-	return err
+	return f(ctx, conn)
 }
 
 // judge fills c from its trial.

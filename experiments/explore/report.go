@@ -2,7 +2,6 @@ package explore
 
 import (
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"html/template"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
+	"github.com/pgchaos/pgchaos/internal/junit"
 )
 
 // Files a report directory holds.
@@ -202,44 +202,12 @@ func (r *Report) summaryLine() string {
 func mdCode(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "`", "'"), "|", "\\|") }
 func mdCell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name      string      `xml:"name,attr"`
-	Tests     int         `xml:"tests,attr"`
-	Failures  int         `xml:"failures,attr"`
-	Errors    int         `xml:"errors,attr"`
-	Skipped   int         `xml:"skipped,attr"`
-	Time      string      `xml:"time,attr"`
-	Timestamp string      `xml:"timestamp,attr"`
-	Cases     []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Class   string        `xml:"classname,attr"`
-	Name    string        `xml:"name,attr"`
-	Time    string        `xml:"time,attr"`
-	Failure *junitMessage `xml:"failure,omitempty"`
-	Error   *junitMessage `xml:"error,omitempty"`
-	Skipped *junitMessage `xml:"skipped,omitempty"`
-}
-
-type junitMessage struct {
-	Message string `xml:"message,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // JUnit renders a test case per cell: broke is a failure, error an error,
 // not reached and skipped are skipped — never passes.
 func JUnit(r *Report) ([]byte, error) {
-	s := junitSuite{Name: "pgchaos explore: " + r.Experiment, Timestamp: r.Started.UTC().Format(time.RFC3339),
-		Time: fmt.Sprintf("%.3f", r.Ended.Sub(r.Started).Seconds())}
+	s := junit.Suite{Name: "pgchaos explore: " + r.Experiment, Started: r.Started, Took: r.Ended.Sub(r.Started)}
 	if r.Problem != "" {
-		s.Cases = append(s.Cases, junitCase{Class: "explore", Name: "clean run", Error: &junitMessage{Message: r.Problem, Text: r.Problem}})
-		s.Errors++
+		s.Cases = append(s.Cases, junit.Case{Class: "explore", Name: "clean run", Error: &junit.Message{Message: r.Problem, Text: r.Problem}})
 	}
 	points := map[string]Point{}
 	for _, p := range r.Points {
@@ -247,9 +215,9 @@ func JUnit(r *Report) ([]byte, error) {
 	}
 	for _, c := range r.Cells {
 		p := points[c.Point]
-		jc := junitCase{Class: "explore." + c.Point, Name: fmt.Sprintf("%s at %s #%d", c.Column, p.Name(), c.Occurrence),
-			Time: fmt.Sprintf("%.3f", c.Duration.Seconds())}
-		msg := &junitMessage{Message: oneLine(c.Evidence), Text: c.Evidence}
+		jc := junit.Case{Class: "explore." + c.Point, Name: fmt.Sprintf("%s at %s #%d", c.Column, p.Name(), c.Occurrence),
+			Time: junit.Seconds(c.Duration)}
+		msg := &junit.Message{Message: oneLine(c.Evidence), Text: c.Evidence}
 		switch c.Status {
 		case StatusBroke:
 			msg.Message = c.Verifier + ": " + msg.Message
@@ -260,22 +228,14 @@ func JUnit(r *Report) ([]byte, error) {
 				msg.Text += "\napplication: " + c.Output
 			}
 			jc.Failure = msg
-			s.Failures++
 		case StatusError:
 			jc.Error = msg
-			s.Errors++
 		case StatusNotReached, StatusSkipped:
 			jc.Skipped = msg
-			s.Skipped++
 		}
 		s.Cases = append(s.Cases, jc)
 	}
-	s.Tests = len(s.Cases)
-	out, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte(xml.Header), append(out, '\n')...), nil
+	return junit.Marshal(s)
 }
 
 var page = template.Must(template.New("explore").Funcs(template.FuncMap{

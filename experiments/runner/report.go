@@ -2,12 +2,13 @@ package runner
 
 import (
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pgchaos/pgchaos/internal/junit"
 )
 
 // WriteJSON writes the run's journal.
@@ -19,43 +20,14 @@ func WriteJSON(path string, res *Result) error {
 	return writeFile(path, append(data, '\n'))
 }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name      string      `xml:"name,attr"`
-	Tests     int         `xml:"tests,attr"`
-	Failures  int         `xml:"failures,attr"`
-	Errors    int         `xml:"errors,attr"`
-	Time      string      `xml:"time,attr"`
-	Timestamp string      `xml:"timestamp,attr"`
-	Cases     []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Class   string        `xml:"classname,attr"`
-	Name    string        `xml:"name,attr"`
-	Time    string        `xml:"time,attr"`
-	Failure *junitFailure `xml:"failure,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Type    string `xml:"type,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // JUnit renders the run as JUnit XML: a test case per probe, step that
 // failed, verifier and rollback; a failure's text is its evidence.
 func JUnit(res *Result) ([]byte, error) {
-	s := junitSuite{Name: res.Experiment, Timestamp: res.Started.UTC().Format(time.RFC3339), Time: seconds(res.Ended.Sub(res.Started))}
+	s := junit.Suite{Name: res.Experiment, Started: res.Started, Took: res.Ended.Sub(res.Started)}
 	add := func(class, name string, d time.Duration, failMsg, text string) {
-		c := junitCase{Class: class, Name: name, Time: seconds(d)}
+		c := junit.Case{Class: class, Name: name, Time: junit.Seconds(d)}
 		if failMsg != "" {
-			c.Failure = &junitFailure{Message: failMsg, Type: class, Text: text}
-			s.Failures++
+			c.Failure = &junit.Message{Message: failMsg, Type: class, Text: text}
 		}
 		s.Cases = append(s.Cases, c)
 	}
@@ -89,12 +61,7 @@ func JUnit(res *Result) ([]byte, error) {
 	for _, rb := range res.Rollbacks {
 		add("rollbacks", rb.Name, rb.End.Sub(rb.Start), rb.Error, rb.Error)
 	}
-	s.Tests = len(s.Cases)
-	out, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte(xml.Header), append(out, '\n')...), nil
+	return junit.Marshal(s)
 }
 
 // WriteJUnit writes the JUnit XML report.
@@ -166,8 +133,6 @@ func passFail(ok bool) string {
 	}
 	return "**FAIL**"
 }
-
-func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 
 func writeFile(path string, data []byte) error {
 	if dir := filepath.Dir(path); dir != "" {
