@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,9 +302,13 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 	timeout := time.Duration(a.Timeout)
 	start := time.Now()
 	for polls := 1; ; polls++ {
-		value, err := queryValue(ctx, dsn, a.SQL)
-		if err == nil && meets(value, a.Expect, 0) {
-			return map[string]any{"value": value, "polls": polls, "took": time.Since(start).String()}, nil
+		value, err := queryText(ctx, dsn, a.SQL)
+		ok, why := false, ""
+		if err == nil {
+			ok, why = verify.Meets(a.Expect, value, 0)
+		}
+		if ok {
+			return map[string]any{"value": shownValue(value), "polls": polls, "took": time.Since(start).String()}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -314,7 +317,7 @@ func (r *run) waitFor(ctx context.Context, a *experiments.WaitFor) (any, error) 
 			if err != nil {
 				return nil, fmt.Errorf("did not hold within %s: %v", timeout, err)
 			}
-			return nil, fmt.Errorf("did not hold within %s: the value is %v", timeout, value)
+			return nil, fmt.Errorf("did not hold within %s: %s", timeout, why)
 		}
 		sleep(ctx, waitForEvery)
 	}
@@ -543,19 +546,26 @@ func (r *run) recover(ctx context.Context) {
 func (r *run) steadyState(ctx context.Context, phase string) bool {
 	ok := true
 	for _, p := range r.exp.SteadyState.Probes {
-		value, err := queryValue(ctx, r.env.verifyDSN, p.SQL)
-		pass := err == nil && meets(value, p.Expect, p.Tolerance)
+		// As the sql verifier judges a value: its text, so that numeric,
+		// bigint and float compare alike.
+		value, err := queryText(ctx, r.env.verifyDSN, p.SQL)
+		pass, why := false, ""
+		if err == nil {
+			pass, why = verify.Meets(p.Expect, value, p.Tolerance)
+		} else {
+			why = err.Error()
+		}
 		if !pass {
 			ok = false
 		}
 		if phase != "" {
-			pr := ProbeResult{Phase: phase, Name: p.Name, Pass: pass, Value: value}
+			pr := ProbeResult{Phase: phase, Name: p.Name, Pass: pass, Value: shownValue(value)}
 			if err != nil {
 				pr.Error = err.Error()
 			}
 			r.res.Probes = append(r.res.Probes, pr)
 			if !pass {
-				r.logf("steady state %s: probe %s failed (value %v %s)", phase, p.Name, value, pr.Error)
+				r.logf("steady state %s: probe %s failed: %s", phase, p.Name, why)
 			}
 		}
 	}
@@ -583,43 +593,41 @@ func queryValueWithin(cctx context.Context, dsn, sql string) (any, error) {
 	return v, err
 }
 
-// meets compares a probe's value with what is expected.
-func meets(v any, e experiments.Expect, tol float64) bool {
-	f, isNum := number(v)
-	if e.HasEquals {
-		if want, ok := number(e.Equals); ok && isNum {
-			if math.Abs(f-want) > tol {
-				return false
+// queryText runs sql and returns the first column of its first row as
+// PostgreSQL writes it (nil for NULL): what the sql verifier judges too.
+func queryText(ctx context.Context, dsn, sql string) (*string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(cctx))
+	results, err := conn.PgConn().Exec(cctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	for i := len(results) - 1; i >= 0; i-- {
+		if res := results[i]; len(res.FieldDescriptions) > 0 {
+			if len(res.Rows) == 0 || len(res.Rows[0]) == 0 {
+				return nil, errors.New("no rows")
 			}
-		} else if fmt.Sprint(v) != fmt.Sprint(e.Equals) {
-			return false
+			if res.Rows[0][0] == nil {
+				return nil, nil
+			}
+			s := string(res.Rows[0][0])
+			return &s, nil
 		}
 	}
-	if e.Min != nil && (!isNum || f < *e.Min) {
-		return false
-	}
-	if e.Max != nil && (!isNum || f > *e.Max) {
-		return false
-	}
-	return true
+	return nil, errors.New("no rows")
 }
 
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case int:
-		return float64(n), true
-	case int16:
-		return float64(n), true
-	case int32:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case float32:
-		return float64(n), true
-	case float64:
-		return n, true
+// shownValue is a probe's value in the journal: its text, or nil for NULL.
+func shownValue(v *string) any {
+	if v == nil {
+		return nil
 	}
-	return 0, false
+	return *v
 }
 
 // waitWorkloads waits for workloads to finish on their own. One still

@@ -581,3 +581,45 @@ method:
 		t.Errorf("wait_workloads error %q", w.Error)
 	}
 }
+
+// Steady-state probes judge a value as the sql verifier does, from its
+// text: a numeric sum equals an integer (it used to fail as
+// "value {1 4 false finite true}"), and bigint, float, bool, text and NULL
+// compare as the docs say; a probe that fails says why.
+func TestProbesJudgeLikeTheSQLVerifier(t *testing.T) {
+	dsn := newDB(t)
+	res := runFile(t, `name: probes
+target: {dsn: "${var:dsn}"}
+steady_state:
+  probes:
+    - {name: numeric sum, sql: "SELECT sum(v) FROM (VALUES (4000::numeric), (6000)) t(v)", expect: {equals: 10000}}
+    - {name: numeric within tolerance, sql: "SELECT 2.5::numeric", expect: {equals: 2.4}, tolerance: 0.2}
+    - {name: bigint bounds, sql: "SELECT 10::bigint", expect: {min: 10, max: 10}}
+    - {name: float, sql: "SELECT 0.5::float8", expect: {equals: 0.5}}
+    - {name: bool, sql: "SELECT true", expect: {equals: true}}
+    - {name: text, sql: "SELECT 'ok'", expect: {equals: ok}}
+    - {name: "null", sql: "SELECT NULL", expect: {equals: null}}
+method:
+  - wait: 100ms
+`, map[string]string{"dsn": dsn})
+	wantPass(t, res)
+	if v := res.Probes[0].Value; v != "10000" {
+		t.Errorf("numeric sum recorded as %#v, want its text", v)
+	}
+
+	out := &syncWriter{b: &strings.Builder{}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res = runFileCtx(ctx, t, `name: probe-fails
+target: {dsn: "${var:dsn}"}
+steady_state:
+  probes:
+    - {name: numeric, sql: "SELECT 1.5::numeric", expect: {equals: 1}}
+`, map[string]string{"dsn": dsn}, out)
+	if res.Pass || res.Phase != "steady_state" || len(res.Probes) != 1 || res.Probes[0].Pass || res.Probes[0].Value != "1.5" {
+		t.Fatalf("pass %v phase %s probes %+v: want the probe to fail on 1.5", res.Pass, res.Phase, res.Probes)
+	}
+	if !strings.Contains(out.String(), `probe numeric failed: value is "1.5", want 1`) {
+		t.Errorf("the run does not say why the probe failed:\n%s", out.String())
+	}
+}
