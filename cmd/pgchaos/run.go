@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -44,7 +45,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	junit := flags.String("junit", "", "write a JUnit XML report")
 	jsonOut := flags.String("json", "", "write the JSON journal")
 	markdown := flags.String("markdown", "", "write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-	seed := flags.Int64("seed", 0, "seed for rule probabilities")
+	seed := flags.Int64("seed", 0, "seed for rule probabilities and jitter: a run's seed, from its report, draws the same faults (default: a random one)")
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
 	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
 	verbose := flags.Bool("verbose", false, "log what the proxies do")
@@ -79,9 +80,16 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
 		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
 	}
+	if !flags.Changed("seed") {
+		*seed = randomSeed()
+	}
 	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
 		*jsonOut, *junit, *markdown, stdout, stderr)
 }
+
+// randomSeed is a run's seed when --seed is not given: runs differ, and
+// the reports say how to repeat one.
+func randomSeed() int64 { return rand.Int64N(1 << 53) }
 
 // parseVars reads the --var flags of a command.
 func parseVars(cmd string, flags []string) (map[string]string, error) {
@@ -180,7 +188,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if *reportDir != "" {
 		jsonOut, junit, markdown = filepath.Join(*reportDir, "report.json"), filepath.Join(*reportDir, "junit.xml"), filepath.Join(*reportDir, "summary.md")
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir}, jsonOut, junit, markdown, stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed()}, jsonOut, junit, markdown, stdout, stderr)
 }
 
 // shippedExperiments lists the experiments pgchaos ships, by name.

@@ -57,6 +57,7 @@ workloads:
 // journal is what the tests read of report.json.
 type journal struct {
 	Experiment  string `json:"experiment"`
+	Seed        int64  `json:"seed"`
 	Pass        bool   `json:"pass"`
 	Phase       string `json:"phase"`
 	Problem     string `json:"problem"`
@@ -312,12 +313,20 @@ func TestRunSeed(t *testing.T) {
 `)
 	// The gaps between failed operations do not depend on how many ran
 	// before the rule went in.
+	var lastSeed int64 // the seed the last run recorded
+	var lastOut string
 	gaps := func(seed string) []int64 {
 		jsonPath := filepath.Join(t.TempDir(), "j.json")
-		if code, _, _ := runCLI(t, "run", file, "--var", "dsn="+dsn, "--seed", seed, "--json", jsonPath); code != 0 {
+		args := []string{"run", file, "--var", "dsn=" + dsn, "--json", jsonPath}
+		if seed != "" {
+			args = append(args, "--seed", seed)
+		}
+		code, stdout, _ := runCLI(t, args...)
+		if code != 0 {
 			t.Fatalf("seed %s: exit %d", seed, code)
 		}
 		j := readJournal(t, jsonPath)
+		lastSeed, lastOut = j.Seed, stdout
 		checkPerSecond(t, j)
 		if j.Operations["fail"] < 10 {
 			t.Fatalf("seed %s: operations %v, want at least 10 failed", seed, j.Operations)
@@ -339,6 +348,21 @@ func TestRunSeed(t *testing.T) {
 	}
 	if fmt.Sprint(a[:n]) == fmt.Sprint(c[:n]) {
 		t.Errorf("seeds 7 and 8 failed the same operations: gaps %v", a[:n])
+	}
+	// Without --seed a run draws a seed of its own, says it and records
+	// it; --seed with it repeats the run.
+	d := gaps("")
+	drawn := lastSeed
+	if !strings.Contains(lastOut, fmt.Sprintf("seed %d", drawn)) {
+		t.Errorf("the run does not say its seed %d:\n%s", drawn, lastOut)
+	}
+	gaps("")
+	if lastSeed == drawn {
+		t.Errorf("two runs without --seed both drew seed %d", drawn)
+	}
+	e := gaps(fmt.Sprint(drawn))
+	if n := min(len(d), len(e)); fmt.Sprint(d[:n]) != fmt.Sprint(e[:n]) {
+		t.Errorf("--seed %d failed other operations than the run that drew it: gaps %v and %v", drawn, d[:n], e[:n])
 	}
 }
 

@@ -23,7 +23,9 @@ func WriteJSON(path string, res *Result) error {
 // JUnit renders the run as JUnit XML: a test case per probe, step that
 // failed, verifier and rollback; a failure's text is its evidence.
 func JUnit(res *Result) ([]byte, error) {
-	s := junit.Suite{Name: res.Experiment, Started: res.Started, Took: res.Ended.Sub(res.Started)}
+	s := junit.Suite{Name: res.Experiment, Started: res.Started, Took: res.Ended.Sub(res.Started),
+		Properties: []junit.Property{{Name: "seed", Value: fmt.Sprint(res.Seed)}, {Name: "file", Value: res.Source}}}
+	s.Hostname, _ = os.Hostname()
 	add := func(class, name string, d time.Duration, failMsg, text string) {
 		c := junit.Case{Class: class, Name: name, Time: junit.Seconds(d)}
 		if failMsg != "" {
@@ -87,7 +89,7 @@ func Markdown(res *Result) string {
 	if res.Problem != "" {
 		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Phase, res.Problem)
 	}
-	fmt.Fprintf(&b, "Ran %s. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second),
+	fmt.Fprintf(&b, "Ran %s with seed %d. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second), res.Seed,
 		res.Operations["ok"], res.Operations["fail"], res.Operations["unknown"])
 	if res.Recovered {
 		fmt.Fprintf(&b, " Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))

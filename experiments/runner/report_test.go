@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"encoding/xml"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,14 @@ import (
 
 // junitSuite is the one test suite of a run's JUnit report, as read back.
 type junitSuite struct {
-	Tests    int `xml:"tests,attr"`
-	Failures int `xml:"failures,attr"`
-	Cases    []struct {
+	Tests      int    `xml:"tests,attr"`
+	Failures   int    `xml:"failures,attr"`
+	Hostname   string `xml:"hostname,attr"`
+	Properties []struct {
+		Name  string `xml:"name,attr"`
+		Value string `xml:"value,attr"`
+	} `xml:"properties>property"`
+	Cases []struct {
 		Class   string `xml:"classname,attr"`
 		Name    string `xml:"name,attr"`
 		Time    string `xml:"time,attr"`
@@ -48,7 +54,7 @@ func junitOf(t *testing.T, res *runner.Result) junitSuite {
 func TestReports(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	res := &runner.Result{
-		Experiment: "x", Phase: "recovery", Problem: "the steady state did not hold again within 1s",
+		Experiment: "x", Source: "x.yaml", Seed: 42, Phase: "recovery", Problem: "the steady state did not hold again within 1s",
 		Started: t0, Ended: t0.Add(20 * time.Second),
 		Probes: []runner.ProbeResult{
 			{Phase: "before", Name: "p1", Pass: true, Value: 1},
@@ -68,6 +74,9 @@ func TestReports(t *testing.T) {
 		Operations: map[string]int{"ok": 10, "fail": 2, "unknown": 1},
 	}
 	s := junitOf(t, res)
+	if fmt.Sprint(s.Properties) != "[{seed 42} {file x.yaml}]" || s.Hostname == "" {
+		t.Errorf("properties %v, hostname %q: want the seed and the file, and this host", s.Properties, s.Hostname)
+	}
 	// probes 2, the failed step 1, recovery 1, verifiers 2, rollback 1.
 	if s.Tests != 7 || len(s.Cases) != 7 || s.Failures != 5 {
 		t.Fatalf("tests %d, cases %d, failures %d, want 7, 7, 5", s.Tests, len(s.Cases), s.Failures)
@@ -99,7 +108,7 @@ func TestReports(t *testing.T) {
 	for _, w := range []string{
 		"## pgchaos: x — ❌ failed",
 		"**recovery:** the steady state did not hold again within 1s",
-		"Ran 20s. Operations: 10 ok, 2 failed, 1 unknown.",
+		"Ran 20s with seed 42. Operations: 10 ok, 2 failed, 1 unknown.",
 		"| steady state (after): p1 | **FAIL** | value 7 |",
 		"| rpo(l) | **FAIL** | FAIL: 2 lost \\| badly |",
 		"| durability(l) | pass | ok: fine |",

@@ -42,7 +42,9 @@ type Options struct {
 	Embedded bool
 	// PGBinDir locates PostgreSQL's binaries for an embedded target.
 	PGBinDir string
-	// Seed makes rule probabilities reproducible.
+	// Seed makes rule probabilities reproducible: the same seed draws the
+	// same faults. pgchaos run picks a random one unless --seed is given,
+	// and every report records it.
 	Seed int64
 	// StatusEvery is how often a progress line is printed (default 5s;
 	// 1s with Live).
@@ -99,8 +101,10 @@ type SecondCount struct {
 
 // Result is the journal of a run.
 type Result struct {
-	Experiment   string           `json:"experiment"`
-	Source       string           `json:"source"`
+	Experiment string `json:"experiment"`
+	Source     string `json:"source"`
+	// Seed is the seed the rules drew from: --seed reproduces the run.
+	Seed         int64            `json:"seed"`
 	Pass         bool             `json:"pass"`
 	Phase        string           `json:"phase"` // the phase that failed, or "done"
 	Problem      string           `json:"problem,omitempty"`
@@ -238,7 +242,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	}
 	r := &run{
 		exp: exp, opts: opts, hist: &history.History{},
-		res:       &Result{Experiment: exp.Name, Source: exp.Source, Pass: true, Phase: "done", Started: time.Now()},
+		res:       &Result{Experiment: exp.Name, Source: exp.Source, Seed: opts.Seed, Pass: true, Phase: "done", Started: time.Now()},
 		windows:   map[string]*FaultWindow{},
 		points:    map[string]verify.Window{},
 		workloads: map[string]workload.Workload{},
@@ -250,7 +254,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	// Cleanup, rollbacks and teardown must run even after Ctrl-C.
 	bg := context.WithoutCancel(ctx)
 
-	r.logf("experiment %q", exp.Name)
+	r.logf("experiment %q, seed %d (--seed %d draws the same faults)", exp.Name, opts.Seed, opts.Seed)
 	// Setup cut short by Ctrl-C was interrupted, not broken.
 	setupFailed := func(err error) {
 		r.res.SetupFailed = true

@@ -12,16 +12,25 @@ import (
 // Suite is one <testsuite>; Marshal counts its tests, failures, errors
 // and skipped cases.
 type Suite struct {
-	Name      string        `xml:"name,attr"`
-	Tests     int           `xml:"tests,attr"`
-	Failures  int           `xml:"failures,attr"`
-	Errors    int           `xml:"errors,attr"`
-	Skipped   int           `xml:"skipped,attr,omitempty"`
-	Time      string        `xml:"time,attr"`
-	Timestamp string        `xml:"timestamp,attr"`
-	Cases     []Case        `xml:"testcase"`
-	Started   time.Time     `xml:"-"`
-	Took      time.Duration `xml:"-"`
+	Name      string `xml:"name,attr"`
+	Tests     int    `xml:"tests,attr"`
+	Failures  int    `xml:"failures,attr"`
+	Errors    int    `xml:"errors,attr"`
+	Skipped   int    `xml:"skipped,attr,omitempty"`
+	Time      string `xml:"time,attr"`
+	Timestamp string `xml:"timestamp,attr"`
+	Hostname  string `xml:"hostname,attr,omitempty"`
+	// Properties say how the run was made (its seed, its file).
+	Properties []Property    `xml:"properties>property,omitempty"`
+	Cases      []Case        `xml:"testcase"`
+	Started    time.Time     `xml:"-"`
+	Took       time.Duration `xml:"-"`
+}
+
+// Property is one <property> of a suite.
+type Property struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:"value,attr"`
 }
 
 // Case is one <testcase>: passed, or with one of Failure, Error, Skipped.
