@@ -225,8 +225,9 @@ func shownKey(key string) string {
 	return key
 }
 
-// expand substitutes ${env:NAME} and ${var:KEY} in a scalar; $${ is a
-// literal ${.
+// expand substitutes ${env:NAME} and ${var:KEY} in a scalar, or their
+// default in ${var:KEY:-default} when they are not set; $${ is a literal
+// ${.
 func (d *decoder) expand(n *yaml.Node, path string) (string, bool) {
 	s := n.Value
 	if !strings.Contains(s, "${") {
@@ -253,21 +254,33 @@ func (d *decoder) expand(n *yaml.Node, path string) (string, bool) {
 		ref := s[i+2 : i+2+end]
 		i += 2 + end + 1
 		kind, name, _ := strings.Cut(ref, ":")
+		// ${var:KEY:-default}, as a shell writes a default.
+		name, fallback, hasDefault := strings.Cut(name, ":-")
 		switch {
+		case (kind != "env" && kind != "var") && !strings.Contains(ref, ":"):
+			// A shell's ${VAR} in a command: pgchaos reads ${...} first.
+			d.errAt(n, path, "${%s}: pgchaos reads ${env:NAME} and ${var:KEY} here; for the shell's variable write $%s or $${%s}", ref, ref, ref)
+			ok = false
 		case name == "" || kind != "env" && kind != "var":
-			d.errAt(n, path, "${%s}: want ${env:NAME} or ${var:KEY}", ref)
+			d.errAt(n, path, "${%s}: want ${env:NAME} or ${var:KEY}, with an optional :-default", ref)
 			ok = false
 		case kind == "var":
 			v, def := d.vars[name]
-			if !def {
-				d.errAt(n, path, "undefined variable ${var:%s} (give --var %s=VALUE)", name, name)
+			switch {
+			case !def && hasDefault:
+				v = fallback
+			case !def:
+				d.errAt(n, path, "undefined variable ${var:%s} (give --var %s=VALUE, or write ${var:%s:-DEFAULT})", name, name, name)
 				ok = false
 			}
 			b.WriteString(v)
 		default:
 			v, def := d.env(name)
-			if !def {
-				d.errAt(n, path, "undefined variable ${env:%s} (the environment variable %s is not set)", name, name)
+			switch {
+			case !def && hasDefault:
+				v = fallback
+			case !def:
+				d.errAt(n, path, "undefined variable ${env:%s} (the environment variable %s is not set; ${env:%s:-DEFAULT} gives a default)", name, name, name)
 				ok = false
 			}
 			b.WriteString(v)

@@ -211,14 +211,19 @@ func refExpand(s string, vars map[string]string, env func(string) (string, bool)
 			return ""
 		}
 		kind, name, _ := strings.Cut(m[2:len(m)-1], ":")
+		name, fallback, hasDefault := strings.Cut(name, ":-")
 		var v string
 		var def bool
 		switch {
 		case name == "" || kind != "env" && kind != "var":
+			hasDefault = false
 		case kind == "var":
 			v, def = vars[name]
 		default:
 			v, def = env(name)
+		}
+		if !def && hasDefault {
+			v, def = fallback, true
 		}
 		if !def {
 			problems++
@@ -236,6 +241,7 @@ func FuzzExpand(f *testing.F) {
 		"", "plain", "${var:name}", "${env:PGUSER}@${var:host}", "$${var:name}", "$$${var:name}", "${var:nested}",
 		"${", "${}", "${var:}", "${env}", "${other:x}", "${var:undefined} ${env:NOPE}", "a ${var:name", "}${var:empty}{",
 		"${var:a:b}", "${env:EMPTY}x", "$", "$$", "${${var:name}}", "ö${var:name}ü",
+		"${var:undefined:-fallback}", "${var:name:-unused}", "${env:NOPE:-}", "${var::-x}", "${PATH}",
 	} {
 		f.Add(s, "value")
 		f.Add(s, "${var:name}")

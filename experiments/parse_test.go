@@ -143,12 +143,13 @@ method:
 target:
   dsn: postgres://${var:host}/app
   verify_dsn: ${env:VERIFY_DSN}
-tags: ["${tag}"]
+tags: ["${tag}", "${x:y}"]
 `,
 			want: []string{
-				`exp.yaml:3:8: target.dsn: undefined variable ${var:host} (give --var host=VALUE)`,
-				`exp.yaml:4:15: target.verify_dsn: undefined variable ${env:VERIFY_DSN} (the environment variable VERIFY_DSN is not set)`,
-				`exp.yaml:5:8: tags[0]: ${tag}: want ${env:NAME} or ${var:KEY}`,
+				`exp.yaml:3:8: target.dsn: undefined variable ${var:host} (give --var host=VALUE, or write ${var:host:-DEFAULT})`,
+				`exp.yaml:4:15: target.verify_dsn: undefined variable ${env:VERIFY_DSN} (the environment variable VERIFY_DSN is not set; ${env:VERIFY_DSN:-DEFAULT} gives a default)`,
+				`exp.yaml:5:8: tags[0]: ${tag}: pgchaos reads ${env:NAME} and ${var:KEY} here; for the shell's variable write $tag or $${tag}`,
+				`exp.yaml:5:18: tags[1]: ${x:y}: want ${env:NAME} or ${var:KEY}, with an optional :-default`,
 			},
 		},
 		{
@@ -534,6 +535,30 @@ func TestSuggest(t *testing.T) {
 	} {
 		if got := suggest(c.word, known); got != c.want {
 			t.Errorf("suggest(%q) = %q, want %q", c.word, got, c.want)
+		}
+	}
+}
+
+// ${var:KEY:-default} and ${env:NAME:-default} give a default when the
+// variable is not set, and the variable wins when it is.
+func TestVariableDefaults(t *testing.T) {
+	src := []byte("name: x\ntarget: {dsn: \"postgres://${env:PGHOST_X:-localhost}/${var:db:-app}\"}\nworkloads:\n- {name: w, type: ledger, clients: \"${var:clients:-4}\"}\n")
+	for _, tc := range []struct {
+		vars    map[string]string
+		env     map[string]string
+		dsn     string
+		clients int
+	}{
+		{nil, nil, "postgres://localhost/app", 4},
+		{map[string]string{"db": "shop", "clients": "2"}, map[string]string{"PGHOST_X": "db1"}, "postgres://db1/shop", 2},
+		{map[string]string{"db": ""}, nil, "postgres://localhost/", 4}, // set, if empty
+	} {
+		e, err := Parse(src, "x.yaml", tc.vars, func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Target.DSN != tc.dsn || e.Workloads[0].Clients != tc.clients {
+			t.Errorf("vars %v env %v: dsn %q, clients %d; want %q, %d", tc.vars, tc.env, e.Target.DSN, e.Workloads[0].Clients, tc.dsn, tc.clients)
 		}
 	}
 }

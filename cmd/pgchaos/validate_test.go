@@ -30,7 +30,7 @@ func TestValidate(t *testing.T) {
 		{"examples", append([]string{"validate"}, examples...), 0, []string{"2pc-mid-prepare.yaml: ok", "commit-ack-lost.yaml: ok", "latency-spike.yaml: ok"}, nil, ""},
 		{"var given", []string{"validate", good, "--var", "dsn=postgres://db"}, 0, []string{good + ": ok"}, nil, ""},
 		{"var missing", []string{"validate", good}, 2, nil, []string{
-			good + ":2:15: target.dsn: undefined variable ${var:dsn} (give --var dsn=VALUE)",
+			good + ":2:15: target.dsn: undefined variable ${var:dsn} (give --var dsn=VALUE, or write ${var:dsn:-DEFAULT})",
 			"pgchaos: validate: 1 of 1 files have problems"}, good + ": ok"},
 		{"one bad of two", []string{"validate", "--var", "dsn=x", good, bad}, 2, []string{good + ": ok"}, []string{
 			bad + `:6:3: workloads[0].clinets: unknown field (did you mean "clients"?)`,
