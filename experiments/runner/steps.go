@@ -470,7 +470,7 @@ func (r *run) healByName(ctx context.Context, name string) {
 	r.mu.Lock()
 	r.res.FaultWindows = append(r.res.FaultWindows, *w)
 	r.mu.Unlock()
-	r.logf("fault %s removed after firing %d times", name, w.Fired)
+	r.logf("fault %s removed after firing %s", name, times(w.Fired))
 }
 
 // healAll removes every fault still in place.
@@ -651,4 +651,17 @@ func (r *run) waitWorkloads(ctx context.Context, a *experiments.WaitWorkloads) e
 		}
 	}
 	return nil
+}
+
+// times is a count of firings in words: never, once, twice, 3 times.
+func times(n int64) string {
+	switch n {
+	case 0:
+		return "never"
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return fmt.Sprintf("%d times", n)
 }

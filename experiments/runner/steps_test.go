@@ -536,7 +536,10 @@ setup:
 // waits for a command to finish, and fails naming one that does not.
 func TestSetupInjectAndWaitWorkloads(t *testing.T) {
 	dsn := newDB(t)
-	res := runFile(t, `name: armed
+	out := &syncWriter{b: &strings.Builder{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res := runFileCtx(ctx, t, `name: armed
 target: {dsn: "${var:dsn}"}
 proxies: [{name: pg, upstream: target}]
 setup:
@@ -554,8 +557,14 @@ method:
   - {name: app finishes, wait_workloads: {timeout: 20s}}
 verify:
   - {type: sql, sql: "SELECT string_agg(n::text, ',') FROM marks", expect: {equals: "2"}}
-`, map[string]string{"dsn": dsn})
+`, map[string]string{"dsn": dsn}, out)
 	wantPass(t, res)
+	// Progress says each thing once, in words.
+	for _, want := range []string{"fault first-insert removed after firing once\n", "verify sql: ok: value is \"2\" as expected\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, out.String())
+		}
+	}
 	if w := step(t, res.Steps, "app finishes"); w.End.Sub(w.Start) < 300*time.Millisecond || w.End.Sub(w.Start) > 15*time.Second {
 		t.Errorf("wait_workloads took %v: want the command's time (over 0.3s)", w.End.Sub(w.Start))
 	}

@@ -56,14 +56,13 @@ func (r *run) verify(ctx context.Context) {
 	for _, v := range r.exp.Verify {
 		verdict := verify.Check(ctx, v, facts)
 		r.res.Verdicts = append(r.res.Verdicts, verdict)
-		status := "pass"
 		if !verdict.Pass {
-			status = "FAIL"
 			r.res.Pass = false
 			if r.res.Phase == "done" {
 				r.res.Phase, r.res.Problem = "verify", verdict.Name+": "+verdict.Summary
 			}
 		}
-		r.logf("verify %s: %s — %s", verdict.Name, status, verdict.Summary)
+		// The summary starts with its status (ok: / FAIL:).
+		r.logf("verify %s: %s", verdict.Name, verdict.Summary)
 	}
 }
