@@ -385,7 +385,11 @@ func (r *run) command(ctx context.Context, a *experiments.RunCommand) (string, e
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, "sh", "-c", a.Command)
-	cmd.Env = append(os.Environ(), "PGCHAOS_DSN="+r.env.dsn, "PGCHAOS_SETUP_DSN="+r.env.setupDSN, "PGCHAOS_VERIFY_DSN="+r.env.verifyDSN)
+	// PGCHAOS_DSN is the target's here, for files written before
+	// PGCHAOS_TARGET_DSN; an exec workload's PGCHAOS_DSN goes through its
+	// proxy, and PGCHAOS_PROXY_<NAME>_DSN is that from a step.
+	cmd.Env = append(os.Environ(), "PGCHAOS_DSN="+r.env.dsn, "PGCHAOS_TARGET_DSN="+r.env.dsn,
+		"PGCHAOS_SETUP_DSN="+r.env.setupDSN, "PGCHAOS_VERIFY_DSN="+r.env.verifyDSN)
 	cmd.Env = append(cmd.Env, r.env.nodeEnv()...)
 	if r.env.srv != nil {
 		cmd.Env = append(cmd.Env, "PGCHAOS_API=http://"+r.env.srv.APIAddr().String())
@@ -396,7 +400,11 @@ func (r *run) command(ctx context.Context, a *experiments.RunCommand) (string, e
 		}
 	}
 	for name, addr := range r.env.listen {
-		cmd.Env = append(cmd.Env, "PGCHAOS_PROXY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+addr)
+		key := "PGCHAOS_PROXY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		cmd.Env = append(cmd.Env, key+"="+addr)
+		if dsn, err := r.env.dsnThrough(name); err == nil {
+			cmd.Env = append(cmd.Env, key+"_DSN="+dsn)
+		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

@@ -119,7 +119,7 @@ method:
   - {name: heal, remove: refuse}
   - {name: after-heal, wait: 1s}
   - {name: mark, sql: "INSERT INTO marks VALUES ('method')"}
-  - {name: env, exec: 'printf "%s\n%s\n" "$PGCHAOS_PROXY_PG" "$PGCHAOS_DSN" > ${var:dir}/env; echo said-so'}
+  - {name: env, exec: 'printf "%s\n%s\n%s\n%s\n" "$PGCHAOS_PROXY_PG" "$PGCHAOS_DSN" "$PGCHAOS_TARGET_DSN" "$PGCHAOS_PROXY_PG_DSN" > ${var:dir}/env; echo said-so'}
 verify:
   - {type: errors, workload: ticker, sqlstate: "42501", min: 10}
 rollbacks:
@@ -167,8 +167,13 @@ rollbacks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lines := strings.Split(strings.TrimSpace(string(env)), "\n"); len(lines) != 2 || !regexp.MustCompile(`^127\.0\.0\.1:\d+$`).MatchString(lines[0]) || lines[1] != dsn {
-		t.Errorf("exec saw PGCHAOS_PROXY_PG and PGCHAOS_DSN as %q; want the proxy's address and %s", env, dsn)
+	lines := strings.Split(strings.TrimSpace(string(env)), "\n")
+	if len(lines) != 4 || !regexp.MustCompile(`^127\.0\.0\.1:\d+$`).MatchString(lines[0]) || lines[1] != dsn || lines[2] != dsn {
+		t.Fatalf("exec saw PGCHAOS_PROXY_PG, PGCHAOS_DSN and PGCHAOS_TARGET_DSN as %q; want the proxy's address and %s twice", env, dsn)
+	}
+	// The proxy's full DSN: the target's, at the proxy's address.
+	if want := strings.Replace(dsn, pg.Addr(), lines[0], 1); lines[3] != want {
+		t.Errorf("PGCHAOS_PROXY_PG_DSN %q, want %q", lines[3], want)
 	}
 	if d := step(t, res.Steps, "env").Detail; d != "said-so\n" {
 		t.Errorf("exec step detail %q, want its output", d)
