@@ -5,9 +5,11 @@ import (
 	"strings"
 )
 
-// suggest returns the candidate closest to word, or "" when none is close:
+// Suggest returns the candidate closest to word, or "" when none is close:
 // an edit distance of at most 2, or a shared prefix of at least four
-// letters (verifiers → verify).
+// letters (verifiers → verify). The CLI uses it for commands and flags.
+func Suggest(word string, candidates []string) string { return suggest(word, candidates) }
+
 func suggest(word string, candidates []string) string {
 	w := strings.ToLower(word)
 	best, bestScore := "", 100

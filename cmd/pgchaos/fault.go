@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/faults"
 	"github.com/pgchaos/pgchaos/server"
 )
@@ -100,9 +101,23 @@ func parseFlags(fs *pflag.FlagSet, args []string) error {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
 		}
-		return errUsage{err}
+		return errUsage{withFlagSuggestion(fs, err)}
 	}
 	return nil
+}
+
+// withFlagSuggestion adds the closest flag to pflag's "unknown flag: --x".
+func withFlagSuggestion(fs *pflag.FlagSet, err error) error {
+	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok {
+		return err
+	}
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	if s := experiments.Suggest(name, names); s != "" {
+		return fmt.Errorf("%w (did you mean --%s?)", err, s)
+	}
+	return err
 }
 
 // apiErr makes a rejected request a usage error (exit 2): the rule or

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgchaos/pgchaos/control"
+	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/proxy"
 	"github.com/pgchaos/pgchaos/server"
 )
@@ -40,6 +42,9 @@ Usage:
 
 Run "pgchaos COMMAND --help" for a command's flags.
 `
+
+// commands are the ones run() knows.
+var commands = []string{"proxy", "fault", "sessions", "events", "run", "explore", "demo", "validate", "version", "help"}
 
 // errUsage marks bad flags or configuration: exit status 2.
 type errUsage struct{ err error }
@@ -76,9 +81,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pgchaos", versionString())
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" && slices.Contains(commands, args[1]) {
+			// pgchaos help CMD is pgchaos CMD --help.
+			return run([]string{args[1], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 	default:
-		err = errUsage{fmt.Errorf("unknown command %q (try: pgchaos --help)", args[0])}
+		hint := "try: pgchaos --help"
+		if s := experiments.Suggest(args[0], commands); s != "" {
+			hint = fmt.Sprintf("did you mean %q? pgchaos --help lists them", s)
+		}
+		err = errUsage{fmt.Errorf("unknown command %q (%s)", args[0], hint)}
 	}
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0

@@ -50,7 +50,10 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{nil, 2, "Usage:"},
-		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate" (try: pgchaos --help)`},
+		{[]string{"exlpore"}, 2, `unknown command "exlpore" (did you mean "explore"?`},
+		{[]string{"run", "--sed", "1", exp}, 2, "unknown flag: --sed (did you mean --seed?)"},
+		{[]string{"help", "explore"}, 0, "pgchaos explore EXPERIMENT.yaml [--budget 10m]"},
 		{[]string{"proxy"}, 2, "--listen and --upstream are required"},
 		{[]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"proxy", "--listen", "nope", "--upstream", "127.0.0.1:1"}, 2, `listen "nope"`},
