@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -96,11 +97,14 @@ func LoadConfig(path string) (Config, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	if len(doc.Content) == 0 {
+		return Config{}, fmt.Errorf("%s: the file is empty: want proxies (and api, rules, ...); see docs/proxy.md", path)
+	}
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
-		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return Config{}, fmt.Errorf("%s: %s", path, readableYAMLError(err))
 	}
 	// Refuse an empty item (the decoder dropped it), and remember each
 	// proxy's and rule's line so that validation errors can point at it.
@@ -294,4 +298,40 @@ func (c *Config) upstreamTLS() (*tls.Config, error) {
 		return nil, fmt.Errorf("upstream CA %s holds no PEM certificate", c.UpstreamCA)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// yamlKinds are the YAML tags the decoder names, in the words a config
+// file's author uses.
+var yamlKinds = strings.NewReplacer(
+	"!!seq", "a list", "!!map", "a mapping", "!!str", "a string", "!!int", "a number",
+	"!!float", "a number", "!!bool", "true or false", "!!null", "nothing",
+	"into string", "where a string belongs", "into int", "where a whole number belongs",
+	"into bool", "where true or false belongs", "into []string", "where a list of strings belongs",
+)
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type (\S+)`)
+
+// structWords say where a field belongs in the file's words.
+var structWords = map[string]string{
+	"server.Config": "at the top level", "server.ProxyConfig": "in a proxy", "faults.Rule": "in a rule",
+	"faults.Match": "in a rule's match", "faults.Action": "in a rule's action", "faults.Limits": "in a rule's limits",
+}
+
+// readableYAMLError is a decoding error without the Go type names
+// ("cannot unmarshal !!seq into string" reads "cannot use a list where a
+// string belongs").
+func readableYAMLError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.ReplaceAll(msg, "cannot unmarshal ", "cannot use ")
+	msg = yamlKinds.Replace(msg)
+	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := unknownField.FindStringSubmatch(m)
+		where, ok := structWords[sub[2]]
+		if !ok {
+			where = "here"
+		}
+		return fmt.Sprintf("unknown field %q %s", sub[1], where)
+	})
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	return msg
 }

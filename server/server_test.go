@@ -223,7 +223,10 @@ func TestLoadConfig(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"ok", "proxies:\n  - name: pg\n    listen: 127.0.0.1:6543\n    upstream: 127.0.0.1:5432\n", ""},
-		{"unknown key", "proxies:\n  - name: pg\n    listen: 127.0.0.1:6543\n    upstrem: 127.0.0.1:5432\n", "line 4: field upstrem not found"},
+		{"unknown key", "proxies:\n  - name: pg\n    listen: 127.0.0.1:6543\n    upstrem: 127.0.0.1:5432\n", `line 4: unknown field "upstrem" in a proxy`},
+		{"a list for a string", "proxies:\n  - name: pg\n    listen: 127.0.0.1:6543\n    upstream: [a, b]\n", "line 4: cannot use a list where a string belongs"},
+		{"empty file", "", ": the file is empty: want proxies"},
+		{"comments only", "# nothing yet\n", ": the file is empty: want proxies"},
 		{"missing upstream", "api: 127.0.0.1:8474\nproxies:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n  - name: b\n    listen: 127.0.0.1:3\n", ":6: proxies[1] (b): upstream is empty"},
 		{"duplicate name", "proxies:\n  - {name: a, listen: '127.0.0.1:1', upstream: '127.0.0.1:2'}\n  - {name: a, listen: '127.0.0.1:3', upstream: '127.0.0.1:2'}\n", `:3: proxies[1]: name "a" is used twice`},
 		{"bad address", "proxies:\n  - {name: a, listen: 'nope', upstream: '127.0.0.1:2'}\n", `:2: proxies[0] (a): listen "nope"`},
