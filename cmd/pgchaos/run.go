@@ -62,9 +62,20 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *reportDir != "" {
+		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
+		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
+		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
+	}
 	exp, err := experiments.ParseFile(flags.Arg(0), vars, os.LookupEnv)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		// A CI job's step summary says why the stage failed, even here.
+		if *markdown != "" {
+			if werr := writeInvalidSummary(*markdown, flags.Arg(0), err); werr != nil {
+				fmt.Fprintf(stderr, "pgchaos: writing %s: %v\n", *markdown, werr)
+			}
+		}
 		return errUsage{errors.New("run: the experiment file has problems")}
 	}
 	var urls []string
@@ -75,16 +86,27 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *reportDir != "" {
-		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
-		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
-		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
-	}
 	if !flags.Changed("seed") {
 		*seed = randomSeed()
 	}
 	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
 		*jsonOut, *junit, *markdown, stdout, stderr)
+}
+
+// writeInvalidSummary writes the Markdown summary of a file that did not
+// parse: its problems, one per line, where they are.
+func writeInvalidSummary(path, file string, err error) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## pgchaos: %s — ❌ invalid\n\nThe experiment file has problems; nothing ran (exit 2):\n\n", file)
+	for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+		fmt.Fprintf(&b, "- `%s`\n", strings.ReplaceAll(line, "`", "'"))
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // randomSeed is a run's seed when --seed is not given: runs differ, and

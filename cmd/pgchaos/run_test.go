@@ -487,3 +487,21 @@ func TestDemoRunbook(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// An invalid file still gets the step summary --markdown asks for: a CI
+// job's summary then says why the chaos stage failed, not nothing.
+func TestRunInvalidWritesItsSummary(t *testing.T) {
+	file := experimentFile(t, "typo", "method:\n  - wiat: 1s\n")
+	summary := filepath.Join(t.TempDir(), "out", "summary.md")
+	code, _, stderr := runCLI(t, "run", file, "--var", "dsn=postgres://127.0.0.1:1/x", "--markdown", summary)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2:\n%s", code, stderr)
+	}
+	md, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "— ❌ invalid") || !strings.Contains(string(md), "typo.yaml:7:5: method[0].wiat: unknown field") {
+		t.Errorf("summary of an invalid file:\n%s", md)
+	}
+}

@@ -94,15 +94,29 @@ func Markdown(res *Result) string {
 	if res.Recovered {
 		fmt.Fprintf(&b, " Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))
 	}
-	b.WriteString("\n\n| check | result | evidence |\n|---|---|---|\n")
+	b.WriteString("\n\n")
+	var rows []string
 	for _, p := range res.Probes {
-		fmt.Fprintf(&b, "| steady state (%s): %s | %s | value %v |\n", p.Phase, p.Name, passFail(p.Pass), p.Value)
+		rows = append(rows, row("steady state ("+p.Phase+"): "+p.Name, passFail(p.Pass), fmt.Sprintf("value %v %s", p.Value, p.Error)))
+	}
+	for _, st := range res.Steps {
+		if st.Error != "" {
+			rows = append(rows, row("step: "+st.Name, passFail(false), st.Error))
+		}
 	}
 	for _, v := range res.Verdicts {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Name, passFail(v.Pass), strings.ReplaceAll(v.Summary, "|", "\\|"))
+		rows = append(rows, row(v.Name, passFail(v.Pass), v.Summary))
 	}
 	for _, rb := range res.Rollbacks {
-		fmt.Fprintf(&b, "| rollback: %s | %s | %s |\n", rb.Name, passFail(rb.Error == ""), rb.Error)
+		rows = append(rows, row("rollback: "+rb.Name, passFail(rb.Error == ""), rb.Error))
+	}
+	switch {
+	case len(rows) > 0:
+		b.WriteString("| check | result | evidence |\n|---|---|---|\n" + strings.Join(rows, ""))
+	case res.SetupFailed:
+		b.WriteString("Nothing was judged: the run stopped before its workloads started, as the line above says.\n")
+	default:
+		b.WriteString("Nothing was judged: the experiment has no probes and no verifiers.\n")
 	}
 	var method []StepResult
 	for _, st := range res.Steps {
@@ -115,17 +129,32 @@ func Markdown(res *Result) string {
 		for _, st := range method {
 			result := "ok"
 			if st.Error != "" {
-				result = "**FAIL**: " + strings.ReplaceAll(st.Error, "|", "\\|")
+				result = "**FAIL**: " + st.Error
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", st.Name, st.Start.Sub(res.Started).Round(100*time.Millisecond), st.End.Sub(st.Start).Round(time.Millisecond), result)
+			b.WriteString(row(st.Name, st.Start.Sub(res.Started).Round(100*time.Millisecond).String(), st.End.Sub(st.Start).Round(time.Millisecond).String(), result))
 		}
 	}
 	if len(res.FaultWindows) > 0 {
 		b.WriteString("\n| fault | from | to | fired |\n|---|---|---|---|\n")
 		for _, w := range res.FaultWindows {
-			fmt.Fprintf(&b, "| %s | %s | %s | %d |\n", w.Rule, w.Start.Sub(res.Started).Round(100*time.Millisecond), w.End.Sub(res.Started).Round(100*time.Millisecond), w.Fired)
+			b.WriteString(row(w.Rule, w.Start.Sub(res.Started).Round(100*time.Millisecond).String(), w.End.Sub(res.Started).Round(100*time.Millisecond).String(), fmt.Sprint(w.Fired)))
 		}
 	}
+	return b.String()
+}
+
+// row is a Markdown table row, its cells escaped: a | or a line break in
+// an error or a value would otherwise break the table.
+func row(cells ...string) string {
+	var b strings.Builder
+	b.WriteString("|")
+	for _, c := range cells {
+		c = strings.TrimSpace(c)
+		c = strings.ReplaceAll(c, "|", "\\|")
+		c = strings.ReplaceAll(strings.ReplaceAll(c, "\r\n", "<br>"), "\n", "<br>")
+		b.WriteString(" " + c + " |")
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

@@ -109,7 +109,8 @@ func TestReports(t *testing.T) {
 		"## pgchaos: x — ❌ failed",
 		"**recovery:** the steady state did not hold again within 1s",
 		"Ran 20s with seed 42. Operations: 10 ok, 2 failed, 1 unknown.",
-		"| steady state (after): p1 | **FAIL** | value 7 |",
+		"| steady state (after): p1 | **FAIL** | value 7 too many |",
+		"| step: kill | **FAIL** | boom \\| bang |",
 		"| rpo(l) | **FAIL** | FAIL: 2 lost \\| badly |",
 		"| durability(l) | pass | ok: fine |",
 		"| rollback: undo | **FAIL** | no |",
@@ -124,6 +125,17 @@ func TestReports(t *testing.T) {
 	if strings.Contains(md, "Recovered in") {
 		t.Errorf("a run that did not recover says it did:\n%s", md)
 	}
+	// Every cell is escaped: a line break in an error stays in its row.
+	res.Rollbacks[0].Error = "no\nreally | not"
+	if md := runner.Markdown(res); !strings.Contains(md, "| rollback: undo | **FAIL** | no<br>really \\| not |\n") {
+		t.Errorf("a two-line error breaks its row:\n%s", md)
+	}
+	// A setup failure explains itself instead of an empty table.
+	setup := &runner.Result{Experiment: "s", Phase: "setup", Problem: "setup step schema: syntax error", SetupFailed: true, Started: t0, Ended: t0}
+	if md := runner.Markdown(setup); !strings.Contains(md, "**setup:** setup step schema: syntax error") || !strings.Contains(md, "Nothing was judged: the run stopped before its workloads started") || strings.Contains(md, "| check |") {
+		t.Errorf("a setup failure:\n%s", md)
+	}
+	res.Rollbacks[0].Error = "no"
 	res.Recovered, res.Pass, res.Phase, res.Problem = true, true, "done", ""
 	if md := runner.Markdown(res); !strings.Contains(md, "✅ passed") || !strings.Contains(md, "Recovered in 1s.") {
 		t.Errorf("a passing run:\n%s", md)
