@@ -23,7 +23,7 @@ import (
 
 const runUsage = `Usage:
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
-              [--markdown FILE] [--seed N] [--var KEY=VALUE]...
+              [--markdown FILE] [--html FILE] [--seed N] [--var KEY=VALUE]...
   pgchaos demo
 
 Runs an experiment: target and proxies up, workloads on, steady state checked,
@@ -41,10 +41,11 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 func runRun(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("pgchaos run", stderr, runUsage)
 	embedded := flags.Bool("embedded", false, "run against a throwaway local PostgreSQL, whatever the file's target")
-	reportDir := flags.String("report-dir", "", "write report.json, junit.xml and summary.md here")
+	reportDir := flags.String("report-dir", "", "write report.json, junit.xml, summary.md and report.html here")
 	junit := flags.String("junit", "", "write a JUnit XML report")
 	jsonOut := flags.String("json", "", "write the JSON journal")
 	markdown := flags.String("markdown", "", "write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+	htmlOut := flags.String("html", "", "write the HTML report: a timeline per workload, the faults shaded, then the checks")
 	seed := flags.Int64("seed", 0, "seed for rule probabilities and jitter: a run's seed, from its report, draws the same faults (default: a random one)")
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
 	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
@@ -66,6 +67,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
 		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
 		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
+		*htmlOut = cmp.Or(*htmlOut, filepath.Join(*reportDir, "report.html"))
 	}
 	exp, err := experiments.ParseFile(flags.Arg(0), vars, os.LookupEnv)
 	if err != nil {
@@ -90,7 +92,19 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		*seed = randomSeed()
 	}
 	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
-		*jsonOut, *junit, *markdown, stdout, stderr)
+		reports{json: *jsonOut, junit: *junit, markdown: *markdown, html: *htmlOut}, stdout, stderr)
+}
+
+// reports are the files a run writes its results to ("" none).
+type reports struct{ json, junit, markdown, html string }
+
+// reportsIn are the reports of a --report-dir.
+func reportsIn(dir string) reports {
+	if dir == "" {
+		return reports{}
+	}
+	return reports{json: filepath.Join(dir, "report.json"), junit: filepath.Join(dir, "junit.xml"),
+		markdown: filepath.Join(dir, "summary.md"), html: filepath.Join(dir, "report.html")}
 }
 
 // writeInvalidSummary writes the Markdown summary of a file that did not
@@ -135,7 +149,7 @@ func logger(w io.Writer, verbose bool) *slog.Logger {
 
 // execute runs the experiment, writes the reports and turns the result
 // into the exit status.
-func execute(exp *experiments.Experiment, opts runner.Options, jsonOut, junit, markdown string, stdout, stderr io.Writer) error {
+func execute(exp *experiments.Experiment, opts runner.Options, out reports, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res := runner.Run(ctx, exp, opts)
@@ -143,9 +157,10 @@ func execute(exp *experiments.Experiment, opts runner.Options, jsonOut, junit, m
 		path  string
 		write func(string, *runner.Result) error
 	}{
-		{jsonOut, runner.WriteJSON},
-		{junit, runner.WriteJUnit},
-		{markdown, func(p string, r *runner.Result) error { return os.WriteFile(p, []byte(runner.Markdown(r)), 0o644) }},
+		{out.json, runner.WriteJSON},
+		{out.junit, runner.WriteJUnit},
+		{out.markdown, func(p string, r *runner.Result) error { return os.WriteFile(p, []byte(runner.Markdown(r)), 0o644) }},
+		{out.html, runner.WriteHTML},
 	} {
 		if w.path != "" {
 			if err := w.write(w.path, res); err != nil {
@@ -165,7 +180,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("pgchaos demo", stderr, "Usage:\n  pgchaos demo [NAME] [--pg-bindir DIR] [--report-dir DIR]\n  pgchaos demo --list\n\n"+
 		"Runs a shipped experiment (default 2pc-mid-prepare) on a throwaway local PostgreSQL.\n")
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries (default: pg_config --bindir)")
-	reportDir := flags.String("report-dir", "", "write report.json, junit.xml and summary.md here")
+	reportDir := flags.String("report-dir", "", "write report.json, junit.xml, summary.md and report.html here")
 	list := flags.Bool("list", false, "list the shipped experiments")
 	if err := parseFlags(flags, args); err != nil {
 		return err
@@ -206,11 +221,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var jsonOut, junit, markdown string
-	if *reportDir != "" {
-		jsonOut, junit, markdown = filepath.Join(*reportDir, "report.json"), filepath.Join(*reportDir, "junit.xml"), filepath.Join(*reportDir, "summary.md")
-	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed()}, jsonOut, junit, markdown, stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed()}, reportsIn(*reportDir), stdout, stderr)
 }
 
 // shippedExperiments lists the experiments pgchaos ships, by name.

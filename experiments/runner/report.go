@@ -89,12 +89,7 @@ func Markdown(res *Result) string {
 	if res.Problem != "" {
 		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Phase, res.Problem)
 	}
-	fmt.Fprintf(&b, "Ran %s with seed %d. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second), res.Seed,
-		res.Operations["ok"], res.Operations["fail"], res.Operations["unknown"])
-	if res.Recovered {
-		fmt.Fprintf(&b, " Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))
-	}
-	b.WriteString("\n\n")
+	b.WriteString(runLine(res) + "\n\n")
 	var rows []string
 	for _, p := range res.Probes {
 		rows = append(rows, row("steady state ("+p.Phase+"): "+p.Name, passFail(p.Pass), fmt.Sprintf("value %v %s", p.Value, p.Error)))
@@ -141,6 +136,17 @@ func Markdown(res *Result) string {
 		}
 	}
 	return b.String()
+}
+
+// runLine says how long the run took, with what seed, what its
+// operations did and how soon it recovered.
+func runLine(res *Result) string {
+	line := fmt.Sprintf("Ran %s with seed %d. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second), res.Seed,
+		res.Operations["ok"], res.Operations["fail"], res.Operations["unknown"])
+	if res.Recovered {
+		line += fmt.Sprintf(" Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))
+	}
+	return line
 }
 
 // row is a Markdown table row, its cells escaped: a | or a line break in

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +101,21 @@ type SecondCount struct {
 	Unknown int `json:"unknown"`
 }
 
+// WorkloadTimeline is one workload's seconds.
+type WorkloadTimeline struct {
+	Name    string          `json:"name"`
+	Seconds []SecondLatency `json:"seconds"`
+}
+
+// SecondLatency is the operations of one workload that ended in one second
+// of the run, by outcome, and the 50th and 99th percentiles of their
+// latency in milliseconds (0 without operations).
+type SecondLatency struct {
+	SecondCount
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
+}
+
 // Result is the journal of a run.
 type Result struct {
 	Experiment string `json:"experiment"`
@@ -121,6 +138,11 @@ type Result struct {
 	Rollbacks    []StepResult     `json:"rollbacks"`
 	Operations   map[string]int   `json:"operations"`
 	PerSecond    []SecondCount    `json:"per_second"`
+	// Workloads are each workload's operations per second, with their
+	// latency percentiles: the timeline of the HTML report.
+	Workloads []WorkloadTimeline `json:"workloads,omitempty"`
+	// MethodEnd is when the method ended and recovery began.
+	MethodEnd time.Time `json:"method_end"`
 	// NotOK are the first operations that did not succeed, as evidence.
 	NotOK []history.Op `json:"not_ok,omitempty"`
 }
@@ -360,7 +382,58 @@ func (r *run) finish(ctx context.Context) {
 			r.res.PerSecond = append(r.res.PerSecond, SecondCount{Second: s})
 		}
 	}
+	r.res.MethodEnd = r.methodEnd
+	r.res.Workloads = timelines(ops, r.started, last)
 }
+
+// timelines are each workload's seconds 0..last, with their percentiles.
+func timelines(ops []history.Op, started time.Time, last int) []WorkloadTimeline {
+	type sec struct {
+		c   SecondCount
+		lat []time.Duration
+	}
+	byName := map[string][]sec{}
+	var names []string
+	for _, op := range ops {
+		secs, ok := byName[op.Workload]
+		if !ok {
+			names = append(names, op.Workload)
+			secs = make([]sec, last+1)
+			for i := range secs {
+				secs[i].c.Second = i
+			}
+		}
+		i := min(max(int(op.End.Sub(started).Seconds()), 0), last)
+		switch op.Outcome {
+		case history.OK:
+			secs[i].c.OK++
+		case history.Fail:
+			secs[i].c.Fail++
+		case history.Unknown:
+			secs[i].c.Unknown++
+		}
+		secs[i].lat = append(secs[i].lat, op.Latency)
+		byName[op.Workload] = secs
+	}
+	sort.Strings(names)
+	var out []WorkloadTimeline
+	for _, n := range names {
+		w := WorkloadTimeline{Name: n}
+		for _, s := range byName[n] {
+			sl := SecondLatency{SecondCount: s.c}
+			if len(s.lat) > 0 {
+				slices.Sort(s.lat)
+				sl.P50MS = ms(s.lat[(len(s.lat)-1)/2])
+				sl.P99MS = ms(s.lat[(len(s.lat)*99-1)/100])
+			}
+			w.Seconds = append(w.Seconds, sl)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (r *run) setup(ctx context.Context) error {
 	for i, st := range r.exp.Setup {
