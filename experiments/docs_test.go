@@ -37,3 +37,23 @@ func TestDocsExample(t *testing.T) {
 		t.Errorf("docs/experiments.md should show these errors for typo.yaml:\n%v", err)
 	}
 }
+
+// The during example of docs/experiments.md parses, as the section of an
+// experiment.
+func TestDocsDuringExample(t *testing.T) {
+	data, err := os.ReadFile("../docs/experiments.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(during:\n.*?)```").FindStringSubmatch(string(data))
+	if m == nil {
+		t.Fatal("docs/experiments.md has no during example")
+	}
+	e, err := Parse([]byte("name: x\ntarget: {dsn: postgres://db}\n"+m[1]), "during.yaml", nil, noEnv)
+	if err != nil {
+		t.Fatalf("the during example:\n%v", err)
+	}
+	if len(e.During) != 2 || e.During[0].While != WhileFault || e.During[0].Must != MustOnce {
+		t.Errorf("the during example reads as %+v", e.During)
+	}
+}

@@ -32,6 +32,9 @@ type Experiment struct {
 	Setup       []Step
 	Workloads   []Workload
 	SteadyState SteadyState
+	// During are checks made while the method runs: what must hold, or
+	// must be seen, while the faults are in place.
+	During []DuringProbe
 	// Method is the ordered list of timed steps while the workloads run.
 	Method   []Step
 	Recovery Recovery
@@ -358,6 +361,38 @@ type Expect struct {
 	HasEquals bool
 	Min, Max  *float64
 }
+
+// When a during probe runs.
+const (
+	// WhileMethod: every Every from the start of the method to its end.
+	WhileMethod = "method"
+	// WhileFault: every Every while an injected fault is in place.
+	WhileFault = "fault"
+	// WhileSteps: once after each method step.
+	WhileSteps = "steps"
+)
+
+// What a during probe's samples must show.
+const (
+	// MustAlways: every sample meets Expect (the system holds under the
+	// fault).
+	MustAlways = "always"
+	// MustOnce: some sample meets it (the fault's effect was seen, e.g.
+	// clients stalled behind a hang before recovery released them).
+	MustOnce = "once"
+)
+
+// DuringProbe is a query sampled while the method runs, judged as a
+// verifier when the run ends.
+type DuringProbe struct {
+	Probe
+	While string   // WhileMethod (default), WhileFault or WhileSteps
+	Every Duration // default 1s; not for WhileSteps
+	Must  string   // MustAlways (default) or MustOnce
+}
+
+// DefaultDuringEvery is how often a during probe samples.
+const DefaultDuringEvery = Duration(time.Second)
 
 // Step is one step of the setup, the method or the rollbacks.
 type Step struct {

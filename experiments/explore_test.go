@@ -97,3 +97,33 @@ explore:
 		})
 	}
 }
+
+// The during section: defaults, and what a file is told when it says
+// something wrong.
+func TestDuringParse(t *testing.T) {
+	e, err := Parse([]byte("name: x\ntarget: {dsn: postgres://db}\nduring:\n- {name: a, sql: SELECT 1, expect: {equals: 1}}\n- {name: b, sql: SELECT 1, expect: {min: 1}, while: fault, must: once, every: 250ms}\n"), "x.yaml", nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := e.During[0], e.During[1]; a.While != WhileMethod || a.Must != MustAlways || a.Every != DefaultDuringEvery ||
+		b.While != WhileFault || b.Must != MustOnce || time.Duration(b.Every) != 250*time.Millisecond {
+		t.Fatalf("during %+v", e.During)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"every with steps", "name: x\ntarget: {dsn: postgres://db}\nduring:\n- {name: a, sql: SELECT 1, expect: {equals: 1}, while: steps, every: 1s}\n",
+			`x.yaml:4:63: during[0].every: applies to while: method or fault; while: steps samples once after each step`},
+		{"unknown while", "name: x\ntarget: {dsn: postgres://db}\nduring:\n- {name: a, sql: SELECT 1, expect: {equals: 1}, while: faults}\n",
+			`x.yaml:4:56: during[0].while: want method, fault or steps, got "faults" (did you mean "fault"?)`},
+		{"two of a name", "name: x\ntarget: {dsn: postgres://db}\nduring:\n- {name: a, sql: SELECT 1, expect: {equals: 1}}\n- {name: a, sql: SELECT 2, expect: {equals: 2}}\n",
+			`x.yaml:5:10: during[1].name: "a" is the name of the during probe on line 4 too`},
+		{"no expect", "name: x\ntarget: {dsn: postgres://db}\nduring:\n- {name: a, sql: SELECT 1}\n",
+			`x.yaml:4:3: during[0].expect: is required (equals, min or max)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "x.yaml", nil, noEnv)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got:\n%v\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}

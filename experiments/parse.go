@@ -25,7 +25,7 @@ import (
 // goes through them.
 func sections() []string {
 	return []string{"name", "description", "tags", "target", "proxies", "setup", "workloads",
-		"steady_state", "method", "recovery", "verify", "rollbacks", "fault_fired", "explore"}
+		"steady_state", "during", "method", "recovery", "verify", "rollbacks", "fault_fired", "explore"}
 }
 
 // Defaults filled in by Parse.
@@ -291,6 +291,16 @@ func (d *decoder) experiment(root *yaml.Node) *Experiment {
 			e.SteadyState.Probes = append(e.SteadyState.Probes, d.probe(item, index("steady_state.probes", i)))
 		}
 		so.done()
+	}
+	seen := map[string]int{}
+	for i, item := range d.list(o.get("during"), "during") {
+		path := index("during", i)
+		p := d.duringProbe(item, path)
+		if line, dup := seen[p.Name]; dup && p.Name != "" {
+			d.errAt(lookup(deref(item), "name"), join(path, "name"), "%q is the name of the during probe on line %d too", p.Name, line)
+		}
+		seen[p.Name] = p.Pos.Line
+		e.During = append(e.During, p)
 	}
 	e.Method = d.steps(o.get("method"), "method", r, true)
 	e.Recovery.Deadline = DefaultDeadline
@@ -821,8 +831,28 @@ func (d *decoder) expect(n *yaml.Node, path string) Expect {
 }
 
 func (d *decoder) probe(n *yaml.Node, path string) Probe {
-	p := Probe{Pos: posOf(deref(n))}
 	o := d.object(n, path)
+	p := d.probeFields(n, o)
+	o.done()
+	return p
+}
+
+// duringProbe reads a probe with while, every and must.
+func (d *decoder) duringProbe(n *yaml.Node, path string) DuringProbe {
+	o := d.object(n, path)
+	p := DuringProbe{Probe: d.probeFields(n, o), While: WhileMethod, Every: DefaultDuringEvery, Must: MustAlways}
+	o.enum("while", &p.While, WhileMethod, WhileFault, WhileSteps)
+	if o.positive("every", &p.Every) && p.While == WhileSteps {
+		d.errAt(o.keyNode("every"), o.at("every"), "applies to while: method or fault; while: steps samples once after each step")
+	}
+	o.enum("must", &p.Must, MustAlways, MustOnce)
+	o.done()
+	return p
+}
+
+// probeFields reads what every probe has: name, sql, expect, tolerance.
+func (d *decoder) probeFields(n *yaml.Node, o *object) Probe {
+	p := Probe{Pos: posOf(deref(n))}
 	o.reqStr("name", &p.Name)
 	o.reqStr("sql", &p.SQL)
 	if en := o.get("expect"); en != nil {
@@ -833,6 +863,5 @@ func (d *decoder) probe(n *yaml.Node, path string) Probe {
 	if o.number("tolerance", &p.Tolerance, 0, math.Inf(1)) && !p.Expect.HasEquals {
 		d.errAt(o.keyNode("tolerance"), o.at("tolerance"), "applies to expect.equals")
 	}
-	o.done()
 	return p
 }

@@ -135,9 +135,11 @@ type Result struct {
 	RecoveryTime time.Duration    `json:"recovery_time_ns"`
 	Recovered    bool             `json:"recovered"`
 	Verdicts     []verify.Verdict `json:"verdicts"`
-	Rollbacks    []StepResult     `json:"rollbacks"`
-	Operations   map[string]int   `json:"operations"`
-	PerSecond    []SecondCount    `json:"per_second"`
+	// During are the samples of the during probes.
+	During     []DuringResult `json:"during,omitempty"`
+	Rollbacks  []StepResult   `json:"rollbacks"`
+	Operations map[string]int `json:"operations"`
+	PerSecond  []SecondCount  `json:"per_second"`
 	// Workloads are each workload's operations per second, with their
 	// latency percentiles: the timeline of the HTML report.
 	Workloads []WorkloadTimeline `json:"workloads,omitempty"`
@@ -177,6 +179,8 @@ type run struct {
 	healing   int
 	healed    *sync.Cond
 	workloads map[string]workload.Workload
+	// during are the during probes' samples so far (under mu).
+	during []DuringResult
 	// finished is closed, per workload, when its Run returns.
 	finished map[string]chan struct{}
 	started  time.Time
@@ -272,6 +276,9 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		started:   time.Now(),
 	}
 	r.healed = sync.NewCond(&r.mu)
+	for _, p := range exp.During {
+		r.during = append(r.during, DuringResult{Name: p.Name, While: p.While, Must: p.Must, Samples: []DuringSample{}})
+	}
 	defer func() { r.res.Ended = time.Now() }()
 	// Cleanup, rollbacks and teardown must run even after Ctrl-C.
 	bg := context.WithoutCancel(ctx)
@@ -331,7 +338,12 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 			r.startTimeline = tli
 		}
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go r.watch(watchCtx, watched)
 	r.method(ctx)
+	stopWatch()
+	<-watched
 	r.methodEnd = time.Now()
 	r.setPhase("recovery")
 	r.recover(ctx)

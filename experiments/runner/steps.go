@@ -434,6 +434,7 @@ func (r *run) method(ctx context.Context) {
 		}
 		res := r.step(ctx, "method", i, st)
 		r.res.Steps = append(r.res.Steps, res)
+		r.sampleSteps(ctx, res.Name)
 		if res.Error != "" {
 			// A step cut short by Ctrl-C did not fail on its own: Run
 			// records the interruption.

@@ -637,3 +637,79 @@ steady_state:
 		t.Errorf("the run does not say why the probe failed:\n%s", out.String())
 	}
 }
+
+// During probes sample while the method runs: what holds under the fault,
+// what is seen only while it is in place (clients stalled behind a hang,
+// their COMMIT held, so their sessions sit idle in transaction), and a
+// sample after each step; each is judged as a verifier.
+func TestDuringProbes(t *testing.T) {
+	dsn := newDB(t)
+	res := runFile(t, `name: during
+target: {dsn: "${var:dsn}"}
+proxies: [{name: pg, upstream: target}]
+workloads:
+  - {name: ledger, type: ledger, clients: 2, rate: 50}
+during:
+  - name: stalled behind the hang
+    sql: "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
+    expect: {min: 2}
+    while: fault
+    must: once
+    every: 200ms
+  - {name: server answers, sql: "SELECT 1", expect: {equals: 1}, every: 300ms}
+  - {name: after each step, sql: "SELECT 1", expect: {equals: 1}, while: steps}
+method:
+  - {name: warm, wait: 1s}
+  - {name: hold commits, inject: {rule: {name: hold, match: {statement: commit}, action: {type: hang}}}}
+  - {name: held, wait: 1500ms}
+  - {name: release, remove: hold}
+  - {name: after, wait: 500ms}
+`, map[string]string{"dsn": dsn})
+	wantPass(t, res)
+	byName := map[string]runner.DuringResult{}
+	for _, d := range res.During {
+		byName[d.Name] = d
+	}
+	hold := res.FaultWindows[0]
+	for _, s := range byName["stalled behind the hang"].Samples {
+		if at := res.Started.Add(s.At); at.Before(hold.Start) || at.After(hold.End.Add(100*time.Millisecond)) {
+			t.Errorf("a while: fault sample at %v, outside the fault %v..%v", s.At, hold.Start.Sub(res.Started), hold.End.Sub(res.Started))
+		}
+	}
+	if n := len(byName["server answers"].Samples); n < 5 {
+		t.Errorf("%d samples of while: method every 300ms over a 3 s method, want about 10", n)
+	}
+	if s := byName["after each step"].Samples; len(s) != 5 || s[1].Step != "hold commits" {
+		t.Errorf("while: steps samples %+v, want one after each of the 5 steps", s)
+	}
+
+	// Not seen, never sampled, and a miss fail the run, each saying so.
+	res = runFile(t, `name: during-fails
+target: {dsn: "${var:dsn}"}
+during:
+  - {name: not seen, sql: "SELECT 0", expect: {min: 1}, must: once, every: 200ms}
+  - {name: no fault, sql: "SELECT 1", expect: {equals: 1}, while: fault}
+  - {name: a miss, sql: "SELECT 2", expect: {equals: 1}, every: 200ms}
+method:
+  - {wait: 1s}
+`, map[string]string{"dsn": dsn})
+	if res.Pass {
+		t.Fatal("failing during probes passed")
+	}
+	want := map[string]string{
+		"during not seen": "FAIL: not seen in ",
+		"during no fault": "FAIL: never sampled (while: fault): no fault was in place during the method",
+		"during a miss":   "FAIL: 0 of ",
+	}
+	for _, v := range res.Verdicts {
+		if w, ok := want[v.Name]; ok {
+			if v.Pass || !strings.HasPrefix(v.Summary, w) {
+				t.Errorf("%s: %v %q, want a failure starting %q", v.Name, v.Pass, v.Summary, w)
+			}
+			delete(want, v.Name)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("no verdict for %v in %+v", want, res.Verdicts)
+	}
+}

@@ -53,8 +53,11 @@ func (r *run) verify(ctx context.Context) {
 		facts.RestorePoints = maps.Clone(r.points)
 		r.mu.Unlock()
 	}
+	verdicts := r.duringVerdicts()
 	for _, v := range r.exp.Verify {
-		verdict := verify.Check(ctx, v, facts)
+		verdicts = append(verdicts, verify.Check(ctx, v, facts))
+	}
+	for _, verdict := range verdicts {
 		r.res.Verdicts = append(r.res.Verdicts, verdict)
 		if !verdict.Pass {
 			r.res.Pass = false
