@@ -55,6 +55,14 @@ func TestDRDocs(t *testing.T) {
 	}
 }
 
+// TestExperimentsDocs runs every command of docs/experiments.md in order:
+// the first experiment, validated and run as written.
+func TestExperimentsDocs(t *testing.T) {
+	if err := runDocCommands(t, "../../docs/experiments.md"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestExploreDocs runs every command of docs/explore.md in order: the
 // application explored, broken and fixed twice, with what each run finds.
 func TestExploreDocs(t *testing.T) {
