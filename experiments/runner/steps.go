@@ -533,7 +533,7 @@ func (r *run) recover(ctx context.Context) {
 		deadline = time.Minute
 	}
 	start := time.Now()
-	r.logf("recovery: faults healed; waiting up to %s for the steady state", deadline)
+	r.logf("recovery: faults healed; waiting up to %s for the steady state (%s)", deadline, r.hypothesis())
 	for {
 		if r.steadyState(ctx, "") {
 			r.res.RecoveryTime, r.res.Recovered = time.Since(start), true
@@ -673,4 +673,38 @@ func times(n int64) string {
 		return "twice"
 	}
 	return fmt.Sprintf("%d times", n)
+}
+
+// hypothesis says what the steady state expects, for the recovery line.
+func (r *run) hypothesis() string {
+	if len(r.exp.SteadyState.Probes) == 0 {
+		return "no probes: it holds at once"
+	}
+	var parts []string
+	for _, p := range r.exp.SteadyState.Probes {
+		parts = append(parts, p.Name+" "+describeExpect(p.Expect, p.Tolerance))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// describeExpect is an expectation in words: "= 1000", "≥ 1", "1 to 5".
+func describeExpect(e experiments.Expect, tol float64) string {
+	var parts []string
+	if e.HasEquals {
+		eq := fmt.Sprintf("= %v", e.Equals)
+		if e.Equals == nil {
+			eq = "is NULL"
+		}
+		if tol > 0 {
+			eq += fmt.Sprintf(" ± %v", tol)
+		}
+		parts = append(parts, eq)
+	}
+	if e.Min != nil {
+		parts = append(parts, fmt.Sprintf("≥ %v", *e.Min))
+	}
+	if e.Max != nil {
+		parts = append(parts, fmt.Sprintf("≤ %v", *e.Max))
+	}
+	return strings.Join(parts, " and ")
 }

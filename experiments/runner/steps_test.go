@@ -602,7 +602,10 @@ method:
 // compare as the docs say; a probe that fails says why.
 func TestProbesJudgeLikeTheSQLVerifier(t *testing.T) {
 	dsn := newDB(t)
-	res := runFile(t, `name: probes
+	first := &syncWriter{b: &strings.Builder{}}
+	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer fcancel()
+	res := runFileCtx(fctx, t, `name: probes
 target: {dsn: "${var:dsn}"}
 steady_state:
   probes:
@@ -615,8 +618,12 @@ steady_state:
     - {name: "null", sql: "SELECT NULL", expect: {equals: null}}
 method:
   - wait: 100ms
-`, map[string]string{"dsn": dsn})
+`, map[string]string{"dsn": dsn}, first)
 	wantPass(t, res)
+	// Recovery says what it waits for.
+	if want := "for the steady state (numeric sum = 10000, numeric within tolerance = 2.4 ± 0.2, bigint bounds ≥ 10 and ≤ 10, float = 0.5, bool = true, text = ok, null is NULL)"; !strings.Contains(first.String(), want) {
+		t.Errorf("the recovery line lacks %q:\n%s", want, first.String())
+	}
 	if v := res.Probes[0].Value; v != "10000" {
 		t.Errorf("numeric sum recorded as %#v, want its text", v)
 	}

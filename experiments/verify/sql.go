@@ -273,8 +273,15 @@ func sqlEqual(ctx context.Context, c *experiments.SQLEqual, run Run) Verdict {
 		v.judge(true, "both queries return the same %d rows", len(left.Rows))
 		return v
 	}
-	v.judge(false, "the queries differ: %s only on the left, %d only on the right (of %d and %d)",
-		count(len(onlyLeft), "row"), len(onlyRight), len(left.Rows), len(right.Rows))
+	first := ""
+	switch {
+	case len(onlyLeft) > 0:
+		first = "; first only on the left: " + rowText(onlyLeft[0])
+	default:
+		first = "; first only on the right: " + rowText(onlyRight[0])
+	}
+	v.judge(false, "the queries differ: %s only on the left, %d only on the right (of %d and %d)%s",
+		count(len(onlyLeft), "row"), len(onlyRight), len(left.Rows), len(right.Rows), first)
 	return v
 }
 

@@ -158,6 +158,10 @@ func TestSQLEqual(t *testing.T) {
 	wantPass(t, v, false)
 	wantEvidence(t, v, "only_left_rows", [][]any{{"bob", "5"}})
 	wantEvidence(t, v, "only_right_rows", [][]any{{"bob", "6"}})
+	// The summary shows a row that differs, not only how many.
+	if want := `; first only on the left: ["bob","5"]`; !strings.HasSuffix(v.Summary, want) {
+		t.Errorf("summary %q, want it to end %q", v.Summary, want)
+	}
 
 	v = check(t, &experiments.SQLEqual{Left: "SELECT 1, 2", Right: "SELECT 1"}, run)
 	wantPass(t, v, false)
