@@ -143,6 +143,9 @@ func Markdown(res *Result) string {
 func runLine(res *Result) string {
 	line := fmt.Sprintf("Ran %s with seed %d. Operations: %d ok, %d failed, %d unknown.", res.Ended.Sub(res.Started).Round(time.Second), res.Seed,
 		res.Operations["ok"], res.Operations["fail"], res.Operations["unknown"])
+	if res.Operations["ok"]+res.Operations["fail"]+res.Operations["unknown"] == 0 {
+		line = fmt.Sprintf("Ran %s with seed %d. No workload operation was recorded: the steps are the run.", res.Ended.Sub(res.Started).Round(time.Second), res.Seed)
+	}
 	if res.Recovered {
 		line += fmt.Sprintf(" Recovered in %s.", res.RecoveryTime.Round(time.Millisecond))
 	}

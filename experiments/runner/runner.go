@@ -195,6 +195,12 @@ type run struct {
 	// restore points made (under mu).
 	backups []*pgtest.Backup
 	points  map[string]verify.Window
+	// current is the step under way, since currentStart, and currentOut
+	// its command's output (under mu): the status line of a run whose
+	// application is a step rather than a workload.
+	current      string
+	currentStart time.Time
+	currentOut   *tailWriter
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -497,6 +503,27 @@ func (r *run) status(ctx context.Context, done chan<- struct{}) {
 			faultsNow := "none"
 			if len(active) > 0 {
 				faultsNow = strings.Join(active, ", ")
+			}
+			if len(r.workloads) == 0 {
+				// No operations to count: say what the step under way does.
+				r.mu.Lock()
+				step, since, out := r.current, r.currentStart, r.currentOut
+				r.mu.Unlock()
+				if step == "" {
+					continue
+				}
+				line := fmt.Sprintf("status: step %s running for %s; active faults: %s", step, time.Since(since).Round(time.Second), faultsNow)
+				if out != nil {
+					if last := out.lastLine(); last != "" {
+						line += "; last output: " + last
+					}
+				}
+				if r.opts.Live {
+					r.showStatus(line)
+				} else {
+					r.logf("%s", line)
+				}
+				continue
 			}
 			if r.opts.Live {
 				r.outMu.Lock()

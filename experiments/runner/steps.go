@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,7 +33,13 @@ func (r *run) step(ctx context.Context, phase string, i int, st experiments.Step
 	// from here.
 	res := StepResult{Phase: phase, Name: name, Kind: st.Action.Kind(), Start: time.Now()}
 	r.logf("%s: %s", phase, name)
+	r.mu.Lock()
+	r.current, r.currentStart, r.currentOut = name, res.Start, nil
+	r.mu.Unlock()
 	detail, err := r.act(ctx, phase, st.Action)
+	r.mu.Lock()
+	r.current, r.currentOut = "", nil
+	r.mu.Unlock()
 	res.End, res.Detail = time.Now(), detail
 	if err != nil {
 		res.Error = err.Error()
@@ -408,11 +415,14 @@ func (r *run) command(ctx context.Context, a *experiments.RunCommand) (string, e
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	out, err := cmd.CombinedOutput()
-	tail := string(out)
-	if len(tail) > 4096 {
-		tail = tail[len(tail)-4096:]
-	}
+	// The output's tail, also for the status line while the command runs.
+	out := &tailWriter{max: 4096}
+	cmd.Stdout, cmd.Stderr = out, out
+	r.mu.Lock()
+	r.currentOut = out
+	r.mu.Unlock()
+	err := cmd.Run()
+	tail := out.String()
 	if cctx.Err() == context.DeadlineExceeded {
 		return tail, fmt.Errorf("timed out after %s", timeout)
 	}
@@ -707,4 +717,33 @@ func describeExpect(e experiments.Expect, tol float64) string {
 		parts = append(parts, fmt.Sprintf("≤ %v", *e.Max))
 	}
 	return strings.Join(parts, " and ")
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}
+
+// lastLine is the last non-empty line of the output so far.
+func (w *tailWriter) lastLine() string {
+	lines := strings.Split(strings.TrimRight(w.String(), "\n"), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

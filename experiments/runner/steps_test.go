@@ -720,3 +720,32 @@ method:
 		t.Errorf("no verdict for %v in %+v", want, res.Verdicts)
 	}
 }
+
+// With the application as a method step and no workload, the status line
+// says which step runs and what it last printed, not "0 ops/s", and the
+// summary does not count operations that never were.
+func TestStatusOfAStep(t *testing.T) {
+	dsn := newDB(t)
+	exp, err := experiments.Parse([]byte(`name: app-as-step
+target: {dsn: "`+dsn+`"}
+method:
+  - {name: app, exec: 'for i in 1 2 3; do echo tick $i; sleep 0.5; done'}
+`), "step.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncWriter{b: &strings.Builder{}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runner.Run(ctx, exp, runner.Options{Out: out, StatusEvery: 300 * time.Millisecond})
+	wantPass(t, res)
+	if !regexp.MustCompile(`status: step app running for \ds; active faults: none; last output: tick \d`).MatchString(out.String()) {
+		t.Errorf("no status line of the step:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "ops/s") {
+		t.Errorf("a run without workloads reports ops/s:\n%s", out.String())
+	}
+	if md := runner.Markdown(res); !strings.Contains(md, "No workload operation was recorded") {
+		t.Errorf("summary:\n%s", md)
+	}
+}
