@@ -23,7 +23,8 @@ import (
 
 const runUsage = `Usage:
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
-              [--markdown FILE] [--html FILE] [--seed N] [--var KEY=VALUE]...
+              [--markdown FILE] [--html FILE] [--history FILE [--history-format jepsen]]
+              [--seed N] [--var KEY=VALUE]...
   pgchaos demo
 
 Runs an experiment: target and proxies up, workloads on, steady state checked,
@@ -46,6 +47,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	jsonOut := flags.String("json", "", "write the JSON journal")
 	markdown := flags.String("markdown", "", "write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 	htmlOut := flags.String("html", "", "write the HTML report: a timeline per workload, the faults shaded, then the checks")
+	historyOut := flags.String("history", "", "write every operation, a JSON object per line")
+	historyFormat := flags.String("history-format", runner.HistoryPgchaos, "--history's form: pgchaos, or jepsen (invoke/ok/fail/info events, for Elle-style checkers)")
 	seed := flags.Int64("seed", 0, "seed for rule probabilities and jitter: a run's seed, from its report, draws the same faults (default: a random one)")
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
 	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
@@ -62,6 +65,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	vars, err := parseVars("run", *varFlags)
 	if err != nil {
 		return err
+	}
+	if *historyFormat != runner.HistoryPgchaos && *historyFormat != runner.HistoryJepsen {
+		return errUsage{fmt.Errorf("run: --history-format %q: want %s or %s", *historyFormat, runner.HistoryPgchaos, runner.HistoryJepsen)}
 	}
 	if *reportDir != "" {
 		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
@@ -91,12 +97,13 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if !flags.Changed("seed") {
 		*seed = randomSeed()
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts},
-		reports{json: *jsonOut, junit: *junit, markdown: *markdown, html: *htmlOut}, stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts,
+		Version: versionString(), Vars: vars},
+		reports{json: *jsonOut, junit: *junit, markdown: *markdown, html: *htmlOut, history: *historyOut, historyFormat: *historyFormat}, stdout, stderr)
 }
 
 // reports are the files a run writes its results to ("" none).
-type reports struct{ json, junit, markdown, html string }
+type reports struct{ json, junit, markdown, html, history, historyFormat string }
 
 // reportsIn are the reports of a --report-dir.
 func reportsIn(dir string) reports {
@@ -161,6 +168,7 @@ func execute(exp *experiments.Experiment, opts runner.Options, out reports, stdo
 		{out.junit, runner.WriteJUnit},
 		{out.markdown, func(p string, r *runner.Result) error { return os.WriteFile(p, []byte(runner.Markdown(r)), 0o644) }},
 		{out.html, runner.WriteHTML},
+		{out.history, func(p string, r *runner.Result) error { return runner.WriteHistory(p, r, out.historyFormat) }},
 	} {
 		if w.path != "" {
 			if err := w.write(w.path, res); err != nil {
@@ -221,7 +229,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed()}, reportsIn(*reportDir), stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed(), Version: versionString()}, reportsIn(*reportDir), stdout, stderr)
 }
 
 // shippedExperiments lists the experiments pgchaos ships, by name.

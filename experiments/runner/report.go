@@ -3,8 +3,10 @@ package runner
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,14 +23,25 @@ func WriteJSON(path string, res *Result) error {
 }
 
 // JUnit renders the run as JUnit XML: a test case per probe, step that
-// failed, verifier and rollback; a failure's text is its evidence.
+// failed, verifier and rollback, each with the time it took; a failure's
+// text is its evidence. On an interrupted run what the interruption cut
+// short is skipped, not failed: a Ctrl-C is not a finding.
 func JUnit(res *Result) ([]byte, error) {
 	s := junit.Suite{Name: res.Experiment, Started: res.Started, Took: res.Ended.Sub(res.Started),
 		Properties: []junit.Property{{Name: "seed", Value: fmt.Sprint(res.Seed)}, {Name: "file", Value: res.Source}}}
-	s.Hostname, _ = os.Hostname()
+	if res.Version != "" {
+		s.Properties = append(s.Properties, junit.Property{Name: "pgchaos_version", Value: res.Version})
+	}
+	for _, k := range slices.Sorted(maps.Keys(res.Vars)) {
+		s.Properties = append(s.Properties, junit.Property{Name: "var." + k, Value: res.Vars[k]})
+	}
+	s.Hostname = res.Hostname
 	add := func(class, name string, d time.Duration, failMsg, text string) {
 		c := junit.Case{Class: class, Name: name, Time: junit.Seconds(d)}
-		if failMsg != "" {
+		switch {
+		case failMsg != "" && res.Interrupted:
+			c.Skipped = &junit.Message{Message: "interrupted: " + failMsg, Text: text}
+		case failMsg != "":
 			c.Failure = &junit.Message{Message: failMsg, Type: class, Text: text}
 		}
 		s.Cases = append(s.Cases, c)
@@ -41,7 +54,7 @@ func JUnit(res *Result) ([]byte, error) {
 		if !p.Pass {
 			msg = fmt.Sprintf("probe %s: value %v %s", p.Name, p.Value, p.Error)
 		}
-		add("steady_state."+p.Phase, p.Name, 0, msg, msg)
+		add("steady_state."+p.Phase, p.Name, p.Took, msg, msg)
 	}
 	for _, st := range res.Steps {
 		if st.Error != "" {
@@ -58,7 +71,7 @@ func JUnit(res *Result) ([]byte, error) {
 			ev, _ := json.MarshalIndent(v.Evidence, "", "  ")
 			text = v.Summary + "\n" + string(ev)
 		}
-		add("verify."+v.Type, v.Name, 0, msg, text)
+		add("verify."+v.Type, v.Name, v.Took, msg, text)
 	}
 	for _, rb := range res.Rollbacks {
 		add("rollbacks", rb.Name, rb.End.Sub(rb.Start), rb.Error, rb.Error)

@@ -54,7 +54,7 @@ func junitOf(t *testing.T, res *runner.Result) junitSuite {
 func TestReports(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	res := &runner.Result{
-		Experiment: "x", Source: "x.yaml", Seed: 42, Phase: "recovery", Problem: "the steady state did not hold again within 1s",
+		Experiment: "x", Source: "x.yaml", Seed: 42, Hostname: "ci-7", Phase: "recovery", Problem: "the steady state did not hold again within 1s",
 		Started: t0, Ended: t0.Add(20 * time.Second),
 		Probes: []runner.ProbeResult{
 			{Phase: "before", Name: "p1", Pass: true, Value: 1},
@@ -74,8 +74,8 @@ func TestReports(t *testing.T) {
 		Operations: map[string]int{"ok": 10, "fail": 2, "unknown": 1},
 	}
 	s := junitOf(t, res)
-	if fmt.Sprint(s.Properties) != "[{seed 42} {file x.yaml}]" || s.Hostname == "" {
-		t.Errorf("properties %v, hostname %q: want the seed and the file, and this host", s.Properties, s.Hostname)
+	if fmt.Sprint(s.Properties) != "[{seed 42} {file x.yaml}]" || s.Hostname != "ci-7" {
+		t.Errorf("properties %v, hostname %q: want the seed and the file, and the run's host", s.Properties, s.Hostname)
 	}
 	// probes 2, the failed step 1, recovery 1, verifiers 2, rollback 1.
 	if s.Tests != 7 || len(s.Cases) != 7 || s.Failures != 5 {
@@ -186,5 +186,58 @@ method:
 	}
 	if n := query[int64](t, dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'made_in_method'"); n != 1 {
 		t.Errorf("the method's sql did not run on dsn")
+	}
+}
+
+// An interrupted run's JUnit skips what the interruption cut short rather
+// than failing it; totals are on <testsuites> too; every case has the time
+// it took; the properties say which pgchaos and which --var values ran.
+func TestJUnitOfAnInterruptedRun(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	res := &runner.Result{
+		Experiment: "x", Phase: "interrupted", Problem: "context canceled", Interrupted: true,
+		Started: t0, Ended: t0.Add(3 * time.Second), Version: "v1.2.3", Vars: map[string]string{"rate": "5"},
+		Verdicts: []verify.Verdict{
+			{Name: "durability(l)", Type: "durability", Pass: true, Summary: "ok: fine", Took: 42 * time.Millisecond},
+			{Name: "rto(l)", Type: "rto", Pass: false, Summary: "FAIL: no write acknowledged after the fault", Took: time.Millisecond},
+		},
+	}
+	data, err := runner.JUnit(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Tests    int `xml:"tests,attr"`
+		Failures int `xml:"failures,attr"`
+		Skipped  int `xml:"skipped,attr"`
+		Suites   []struct {
+			Failures   int `xml:"failures,attr"`
+			Skipped    int `xml:"skipped,attr"`
+			Properties []struct {
+				Name  string `xml:"name,attr"`
+				Value string `xml:"value,attr"`
+			} `xml:"properties>property"`
+			Cases []struct {
+				Name    string    `xml:"name,attr"`
+				Time    string    `xml:"time,attr"`
+				Skipped *struct{} `xml:"skipped"`
+				Failure *struct{} `xml:"failure"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := doc.Suites[0]
+	if doc.Tests != 3 || doc.Failures != 0 || doc.Skipped != 2 || s.Failures != 0 || s.Skipped != 2 {
+		t.Errorf("totals: testsuites %d tests, %d failures, %d skipped; suite %d failures, %d skipped; want 3, 0, 2:\n%s", doc.Tests, doc.Failures, doc.Skipped, s.Failures, s.Skipped, data)
+	}
+	if got := fmt.Sprint(s.Properties); !strings.Contains(got, "{pgchaos_version v1.2.3}") || !strings.Contains(got, "{var.rate 5}") {
+		t.Errorf("properties %s", got)
+	}
+	for _, c := range s.Cases {
+		if c.Name == "durability(l)" && c.Time != "0.042" {
+			t.Errorf("durability's case took %s, want 0.042", c.Time)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -57,6 +59,10 @@ type Options struct {
 	// API secures the clients of remote proxies' control APIs: their
 	// bearer token, the roots that verify an https API.
 	API []control.ClientOption
+	// Version and Vars go into the reports as they are given (Vars with
+	// any URL password masked).
+	Version string
+	Vars    map[string]string
 	// Observe hears the statements, results and ReadyForQuery messages of
 	// the in-process proxies (faults.Options.Observe): pgchaos explore
 	// learns the fault points from it.
@@ -82,6 +88,8 @@ type ProbeResult struct {
 	Pass  bool   `json:"pass"`
 	Value any    `json:"value"`
 	Error string `json:"error,omitempty"`
+	// Took is how long the query took.
+	Took time.Duration `json:"took_ns"`
 }
 
 // FaultWindow is when an injected rule was in place.
@@ -121,20 +129,25 @@ type Result struct {
 	Experiment string `json:"experiment"`
 	Source     string `json:"source"`
 	// Seed is the seed the rules drew from: --seed reproduces the run.
-	Seed         int64            `json:"seed"`
-	Pass         bool             `json:"pass"`
-	Phase        string           `json:"phase"` // the phase that failed, or "done"
-	Problem      string           `json:"problem,omitempty"`
-	Interrupted  bool             `json:"interrupted"`
-	SetupFailed  bool             `json:"setup_failed"`
-	Started      time.Time        `json:"started"`
-	Ended        time.Time        `json:"ended"`
-	Probes       []ProbeResult    `json:"steady_state"`
-	Steps        []StepResult     `json:"steps"`
-	FaultWindows []FaultWindow    `json:"fault_windows"`
-	RecoveryTime time.Duration    `json:"recovery_time_ns"`
-	Recovered    bool             `json:"recovered"`
-	Verdicts     []verify.Verdict `json:"verdicts"`
+	Seed int64 `json:"seed"`
+	// Version is pgchaos's, Hostname the machine's, and Vars the --var
+	// values the file was read with (passwords in URLs masked).
+	Version      string            `json:"pgchaos_version,omitempty"`
+	Hostname     string            `json:"hostname,omitempty"`
+	Vars         map[string]string `json:"vars,omitempty"`
+	Pass         bool              `json:"pass"`
+	Phase        string            `json:"phase"` // the phase that failed, or "done"
+	Problem      string            `json:"problem,omitempty"`
+	Interrupted  bool              `json:"interrupted"`
+	SetupFailed  bool              `json:"setup_failed"`
+	Started      time.Time         `json:"started"`
+	Ended        time.Time         `json:"ended"`
+	Probes       []ProbeResult     `json:"steady_state"`
+	Steps        []StepResult      `json:"steps"`
+	FaultWindows []FaultWindow     `json:"fault_windows"`
+	RecoveryTime time.Duration     `json:"recovery_time_ns"`
+	Recovered    bool              `json:"recovered"`
+	Verdicts     []verify.Verdict  `json:"verdicts"`
 	// During are the samples of the during probes.
 	During     []DuringResult `json:"during,omitempty"`
 	Rollbacks  []StepResult   `json:"rollbacks"`
@@ -147,6 +160,8 @@ type Result struct {
 	MethodEnd time.Time `json:"method_end"`
 	// NotOK are the first operations that did not succeed, as evidence.
 	NotOK []history.Op `json:"not_ok,omitempty"`
+	// history is every operation (WriteHistory writes it).
+	history []history.Op
 }
 
 // ExitCode maps the result to pgchaos run's exit status.
@@ -274,7 +289,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 	}
 	r := &run{
 		exp: exp, opts: opts, hist: &history.History{},
-		res:       &Result{Experiment: exp.Name, Source: exp.Source, Seed: opts.Seed, Pass: true, Phase: "done", Started: time.Now()},
+		res:       &Result{Experiment: exp.Name, Source: exp.Source, Seed: opts.Seed, Version: opts.Version, Vars: maskedVars(opts.Vars), Pass: true, Phase: "done", Started: time.Now()},
 		windows:   map[string]*FaultWindow{},
 		points:    map[string]verify.Window{},
 		workloads: map[string]workload.Workload{},
@@ -282,6 +297,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		started:   time.Now(),
 	}
 	r.healed = sync.NewCond(&r.mu)
+	r.res.Hostname, _ = os.Hostname()
 	for _, p := range exp.During {
 		r.during = append(r.during, DuringResult{Name: p.Name, While: p.While, Must: p.Must, Samples: []DuringSample{}})
 	}
@@ -366,6 +382,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 // finish fills the operation counts.
 func (r *run) finish(ctx context.Context) {
 	ops := r.hist.Ops()
+	r.res.history = ops
 	counts := history.Counts(ops)
 	r.res.Operations = map[string]int{"ok": counts[history.OK], "fail": counts[history.Fail], "unknown": counts[history.Unknown]}
 	per := map[int]*SecondCount{}
@@ -447,6 +464,25 @@ func timelines(ops []history.Op, started time.Time, last int) []WorkloadTimeline
 			w.Seconds = append(w.Seconds, sl)
 		}
 		out = append(out, w)
+	}
+	return out
+}
+
+// maskedVars are vars with the password of every URL in them masked: a
+// DSN given with --var must not land in a CI artifact with its secret.
+func maskedVars(vars map[string]string) map[string]string {
+	if len(vars) == 0 {
+		return nil
+	}
+	out := map[string]string{}
+	for k, v := range vars {
+		if u, err := url.Parse(v); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+				v = u.String()
+			}
+		}
+		out[k] = v
 	}
 	return out
 }

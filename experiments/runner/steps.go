@@ -567,7 +567,9 @@ func (r *run) steadyState(ctx context.Context, phase string) bool {
 	for _, p := range r.exp.SteadyState.Probes {
 		// As the sql verifier judges a value: its text, so that numeric,
 		// bigint and float compare alike.
+		start := time.Now()
 		value, err := queryText(ctx, r.env.verifyDSN, p.SQL)
+		took := time.Since(start)
 		pass, why := false, ""
 		if err == nil {
 			pass, why = verify.Meets(p.Expect, value, p.Tolerance)
@@ -578,7 +580,7 @@ func (r *run) steadyState(ctx context.Context, phase string) bool {
 			ok = false
 		}
 		if phase != "" {
-			pr := ProbeResult{Phase: phase, Name: p.Name, Pass: pass, Value: shownValue(value)}
+			pr := ProbeResult{Phase: phase, Name: p.Name, Pass: pass, Value: shownValue(value), Took: took}
 			if err != nil {
 				pr.Error = err.Error()
 			}

@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -747,5 +748,94 @@ method:
 	}
 	if md := runner.Markdown(res); !strings.Contains(md, "No workload operation was recorded") {
 		t.Errorf("summary:\n%s", md)
+	}
+}
+
+// --history writes every operation; in Jepsen's form each one is an
+// invoke and a completion (ok, fail, or info for the unknown), indexed in
+// time order, and a client whose operation ended in doubt comes back as a
+// new process. The journal says which pgchaos, host and --var values ran,
+// a password in a DSN masked.
+func TestHistoryFiles(t *testing.T) {
+	dsn := newDB(t)
+	exp, err := experiments.Parse([]byte(`name: history
+target: {dsn: "`+dsn+`"}
+proxies: [{name: pg, upstream: target}]
+workloads:
+  - {name: ledger, type: ledger, clients: 2, rate: 60}
+method:
+  - inject: {rule: {name: refuse, match: {statement: insert}, action: {type: error, sqlstate: "40001"}, limits: {times: 3}}}
+  - inject: {rule: {name: cut, match: {statement: commit}, action: {type: disconnect, when: result}, limits: {times: 2}}}
+  - wait: 2s
+`), "history.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runner.Run(ctx, exp, runner.Options{Version: "v9", Vars: map[string]string{"dsn": "postgres://app:s3cret@db/app", "n": "1"}})
+	wantPass(t, res)
+	if res.Version != "v9" || res.Hostname == "" || res.Vars["dsn"] != "postgres://app:xxxxx@db/app" || res.Vars["n"] != "1" {
+		t.Errorf("version %q, host %q, vars %v: want v9, this host, the password masked", res.Version, res.Hostname, res.Vars)
+	}
+	dir := t.TempDir()
+	plain, jepsen := filepath.Join(dir, "h.jsonl"), filepath.Join(dir, "j.jsonl")
+	if err := runner.WriteHistory(plain, res, runner.HistoryPgchaos); err != nil {
+		t.Fatal(err)
+	}
+	if err := runner.WriteHistory(jepsen, res, runner.HistoryJepsen); err != nil {
+		t.Fatal(err)
+	}
+	lines := func(path string) []string {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Split(strings.TrimSpace(string(data)), "\n")
+	}
+	ops := len(res.History())
+	if n := len(lines(plain)); n != ops || ops != res.Operations["ok"]+res.Operations["fail"]+res.Operations["unknown"] {
+		t.Fatalf("%d lines for %d operations (%v)", n, ops, res.Operations)
+	}
+	var events []runner.JepsenOp
+	for _, l := range lines(jepsen) {
+		var ev runner.JepsenOp
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		events = append(events, ev)
+	}
+	if len(events) != 2*ops {
+		t.Fatalf("%d events for %d operations", len(events), ops)
+	}
+	types := map[string]int{}
+	open := map[int64]bool{}
+	retired := map[int64]bool{}
+	for i, ev := range events {
+		types[ev.Type]++
+		if ev.Index != int64(i) || i > 0 && ev.Time < events[i-1].Time {
+			t.Fatalf("event %d: index %d, time %d after %d", i, ev.Index, ev.Time, events[max(i-1, 0)].Time)
+		}
+		if retired[ev.Process] {
+			t.Fatalf("process %d acts after its operation ended in doubt: %+v", ev.Process, ev)
+		}
+		switch ev.Type {
+		case "invoke":
+			if open[ev.Process] {
+				t.Fatalf("process %d invokes twice without a completion", ev.Process)
+			}
+			open[ev.Process] = true
+		default:
+			open[ev.Process] = false
+			if ev.Type == "info" {
+				retired[ev.Process] = true
+			}
+		}
+	}
+	if types["invoke"] != ops || types["ok"] != res.Operations["ok"] || types["fail"] != res.Operations["fail"] || types["info"] != res.Operations["unknown"] {
+		t.Errorf("events %v for operations %v", types, res.Operations)
+	}
+	if types["fail"] == 0 || types["info"] == 0 {
+		t.Errorf("events %v: want the refused inserts as fail and the cut commits as info", types)
 	}
 }

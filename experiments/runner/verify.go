@@ -55,7 +55,10 @@ func (r *run) verify(ctx context.Context) {
 	}
 	verdicts := r.duringVerdicts()
 	for _, v := range r.exp.Verify {
-		verdicts = append(verdicts, verify.Check(ctx, v, facts))
+		start := time.Now()
+		verdict := verify.Check(ctx, v, facts)
+		verdict.Took = time.Since(start)
+		verdicts = append(verdicts, verdict)
 	}
 	for _, verdict := range verdicts {
 		r.res.Verdicts = append(r.res.Verdicts, verdict)

@@ -39,6 +39,8 @@ type Verdict struct {
 	// Evidence holds ids, counts and query results; every list in it has at
 	// most MaxListed entries.
 	Evidence map[string]any `json:"evidence"`
+	// Took is how long the check took (set by the runner).
+	Took time.Duration `json:"took_ns,omitempty"`
 }
 
 // Run is what the runner knows about a run that verifiers need.

@@ -70,10 +70,17 @@ func Marshal(s Suite) ([]byte, error) {
 	}
 	s.Timestamp = s.Started.UTC().Format(time.RFC3339)
 	s.Time = Seconds(s.Took)
+	// The totals go on <testsuites> too: some readers look only there.
 	out, err := xml.MarshalIndent(struct {
-		XMLName xml.Name `xml:"testsuites"`
-		Suites  []Suite  `xml:"testsuite"`
-	}{Suites: []Suite{s}}, "", "  ")
+		XMLName  xml.Name `xml:"testsuites"`
+		Name     string   `xml:"name,attr"`
+		Tests    int      `xml:"tests,attr"`
+		Failures int      `xml:"failures,attr"`
+		Errors   int      `xml:"errors,attr"`
+		Skipped  int      `xml:"skipped,attr"`
+		Time     string   `xml:"time,attr"`
+		Suites   []Suite  `xml:"testsuite"`
+	}{Name: s.Name, Tests: s.Tests, Failures: s.Failures, Errors: s.Errors, Skipped: s.Skipped, Time: s.Time, Suites: []Suite{s}}, "", "  ")
 	if err != nil {
 		return nil, err
 	}
