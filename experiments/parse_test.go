@@ -106,6 +106,35 @@ method:
 			want: []string{`exp.yaml:11:9: method[0].inject.rule.action.sqlstate: is required (e.g. 40001)`},
 		},
 		{
+			// Every problem of one rule, each at its own field, sorted by
+			// position though the rule's checks find them in another order.
+			name: "every problem of an injected rule",
+			yaml: `name: x
+target: {embedded: {}}
+proxies: [{name: pg, upstream: target}]
+setup:
+- inject: {rule: {name: s, action: {type: disconnect, side: middle, close: slam}}}
+method:
+- at: 1s
+  inject:
+    rule:
+      name: lie
+      limits: {times: -1}
+      match: {statement: commit, tx_status: [idle, busy]}
+      action:
+        type: error
+        severity: PANIC
+`,
+			want: []string{
+				`exp.yaml:5:61: setup[0].inject.rule.action.side: "middle": want both, client or server`,
+				`exp.yaml:5:76: setup[0].inject.rule.action.close: "slam": want fin or rst`,
+				`exp.yaml:11:23: method[0].inject.rule.limits.times: -1 is negative`,
+				`exp.yaml:12:52: method[0].inject.rule.match.tx_status[1]: "busy": want idle, in_transaction or failed`,
+				`exp.yaml:14:9: method[0].inject.rule.action.sqlstate: is required (e.g. 40001)`,
+				`exp.yaml:15:19: method[0].inject.rule.action.severity: "PANIC": want ERROR or FATAL`,
+			},
+		},
+		{
 			name: "bad rule value inside inject",
 			yaml: `name: x
 target: {embedded: {}}
@@ -117,7 +146,8 @@ method:
       match: {tag: COMMIT, message: [query]}
       action: {type: disconnect, side: nobody}
 `,
-			want: []string{`exp.yaml:8:38: method[0].inject.rule.match.message[0]: "query" is not a server_to_client message type (known: bind_complete, close_complete, command_complete, copy_both_response, copy_data, copy_done, copy_in_response, copy_out_response, data_row, empty_query_response, error_response, no_data, notice_response, notification_response, parameter_status, parse_complete, portal_suspended, ready_for_query, row_description)`},
+			want: []string{`exp.yaml:8:38: method[0].inject.rule.match.message[0]: "query" is not a server_to_client message type (known: bind_complete, close_complete, command_complete, copy_both_response, copy_data, copy_done, copy_in_response, copy_out_response, data_row, empty_query_response, error_response, no_data, notice_response, notification_response, parameter_status, parse_complete, portal_suspended, ready_for_query, row_description)`,
+				`exp.yaml:9:40: method[0].inject.rule.action.side: "nobody": want both, client or server`},
 		},
 		{
 			name: "unknown rule key and wrong rule type",

@@ -1,7 +1,6 @@
 package experiments
 
 import (
-	"errors"
 	"reflect"
 	"strings"
 
@@ -12,7 +11,8 @@ import (
 
 // rule reads a fault rule field by field, by the yaml tags of faults.Rule so
 // that it keeps up with the rule format, then checks it with
-// faults.Validate. ok is false when the rule has a problem.
+// faults.Problems, reporting every problem at its field, as for the rest of
+// the file. ok is false when the rule has a problem.
 func (d *decoder) rule(n *yaml.Node, path string) (r faults.Rule, ok bool) {
 	before := len(d.probs)
 	nodes := map[string]*yaml.Node{"": deref(n)}
@@ -27,13 +27,8 @@ func (d *decoder) rule(n *yaml.Node, path string) (r faults.Rule, ok bool) {
 		d.errAt(nodes[""], join(path, "name"), "is required")
 		check.Name = "unnamed"
 	}
-	if err := faults.Validate(check); err != nil {
-		var fe *faults.FieldError
-		if errors.As(err, &fe) {
-			d.errAt(locate(fe.Field, nodes), join(path, fe.Field), "%s", fe.Msg)
-		} else {
-			d.errAt(nodes[""], path, "%v", err)
-		}
+	for _, fe := range faults.Problems(check) {
+		d.errAt(locate(fe.Field, nodes), join(path, fe.Field), "%s", fe.Msg)
 	}
 	return r, len(d.probs) == before
 }

@@ -44,6 +44,12 @@ func (c StatementClass) String() string {
 	return "unknown"
 }
 
+// StatementClasses returns the class names a rule's match.statement may
+// use, in the order of the classes.
+func StatementClasses() []string {
+	return append([]string(nil), classNames[ClassNone+1:]...)
+}
+
 // parseClass maps a class name from a rule to its value.
 func parseClass(name string) (StatementClass, bool) {
 	for c, n := range classNames {

@@ -284,12 +284,40 @@ const (
 	EventCancel
 )
 
-// compile checks a rule and turns it into its matching form. Errors name
-// the field.
+// compile checks a rule and turns it into its matching form. The error is
+// the first problem check finds, a *FieldError naming the field.
 func compile(r Rule) (*compiledRule, error) {
+	c, probs := check(r)
+	if len(probs) > 0 {
+		return nil, probs[0]
+	}
+	return c, nil
+}
+
+// Problems returns every problem of a rule, in the order compile checks
+// them (its first is the error Validate and Engine.Add return), or nil for
+// a valid rule. A file loader reports them all at once, so that a user
+// fixes a rule in one edit instead of one run per mistake.
+func Problems(r Rule) []*FieldError {
+	_, probs := check(r)
+	return probs
+}
+
+// problems collects what is wrong with a rule.
+type problems []*FieldError
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fieldErr(field, format, args...))
+}
+
+// check compiles a rule and lists its problems. A check that depends on a
+// field found wrong (the direction, the event, the action type) is skipped:
+// it would report a consequence of that problem, not a problem of its own.
+func check(r Rule) (*compiledRule, problems) {
+	var probs problems
 	c := &compiledRule{rule: r, probability: 1}
 	if strings.TrimSpace(r.Name) == "" {
-		return nil, fieldErr("name", "is empty")
+		probs.add("name", "is empty")
 	}
 	m := r.Match
 	switch m.Event {
@@ -299,9 +327,15 @@ func compile(r Rule) (*compiledRule, error) {
 	case "cancel":
 		c.event = EventCancel
 	default:
-		return nil, fieldErr("match.event", "%q: want connect or cancel", m.Event)
+		probs.add("match.event", "%q: want connect or cancel", m.Event)
 	}
+	// Which actions fit depends on the event: with an unknown one, say
+	// nothing about the action's fit.
+	eventKnown := m.Event == "" || c.event != EventNone
 
+	// An unknown direction leaves c.dir at its default, which the checks
+	// that compare messages and fields with the direction must not trust.
+	dirKnown := true
 	switch m.Direction {
 	case "":
 		c.dir = ClientToServer
@@ -326,23 +360,25 @@ func compile(r Rule) (*compiledRule, error) {
 	case "server_to_client":
 		c.dir = ServerToClient
 	default:
-		return nil, fieldErr("match.direction", "%q: want client_to_server or server_to_client", m.Direction)
+		probs.add("match.direction", "%q: want client_to_server or server_to_client", m.Direction)
+		dirKnown = false
 	}
 	if c.event != EventNone {
 		if len(m.Message) > 0 || m.SQL != "" || m.Fingerprint != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Direction != "" {
-			return nil, fieldErr("match.event", "an event rule cannot also match messages (message, sql, fingerprint, statement, tag, tx_status, direction)")
+			probs.add("match.event", "an event rule cannot also match messages (message, sql, fingerprint, statement, tag, tx_status, direction)")
 		}
 	}
 
 	if isToxic(r.Action.Type) {
 		if len(m.Message) > 0 || m.SQL != "" || m.Fingerprint != "" || len(m.Statement) > 0 || m.Tag != "" || len(m.TxStatus) > 0 || m.Event != "" {
-			return nil, fieldErr("match", "a byte-level toxic (%s) acts on a session's stream: it can match proxy, direction, user, database, application_name and client_cidr only", r.Action.Type)
+			probs.add("match", "a byte-level toxic (%s) acts on a session's stream: it can match proxy, direction, user, database, application_name and client_cidr only", r.Action.Type)
 		}
-	} else if c.event == EventNone {
+	} else if c.event == EventNone && dirKnown {
 		for i, name := range m.Message {
 			t, ok := messageTypes[c.dir][name]
 			if !ok {
-				return nil, fieldErr(fmt.Sprintf("match.message[%d]", i), "%q is not a %s message type (known: %s)", name, c.dir, knownMessages(c.dir))
+				probs.add(fmt.Sprintf("match.message[%d]", i), "%q is not a %s message type (known: %s)", name, c.dir, knownMessages(c.dir))
+				continue
 			}
 			c.types[t] = true
 		}
@@ -360,35 +396,37 @@ func compile(r Rule) (*compiledRule, error) {
 			}
 		}
 		if m.SQL != "" && c.dir != ClientToServer {
-			return nil, fieldErr("match.sql", "sql matches the client's messages; direction is %s", c.dir)
+			probs.add("match.sql", "sql matches the client's messages; direction is %s", c.dir)
 		}
 		if m.Fingerprint != "" && c.dir != ClientToServer {
-			return nil, fieldErr("match.fingerprint", "fingerprint matches the client's messages; direction is %s", c.dir)
+			probs.add("match.fingerprint", "fingerprint matches the client's messages; direction is %s", c.dir)
 		}
 		if len(m.Statement) > 0 && c.dir != ClientToServer {
-			return nil, fieldErr("match.statement", "statement matches the client's messages; direction is %s", c.dir)
+			probs.add("match.statement", "statement matches the client's messages; direction is %s", c.dir)
 		}
 		if m.Tag != "" && c.dir != ServerToClient {
-			return nil, fieldErr("match.tag", "tag matches the server's CommandComplete; direction is %s", c.dir)
+			probs.add("match.tag", "tag matches the server's CommandComplete; direction is %s", c.dir)
 		}
 	}
 	if m.SQL != "" {
 		sm, err := compileSQL(m.SQL, m.SQLCaseSensitive)
 		if err != nil {
-			return nil, fieldErr("match.sql", "%v", err)
+			probs.add("match.sql", "%v", err)
 		}
 		c.sql = sm
 	}
 	if m.Fingerprint != "" {
 		if strings.TrimSpace(m.Fingerprint) == "" {
-			return nil, fieldErr("match.fingerprint", "is blank: give a statement, e.g. \"insert into t values ($1)\"")
+			probs.add("match.fingerprint", "is blank: give a statement, e.g. \"insert into t values ($1)\"")
+		} else {
+			c.fingerprint = compileFingerprint(m.Fingerprint)
 		}
-		c.fingerprint = compileFingerprint(m.Fingerprint)
 	}
 	for i, name := range m.Statement {
 		cl, ok := parseClass(name)
 		if !ok {
-			return nil, fieldErr(fmt.Sprintf("match.statement[%d]", i), "%q is not a statement class (known: begin, commit, rollback, prepare_transaction, commit_prepared, rollback_prepared, select, insert, update, delete, ddl, other)", name)
+			probs.add(fmt.Sprintf("match.statement[%d]", i), "%q is not a statement class (known: %s)", name, strings.Join(StatementClasses(), ", "))
+			continue
 		}
 		c.classes |= 1 << cl
 	}
@@ -402,20 +440,20 @@ func compile(r Rule) (*compiledRule, error) {
 		case "failed":
 			c.tx |= 1 << txFailed
 		default:
-			return nil, fieldErr(fmt.Sprintf("match.tx_status[%d]", i), "%q: want idle, in_transaction or failed", name)
+			probs.add(fmt.Sprintf("match.tx_status[%d]", i), "%q: want idle, in_transaction or failed", name)
 		}
 	}
 	if m.ApplicationName != "" {
 		re, err := regexp.Compile(m.ApplicationName)
 		if err != nil {
-			return nil, fieldErr("match.application_name", "%v", err)
+			probs.add("match.application_name", "%v", err)
 		}
 		c.appName = re
 	}
 	if m.ClientCIDR != "" {
 		p, err := netip.ParsePrefix(m.ClientCIDR)
 		if err != nil {
-			return nil, fieldErr("match.client_cidr", "%v", err)
+			probs.add("match.client_cidr", "%v", err)
 		}
 		// Clients are compared unmapped, so an IPv4-mapped range must be too.
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
@@ -425,39 +463,43 @@ func compile(r Rule) (*compiledRule, error) {
 		c.hasCIDR = true
 	}
 
-	if err := compileAction(c, r.Action); err != nil {
-		return nil, err
-	}
+	compileAction(c, r.Action, eventKnown, dirKnown, &probs)
 
 	l := r.Limits
 	if l.Probability != nil {
 		// Not "< 0 || > 1": NaN is neither, and a rule with it would fire
 		// on every match.
 		if p := *l.Probability; !(p >= 0 && p <= 1) {
-			return nil, fieldErr("limits.probability", "%v is not between 0 and 1", *l.Probability)
+			probs.add("limits.probability", "%v is not between 0 and 1", *l.Probability)
 		}
 		c.probability = *l.Probability
 	}
 	if l.Skip < 0 {
-		return nil, fieldErr("limits.skip", "%d is negative", l.Skip)
+		probs.add("limits.skip", "%d is negative", l.Skip)
 	}
 	if l.Times < 0 {
-		return nil, fieldErr("limits.times", "%d is negative", l.Times)
+		probs.add("limits.times", "%d is negative", l.Times)
 	}
 	c.enabled = r.Enabled == nil || *r.Enabled
-	return c, nil
+	return c, probs
 }
 
-func compileAction(c *compiledRule, a Action) error {
+// compileAction checks the action and adds its problems to probs.
+// eventKnown and dirKnown say whether the match's event and direction were
+// valid: the checks of how an action fits them are skipped when not.
+func compileAction(c *compiledRule, a Action, eventKnown, dirKnown bool, probs *problems) {
 	if isToxic(a.Type) {
-		return compileToxic(c, a)
+		compileToxic(c, a, probs)
+		return
 	}
 	if len(a.Attributes) > 0 {
-		return fieldErr("action.attributes", "only byte-level toxics (%s) take attributes", strings.Join(ToxicTypes, ", "))
+		probs.add("action.attributes", "only byte-level toxics (%s) take attributes", strings.Join(ToxicTypes, ", "))
 	}
 	kind, ok := actionNames[a.Type]
 	if !ok {
-		return fieldErr("action.type", "%q: want delay, disconnect, error, hang, partition, drop, refuse, slow_connect, or a byte-level toxic: %s", a.Type, strings.Join(ToxicTypes, ", "))
+		// Every other check of the action depends on its type.
+		probs.add("action.type", "%q: want delay, disconnect, error, hang, partition, drop, refuse, slow_connect, or a byte-level toxic: %s", a.Type, strings.Join(ToxicTypes, ", "))
+		return
 	}
 	c.action = kind
 	switch a.When {
@@ -467,34 +509,34 @@ func compileAction(c *compiledRule, a Action) error {
 	case "result":
 		c.atResult = true
 	default:
-		return fieldErr("action.when", "%q: want before, after or result", a.When)
+		probs.add("action.when", "%q: want before, after or result", a.When)
 	}
-	switch c.event {
-	case EventConnect:
-		if kind != ActRefuse && kind != ActSlowConnect && kind != ActDisconnect {
-			return fieldErr("action.type", "%q cannot apply to a connect event (use refuse, slow_connect or disconnect)", a.Type)
-		}
-	case EventCancel:
-		if kind != ActDrop && kind != ActDelay {
-			return fieldErr("action.type", "%q cannot apply to a cancel event (use drop or delay)", a.Type)
-		}
-	default:
-		if kind == ActRefuse || kind == ActSlowConnect {
-			return fieldErr("action.type", "%q applies to connect events only (match.event: connect)", a.Type)
+	if eventKnown {
+		switch c.event {
+		case EventConnect:
+			if kind != ActRefuse && kind != ActSlowConnect && kind != ActDisconnect {
+				probs.add("action.type", "%q cannot apply to a connect event (use refuse, slow_connect or disconnect)", a.Type)
+			}
+		case EventCancel:
+			if kind != ActDrop && kind != ActDelay {
+				probs.add("action.type", "%q cannot apply to a cancel event (use drop or delay)", a.Type)
+			}
+		default:
+			if kind == ActRefuse || kind == ActSlowConnect {
+				probs.add("action.type", "%q applies to connect events only (match.event: connect)", a.Type)
+			}
 		}
 	}
 	if c.after && kind != ActDisconnect && kind != ActError {
-		return fieldErr("action.when", "\"after\" applies to disconnect and error only")
+		probs.add("action.when", "\"after\" applies to disconnect and error only")
 	}
-	if c.atResult {
-		if err := checkAtResult(c, kind); err != nil {
-			return err
-		}
+	if c.atResult && eventKnown && dirKnown {
+		checkAtResult(c, kind, probs)
 	}
 	switch kind {
 	case ActDelay, ActSlowConnect:
 		if a.Delay <= 0 {
-			return fieldErr("action.delay", "must be greater than zero")
+			probs.add("action.delay", "must be greater than zero")
 		}
 	case ActDisconnect:
 		switch a.Side {
@@ -505,14 +547,14 @@ func compileAction(c *compiledRule, a Action) error {
 		case "server":
 			c.side = SideServer
 		default:
-			return fieldErr("action.side", "%q: want both, client or server", a.Side)
+			probs.add("action.side", "%q: want both, client or server", a.Side)
 		}
 		switch a.Close {
 		case "", "fin":
 		case "rst":
 			c.reset = true
 		default:
-			return fieldErr("action.close", "%q: want fin or rst", a.Close)
+			probs.add("action.close", "%q: want fin or rst", a.Close)
 		}
 	case ActError, ActRefuse:
 		if kind == ActRefuse && a.SQLState == "" && a.Message == "" {
@@ -523,11 +565,11 @@ func compileAction(c *compiledRule, a Action) error {
 			c.after = true
 		}
 		code := a.SQLState
-		if code == "" {
-			return fieldErr("action.sqlstate", "is required (e.g. 40001)")
-		}
-		if len(code) != 5 || strings.ToUpper(code) != code {
-			return fieldErr("action.sqlstate", "%q is not a five-character SQLSTATE", code)
+		switch {
+		case code == "":
+			probs.add("action.sqlstate", "is required (e.g. 40001)")
+		case len(code) != 5 || strings.ToUpper(code) != code:
+			probs.add("action.sqlstate", "%q is not a five-character SQLSTATE", code)
 		}
 		sev := strings.ToUpper(a.Severity)
 		switch sev {
@@ -538,7 +580,7 @@ func compileAction(c *compiledRule, a Action) error {
 			}
 		case "ERROR", "FATAL":
 		default:
-			return fieldErr("action.severity", "%q: want ERROR or FATAL", a.Severity)
+			probs.add("action.severity", "%q: want ERROR or FATAL", a.Severity)
 		}
 		msg := a.Message
 		if msg == "" {
@@ -549,34 +591,52 @@ func compileAction(c *compiledRule, a Action) error {
 	c.delay = time.Duration(a.Delay)
 	c.jitter = time.Duration(a.Jitter)
 	c.duration = time.Duration(a.Duration)
-	return nil
 }
 
 // checkAtResult refuses a when: result that has no result to cut at: the
 // proxy finds a statement's result by counting from the Query or Execute
 // that sent it, as error after does.
-func checkAtResult(c *compiledRule, kind ActionKind) error {
+func checkAtResult(c *compiledRule, kind ActionKind, probs *problems) {
 	switch {
 	case kind != ActDisconnect:
-		return fieldErr("action.when", "\"result\" applies to disconnect only; error after already replaces the result")
+		probs.add("action.when", "\"result\" applies to disconnect only; error after already replaces the result")
+		return
 	case c.event != EventNone:
-		return fieldErr("action.when", "\"result\" cuts at a statement's result; a %s event has none", c.rule.Match.Event)
+		probs.add("action.when", "\"result\" cuts at a statement's result; a %s event has none", c.rule.Match.Event)
+		return
 	case c.dir != ClientToServer:
-		return fieldErr("action.when", "\"result\" cuts at the result of a client's statement; direction is %s (to cut at a server message, match it with when: before)", c.dir)
+		probs.add("action.when", "\"result\" cuts at the result of a client's statement; direction is %s (to cut at a server message, match it with when: before)", c.dir)
+		return
 	}
 	for t, want := range c.types {
 		if want && t != 'Q' && t != 'E' {
-			return fieldErr("match.message", "with when: result, match query and execute messages only: the cut waits for a statement's result")
+			probs.add("match.message", "with when: result, match query and execute messages only: the cut waits for a statement's result")
+			return
 		}
 	}
-	return nil
 }
 
-func knownMessages(d Direction) string {
+func knownMessages(d Direction) string { return strings.Join(MessageTypes(d), ", ") }
+
+// MessageTypes returns the message type names a rule's match.message may
+// use in direction d, sorted. Documentation and schemas list them from
+// here, so that a type added to the engine reaches them.
+func MessageTypes(d Direction) []string {
 	var names []string
 	for n := range messageTypes[d] {
 		names = append(names, n)
 	}
 	sortStrings(names)
-	return strings.Join(names, ", ")
+	return names
+}
+
+// ActionTypes returns every action.type a rule may use, the message-level
+// actions sorted, then the byte-level toxics (ToxicTypes).
+func ActionTypes() []string {
+	var names []string
+	for n := range actionNames {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return append(names, ToxicTypes...)
 }

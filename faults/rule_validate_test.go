@@ -3,6 +3,7 @@ package faults
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +116,11 @@ func TestCompileFieldErrors(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), tt.field+": ") {
 				t.Errorf("Error() = %q, want it to start with %q", err, tt.field+": ")
+			}
+
+			// Problems lists it first: the first problem is the error.
+			if ps := Problems(tt.rule); len(ps) == 0 || *ps[0] != *fieldErrOf(err) {
+				t.Errorf("Problems = %v, want %q first", ps, err)
 			}
 
 			// The engine reports the same *FieldError, and adds nothing.
@@ -271,6 +277,65 @@ func TestCompileValid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProblems: every independent problem of a rule is listed, in the
+// order compile checks them; a check that depends on a field already found
+// wrong adds nothing of its own.
+func TestProblems(t *testing.T) {
+	neg := Duration(-time.Millisecond)
+	tests := []struct {
+		name   string
+		rule   Rule
+		fields []string
+	}{
+		{"valid", Rule{Name: "r", Action: Action{Type: "drop"}}, nil},
+		{"independent problems", Rule{
+			Name:   "",
+			Match:  Match{TxStatus: StringList{"busy"}, Statement: StringList{"merge", "select", "upsert"}},
+			Action: Action{Type: "error", Severity: "PANIC"},
+			Limits: Limits{Skip: -1, Times: -2},
+		}, []string{"name", "match.statement[0]", "match.statement[2]", "match.tx_status[0]", "action.sqlstate", "action.severity", "limits.skip", "limits.times"}},
+		{"unknown direction hides the messages' direction", Rule{Name: "r", Match: Match{Direction: "up", Message: StringList{"query", "command_complete"}, Tag: "COMMIT"}, Action: Action{Type: "drop"}}, []string{"match.direction"}},
+		{"unknown event hides the action's fit", Rule{Name: "r", Match: Match{Event: "conect"}, Action: Action{Type: "refuse"}}, []string{"match.event"}},
+		{"unknown action type hides the action's fields", Rule{Name: "r", Action: Action{Type: "explode", When: "sometime", Side: "middle"}, Limits: Limits{Times: -1}}, []string{"action.type", "limits.times"}},
+		{"disconnect side and close", Rule{Name: "r", Action: Action{Type: "disconnect", Side: "middle", Close: "slam", When: "later"}}, []string{"action.when", "action.side", "action.close"}},
+		{"attributes and a negative delay", Rule{Name: "r", Action: Action{Type: "delay", Delay: neg, Attributes: map[string]any{"latency": 1}}}, []string{"action.attributes", "action.delay"}},
+		{"toxic with fields and bad attributes", Rule{Name: "r", Action: Action{Type: "latency", When: "after", Attributes: map[string]any{"latency": "soon"}}}, []string{"action", "action.attributes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := Problems(tt.rule)
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Field)
+				if p.Msg == "" {
+					t.Errorf("%s: empty message", p.Field)
+				}
+			}
+			if !slices.Equal(got, tt.fields) {
+				t.Errorf("Problems fields %v, want %v\n%v", got, tt.fields, ps)
+			}
+			err := Validate(tt.rule)
+			if len(ps) == 0 {
+				if err != nil {
+					t.Errorf("Validate: %v, yet no problems", err)
+				}
+				return
+			}
+			if fe := fieldErrOf(err); fe == nil || *fe != *ps[0] {
+				t.Errorf("Validate = %v, want the first problem %v", err, ps[0])
+			}
+		})
+	}
+}
+
+func fieldErrOf(err error) *FieldError {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return nil
 }
 
 func TestFieldErrorIsWrapped(t *testing.T) {

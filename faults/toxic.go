@@ -18,25 +18,26 @@ func init() {
 	zlog.Logger = zerolog.Nop()
 }
 
-// compileToxic checks a byte-level toxic's attributes by configuring one.
-func compileToxic(c *compiledRule, a Action) error {
+// compileToxic checks a byte-level toxic's attributes by configuring one,
+// and adds its problems to probs.
+func compileToxic(c *compiledRule, a Action, probs *problems) {
 	if a.When != "" || a.Delay != 0 || a.Jitter != 0 || a.Side != "" || a.Close != "" || a.SQLState != "" || a.Duration != 0 {
-		return fieldErr("action", "a byte-level toxic (%s) is configured by attributes only", a.Type)
+		probs.add("action", "a byte-level toxic (%s) is configured by attributes only", a.Type)
 	}
 	attrs := []byte("{}")
 	if len(a.Attributes) > 0 {
 		var err error
 		if attrs, err = json.Marshal(a.Attributes); err != nil {
-			return fieldErr("action.attributes", "%v", err)
+			probs.add("action.attributes", "%v", err)
+			return
 		}
 	}
 	c.action = ActToxic
 	c.toxicType = a.Type
 	c.toxicAttrs = attrs
 	if _, err := c.newToxic(); err != nil {
-		return fieldErr("action.attributes", "%v", err)
+		probs.add("action.attributes", "%v", err)
 	}
-	return nil
 }
 
 // newToxic makes a fresh, configured instance of the rule's toxic: each

@@ -14,6 +14,9 @@ func TestValidate(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(good, []byte("name: good\ntarget: {dsn: \"${var:dsn}\"}\n"), 0o644)
 	os.WriteFile(bad, []byte("name: bad\ntarget: {embedded: {}}\nworkloads:\n- name: w\n  type: ledger\n  clinets: 4\n"), 0o644)
+	// A rule with three problems: each is a line of its own.
+	badRule := filepath.Join(dir, "bad-rule.yaml")
+	os.WriteFile(badRule, []byte("name: r\ntarget: {embedded: {}}\nproxies: [{name: pg, upstream: target}]\nmethod:\n- inject:\n    rule:\n      name: lie\n      match: {tx_status: busy}\n      action: {type: error}\n      limits: {skip: -1}\n"), 0o644)
 	examples, _ := filepath.Glob("../../experiments/examples/*.yaml")
 	if len(examples) == 0 {
 		t.Fatal("no shipped examples")
@@ -35,6 +38,11 @@ func TestValidate(t *testing.T) {
 		{"one bad of two", []string{"validate", "--var", "dsn=x", good, bad}, 2, []string{good + ": ok"}, []string{
 			bad + `:6:3: workloads[0].clinets: unknown field (did you mean "clients"?)`,
 			"pgchaos: validate: 1 of 2 files have problems"}, bad + ": ok"},
+		{"every problem of a rule", []string{"validate", badRule}, 2, nil, []string{
+			badRule + `:8:26: method[0].inject.rule.match.tx_status[0]: "busy": want idle, in_transaction or failed`,
+			badRule + ":9:15: method[0].inject.rule.action.sqlstate: is required (e.g. 40001)",
+			badRule + ":10:22: method[0].inject.rule.limits.skip: -1 is negative",
+			"pgchaos: validate: 1 of 1 files have problems"}, badRule + ": ok"},
 		{"no file", []string{"validate"}, 2, nil, []string{"validate: give one or more experiment files"}, ""},
 		{"unreadable", []string{"validate", filepath.Join(dir, "nope.yaml")}, 2, nil, []string{filepath.Join(dir, "nope.yaml") + ": no such file or directory"}, ""},
 		{"bad var", []string{"validate", "--var", "dsn", good}, 2, nil, []string{`validate: --var "dsn": want KEY=VALUE`}, ""},
