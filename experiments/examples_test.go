@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -210,6 +211,36 @@ func wantTypes(t *testing.T, name string, e *Experiment, types ...string) {
 	for i, v := range e.Verify {
 		if v.Check.Type() != types[i] {
 			t.Errorf("%s: verify[%d] is %s, want %s", name, i, v.Check.Type(), types[i])
+		}
+	}
+}
+
+// TestExamplesDeclareSchema: every shipped example starts with the
+// yaml-language-server modeline, so that an editor opening it checks it
+// against the schema, and the path in it reaches the schema from the file.
+func TestExamplesDeclareSchema(t *testing.T) {
+	const modeline = "# yaml-language-server: $schema="
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	schema, err := os.Stat("../docs/experiment.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := strings.Cut(string(data), "\n")
+		ref, ok := strings.CutPrefix(first, modeline)
+		if !ok {
+			t.Errorf("%s: first line is %q, want %q", f, first, modeline+"../../docs/experiment.schema.json")
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(filepath.Dir(f), ref)); err != nil || !os.SameFile(st, schema) {
+			t.Errorf("%s: $schema=%s does not name docs/experiment.schema.json (%v)", f, ref, err)
 		}
 	}
 }
