@@ -55,6 +55,21 @@ func TestDRDocs(t *testing.T) {
 	}
 }
 
+// TestProxyDocs runs every command of docs/proxy.md in order: a proxy
+// from flags, an embedded one, one from a file, and the sessions API.
+func TestProxyDocs(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		err := runDocCommands(t, "../../docs/proxy.md")
+		if err == nil {
+			return
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v: running the commands again on other ports", err)
+	}
+}
+
 // TestExperimentsDocs runs every command of docs/experiments.md in order:
 // the first experiment, validated and run as written.
 func TestExperimentsDocs(t *testing.T) {
@@ -77,7 +92,7 @@ var errPortLost = errors.New("a free port was taken by another process")
 
 // docPorts are the ports the docs use; the test runs on free ones instead
 // (5432 is the test's PostgreSQL).
-var docPorts = []string{"8474", "6543", "9187"}
+var docPorts = []string{"8474", "6543", "6544", "6432", "9187"}
 
 var (
 	docBlockRE   = regexp.MustCompile("(?ms)^```([a-z]*)\n(.*?)^```\n")
