@@ -331,6 +331,17 @@ func trimNul(b []byte) []byte {
 	return b
 }
 
+// atResult puts o in place of the result of the statement st is about to
+// forward: the first result of a simple query, an Execute's own result in
+// its pipeline.
+func (fs *faultSession) atResult(p *pump, st stop, o override) {
+	o.response, o.mode, o.skip = p.syncs+1, replaceResult, 0
+	if st.typ == 'E' {
+		o.skip = p.executes
+	}
+	fs.addOverride(o)
+}
+
 func (fs *faultSession) addOverride(o override) {
 	fs.mu.Lock()
 	fs.overrides = append(fs.overrides, o)
@@ -647,12 +658,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 			// The server runs the statement; the server pump cuts the
 			// session where its result comes back (changeResponse), as
 			// error after puts its error there.
-			skip := 0
-			if st.typ == 'E' {
-				skip = p.executes
-			}
-			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip,
-				cut: true, side: v.Side, reset: v.Reset, released: v.Released})
+			fs.atResult(p, st, override{cut: true, side: v.Side, reset: v.Reset, released: v.Released})
 			p.forwardMessage(st)
 			break
 		}
@@ -689,11 +695,7 @@ func (fp *faultPump) execute(p *pump, st stop) (bool, error) {
 		switch {
 		case v.After:
 			// The server runs the statement; the client hears an error.
-			skip := 0
-			if st.typ == 'E' {
-				skip = p.executes
-			}
-			fs.addOverride(override{response: p.syncs + 1, mode: replaceResult, skip: skip, msg: msg, fatal: fatal})
+			fs.atResult(p, st, override{msg: msg, fatal: fatal})
 			p.forwardMessage(st)
 		default:
 			// The server never runs the statement: failingBind goes in its
