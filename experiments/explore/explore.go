@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -208,7 +207,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Report
 	e.prefix = fmt.Sprintf("pgchaos_explore_%d_", time.Now().UnixNano()%1e9)
 	if e.pg = opts.Postgres; e.pg == nil {
 		e.logf("explore %q: starting PostgreSQL", exp.Name)
-		pg, err := pgtest.StartPostgres(ctx, pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(exp.Target.Embedded.Settings), Logger: opts.Logger})
+		pg, err := pgtest.StartPostgres(ctx, pgtest.Options{BinDir: opts.PGBinDir, Settings: runner.EmbeddedSettings(exp.Target.Embedded.Settings), Logger: opts.Logger})
 		if err != nil {
 			return fail(true, "start the embedded PostgreSQL: %v", err)
 		}
@@ -304,14 +303,6 @@ give:
 	e.logf("explored: %d held, %d broke, %d not reached, %d skipped, %d errors; %.1f trials per minute",
 		rep.Counts[StatusHeld], rep.Counts[StatusBroke], rep.Counts[StatusNotReached], rep.Counts[StatusSkipped], rep.Counts[StatusError], rep.TrialsPerMinute)
 	return rep
-}
-
-func withPrepared(s map[string]string) map[string]string {
-	out := map[string]string{"max_prepared_transactions": "100"}
-	for k, v := range s {
-		out[k] = v
-	}
-	return out
 }
 
 func statementCount(points []Point) int {
@@ -583,54 +574,38 @@ func group(cells []*Cell, points []Point) []Group {
 		order[p.ID] = i
 	}
 	type key struct{ verifier, shape string }
-	byKey := map[key]*Group{}
-	var out []*Group
-	leader := map[*Group]*Cell{}
+	byKey := map[key]int{} // index in out
+	var out []Group
 	for i, c := range cells {
 		if c.Status != StatusBroke {
 			continue
 		}
 		k := key{c.Verifier, shape(firstLine(c.Evidence))}
-		g := byKey[k]
-		if g == nil {
-			g = &Group{ID: len(out) + 1, Verifier: k.verifier, Shape: k.shape}
-			byKey[k] = g
-			out = append(out, g)
+		gi, ok := byKey[k]
+		if !ok {
+			gi = len(out)
+			byKey[k] = gi
+			out = append(out, Group{ID: gi + 1, Verifier: k.verifier, Shape: k.shape, Leader: i})
 		}
+		g := &out[gi]
 		g.Cells++
 		c.Group = g.ID
-		if l := leader[g]; l == nil || smaller(c, l, order, i, indexOf(cells, l)) {
-			leader[g] = c
+		if smaller(c, cells[g.Leader], order) {
+			g.Leader = i
 		}
 	}
-	res := make([]Group, 0, len(out))
-	for _, g := range out {
-		l := leader[g]
-		g.Smallest = l.Column + " at " + l.Point + " (occurrence " + itoa(l.Occurrence) + ")"
-		g.Leader = indexOf(cells, l)
-		res = append(res, *g)
+	for i := range out {
+		l := cells[out[i].Leader]
+		out[i].Smallest = l.Column + " at " + l.Point + " (occurrence " + itoa(l.Occurrence) + ")"
 	}
-	sort.SliceStable(res, func(i, j int) bool { return res[i].ID < res[j].ID })
-	return res
+	return out
 }
 
-// smaller: an earlier occurrence, then a point that runs earlier, then the
-// fault explore tries first.
-func smaller(a, b *Cell, order map[string]int, ai, bi int) bool {
+// smaller: an earlier occurrence, then a point that runs earlier; on a
+// tie the cell tried first (the one leading already) stays.
+func smaller(a, b *Cell, order map[string]int) bool {
 	if a.Occurrence != b.Occurrence {
 		return a.Occurrence < b.Occurrence
 	}
-	if order[a.Point] != order[b.Point] {
-		return order[a.Point] < order[b.Point]
-	}
-	return ai < bi
-}
-
-func indexOf(cells []*Cell, c *Cell) int {
-	for i, x := range cells {
-		if x == c {
-			return i
-		}
-	}
-	return -1
+	return order[a.Point] < order[b.Point]
 }

@@ -2,6 +2,7 @@ package explore
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -47,7 +48,7 @@ func (c Column) appliesTo(p Point) bool {
 func columns(x *experiments.Explore) []Column {
 	var out []Column
 	for _, k := range experiments.ExploreKinds {
-		if !contains(x.Kinds, k) {
+		if !slices.Contains(x.Kinds, k) {
 			continue
 		}
 		switch k {
@@ -165,15 +166,6 @@ func plan(proxy string, points []Point, cols []Column, x *experiments.Explore) [
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -53,7 +53,7 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 	}
 	if embedded != nil {
 		copts := pgtest.ClusterOptions{
-			Options:     pgtest.Options{BinDir: opts.PGBinDir, Settings: withPrepared(embedded.Settings), Logger: opts.Logger},
+			Options:     pgtest.Options{BinDir: opts.PGBinDir, Settings: EmbeddedSettings(embedded.Settings), Logger: opts.Logger},
 			Standbys:    embedded.Standbys,
 			Synchronous: embedded.Synchronous,
 			Archive:     embedded.Archive,
@@ -218,9 +218,11 @@ func (env *environment) startBouncer(ctx context.Context, embedded *experiments.
 	return nil
 }
 
-// withPrepared makes sure an embedded server can prepare transactions:
-// the two-phase experiments need it and the default is 0.
-func withPrepared(s map[string]string) map[string]string {
+// EmbeddedSettings are the postgresql.conf settings of an embedded server
+// for target.embedded.settings s: the file's, and room to prepare
+// transactions (the two-phase experiments need it; PostgreSQL's default
+// is 0). pgchaos explore starts its server with them too.
+func EmbeddedSettings(s map[string]string) map[string]string {
 	out := map[string]string{"max_prepared_transactions": "100"}
 	for k, v := range s {
 		out[k] = v
