@@ -215,7 +215,7 @@ type run struct {
 	// application is a step rather than a workload.
 	current      string
 	currentStart time.Time
-	currentOut   *tailWriter
+	currentOut   *workload.OutputTail
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -550,7 +550,7 @@ func (r *run) status(ctx context.Context, done chan<- struct{}) {
 				}
 				line := fmt.Sprintf("status: step %s running for %s; active faults: %s", step, time.Since(since).Round(time.Second), faultsNow)
 				if out != nil {
-					if last := out.lastLine(); last != "" {
+					if last := out.LastLine(); last != "" {
 						line += "; last output: " + last
 					}
 				}

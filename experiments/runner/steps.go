@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/pgchaos/pgchaos/experiments"
 	"github.com/pgchaos/pgchaos/experiments/verify"
+	"github.com/pgchaos/pgchaos/experiments/workload"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
@@ -416,13 +416,13 @@ func (r *run) command(ctx context.Context, a *experiments.RunCommand) (string, e
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// The output's tail, also for the status line while the command runs.
-	out := &tailWriter{max: 4096}
+	out := workload.NewOutputTail(4096)
 	cmd.Stdout, cmd.Stderr = out, out
 	r.mu.Lock()
 	r.currentOut = out
 	r.mu.Unlock()
 	err := cmd.Run()
-	tail := out.String()
+	tail := out.Raw()
 	if cctx.Err() == context.DeadlineExceeded {
 		return tail, fmt.Errorf("timed out after %s", timeout)
 	}
@@ -719,33 +719,4 @@ func describeExpect(e experiments.Expect, tol float64) string {
 		parts = append(parts, fmt.Sprintf("≤ %v", *e.Max))
 	}
 	return strings.Join(parts, " and ")
-}
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	if over := len(w.buf) - w.max; over > 0 {
-		w.buf = append(w.buf[:0], w.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.buf)
-}
-
-// lastLine is the last non-empty line of the output so far.
-func (w *tailWriter) lastLine() string {
-	lines := strings.Split(strings.TrimRight(w.String(), "\n"), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
 }

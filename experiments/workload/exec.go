@@ -104,7 +104,7 @@ func (e *execLoad) runOne(ctx context.Context, client int) (op history.Op, ran b
 	for k, v := range e.spec.Exec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &tailBuffer{max: execOutputTail}
+	out := NewOutputTail(execOutputTail)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = execPipeWait
 	newProcessGroup(cmd)
@@ -185,15 +185,19 @@ func exitStatus(err error) string {
 	return err.Error()
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// OutputTail keeps the last bytes a command wrote: an exec workload's and
+// an exec step's output, for their logs, errors and status lines.
+type OutputTail struct {
 	max int
 	mu  sync.Mutex
 	buf []byte
 	cut bool
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+// NewOutputTail keeps the last max bytes.
+func NewOutputTail(max int) *OutputTail { return &OutputTail{max: max} }
+
+func (t *OutputTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(p)
@@ -210,7 +214,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 }
 
 // String is the tail, marked with "..." when earlier output was dropped.
-func (t *tailBuffer) String() string {
+func (t *OutputTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := strings.TrimRight(string(t.buf), "\n")
@@ -218,4 +222,17 @@ func (t *tailBuffer) String() string {
 		return "..." + s
 	}
 	return s
+}
+
+// Raw is the tail as written, without the "..." String adds.
+func (t *OutputTail) Raw() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
+
+// LastLine is the last non-empty line written so far.
+func (t *OutputTail) LastLine() string {
+	lines := strings.Split(strings.TrimRight(t.Raw(), "\n"), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

@@ -80,7 +80,7 @@ func TestExec(t *testing.T) {
 }
 
 func TestTailBuffer(t *testing.T) {
-	b := &tailBuffer{max: 8}
+	b := NewOutputTail(8)
 	b.Write([]byte("abc"))
 	if b.String() != "abc" {
 		t.Fatalf("%q", b.String())
