@@ -20,31 +20,13 @@ import (
 
 // TestSecurityDocs runs every command of docs/security.md in order.
 func TestSecurityDocs(t *testing.T) {
-	for attempt := 1; ; attempt++ {
-		err := runDocCommands(t, "../../docs/security.md")
-		if err == nil {
-			return
-		}
-		if attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("%v: running the commands again on other ports", err)
-	}
+	runDocCommandsRetrying(t, "../../docs/security.md")
 }
 
 // TestFaultsDocs runs every command of docs/faults.md in order: each
 // recipe's rule is one the server takes.
 func TestFaultsDocs(t *testing.T) {
-	for attempt := 1; ; attempt++ {
-		err := runDocCommands(t, "../../docs/faults.md")
-		if err == nil {
-			return
-		}
-		if attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("%v: running the commands again on other ports", err)
-	}
+	runDocCommandsRetrying(t, "../../docs/faults.md")
 }
 
 // TestDRDocs runs every command of docs/dr.md in order: the drills it
@@ -58,16 +40,7 @@ func TestDRDocs(t *testing.T) {
 // TestProxyDocs runs every command of docs/proxy.md in order: a proxy
 // from flags, an embedded one, one from a file, and the sessions API.
 func TestProxyDocs(t *testing.T) {
-	for attempt := 1; ; attempt++ {
-		err := runDocCommands(t, "../../docs/proxy.md")
-		if err == nil {
-			return
-		}
-		if attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("%v: running the commands again on other ports", err)
-	}
+	runDocCommandsRetrying(t, "../../docs/proxy.md")
 }
 
 // TestExperimentsDocs runs every command of docs/experiments.md in order:
@@ -83,6 +56,22 @@ func TestExperimentsDocs(t *testing.T) {
 func TestExploreDocs(t *testing.T) {
 	if err := runDocCommands(t, "../../docs/explore.md"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// runDocCommandsRetrying runs a page's commands, again on other ports (up
+// to three times in all) when a port they were given was taken meanwhile.
+func runDocCommandsRetrying(t *testing.T, path string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := runDocCommands(t, path)
+		if err == nil {
+			return
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v: running the commands again on other ports", err)
 	}
 }
 
