@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -160,8 +162,8 @@ type explorer struct {
 	// prefix names this exploration's databases: the template, and a copy
 	// per trial.
 	prefix string
-	outMu  sync.Mutex
-	next   int // trial databases made so far (under outMu)
+	outMu  sync.Mutex   // keeps progress lines whole
+	next   atomic.Int64 // trial databases made so far
 }
 
 func (e *explorer) template() string { return e.prefix + "template" }
@@ -250,8 +252,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Report
 	deadline := rep.Started.Add(budget)
 	work := make(chan *Cell)
 	var wg sync.WaitGroup
-	var done sync.Mutex
-	finished := 1 // the clean run
+	var tried atomic.Int64 // trials carried out, the clean run aside
 	for range opts.Parallel {
 		wg.Go(func() {
 			for c := range work {
@@ -259,11 +260,7 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Report
 				res, err := e.trial(ctx, c, nil)
 				c.Duration = time.Since(t0)
 				judge(c, res, err)
-				done.Lock()
-				finished++
-				n := finished
-				done.Unlock()
-				e.logf("trial %d/%d: %s at %s (occurrence %d): %s%s", n-1, len(rep.Cells), c.Column, c.Point, c.Occurrence, c.Status, evidenceSuffix(c))
+				e.logf("trial %d/%d: %s at %s (occurrence %d): %s%s", tried.Add(1), len(rep.Cells), c.Column, c.Point, c.Occurrence, c.Status, evidenceSuffix(c))
 			}
 		})
 	}
@@ -297,7 +294,7 @@ give:
 		rep.Counts[c.Status]++
 	}
 	if mins := time.Since(rep.Started).Minutes(); mins > 0 {
-		rep.TrialsPerMinute = float64(finished) / mins
+		rep.TrialsPerMinute = float64(tried.Load()+1) / mins // with the clean run
 	}
 	rep.Groups = group(rep.Cells, rep.Points)
 	e.logf("explored: %d held, %d broke, %d not reached, %d skipped, %d errors; %.1f trials per minute",
@@ -382,10 +379,7 @@ func (e *explorer) dropTemplate() {
 // c's rule armed before it starts (none for the clean run), and removes
 // the copy after.
 func (e *explorer) trial(ctx context.Context, c *Cell, observe func(string, *faults.Session, *faults.Message)) (*runner.Result, error) {
-	e.outMu.Lock()
-	e.next++
-	db := e.prefix + itoa(e.next)
-	e.outMu.Unlock()
+	db := e.prefix + strconv.FormatInt(e.next.Add(1), 10)
 	admin := e.pg.DSN(pgtest.SuperUser, "", "postgres")
 	bg := context.WithoutCancel(ctx)
 	if err := execSQL(bg, admin, "CREATE DATABASE "+db+" TEMPLATE "+e.template()); err != nil {
