@@ -385,40 +385,46 @@ func (r *run) finish(ctx context.Context) {
 	r.res.history = ops
 	counts := history.Counts(ops)
 	r.res.Operations = map[string]int{"ok": counts[history.OK], "fail": counts[history.Fail], "unknown": counts[history.Unknown]}
-	per := map[int]*SecondCount{}
 	last := 0
 	for _, op := range ops {
 		if op.Outcome != history.OK && len(r.res.NotOK) < 20 {
 			r.res.NotOK = append(r.res.NotOK, op)
 		}
-		s := int(op.End.Sub(r.started).Seconds())
-		if s < 0 {
-			s = 0
-		}
-		c := per[s]
-		if c == nil {
-			c = &SecondCount{Second: s}
-			per[s] = c
-		}
-		switch op.Outcome {
-		case history.OK:
-			c.OK++
-		case history.Fail:
-			c.Fail++
-		case history.Unknown:
-			c.Unknown++
-		}
-		last = max(last, s)
+		last = max(last, secondOf(op, r.started))
 	}
-	for s := 0; s <= last && len(ops) > 0; s++ {
-		if c := per[s]; c != nil {
-			r.res.PerSecond = append(r.res.PerSecond, *c)
-		} else {
-			r.res.PerSecond = append(r.res.PerSecond, SecondCount{Second: s})
+	r.res.Workloads = timelines(ops, r.started, last)
+	// The run's seconds are its workloads' added up.
+	if len(ops) > 0 {
+		r.res.PerSecond = make([]SecondCount, last+1)
+		for s := range r.res.PerSecond {
+			r.res.PerSecond[s].Second = s
+		}
+		for _, w := range r.res.Workloads {
+			for s, c := range w.Seconds {
+				r.res.PerSecond[s].OK += c.OK
+				r.res.PerSecond[s].Fail += c.Fail
+				r.res.PerSecond[s].Unknown += c.Unknown
+			}
 		}
 	}
 	r.res.MethodEnd = r.methodEnd
-	r.res.Workloads = timelines(ops, r.started, last)
+}
+
+// secondOf is the second of the run in which op ended.
+func secondOf(op history.Op, started time.Time) int {
+	return max(int(op.End.Sub(started).Seconds()), 0)
+}
+
+// add counts one operation of outcome o.
+func (c *SecondCount) add(o history.Outcome) {
+	switch o {
+	case history.OK:
+		c.OK++
+	case history.Fail:
+		c.Fail++
+	case history.Unknown:
+		c.Unknown++
+	}
 }
 
 // timelines are each workload's seconds 0..last, with their percentiles.
@@ -438,15 +444,8 @@ func timelines(ops []history.Op, started time.Time, last int) []WorkloadTimeline
 				secs[i].c.Second = i
 			}
 		}
-		i := min(max(int(op.End.Sub(started).Seconds()), 0), last)
-		switch op.Outcome {
-		case history.OK:
-			secs[i].c.OK++
-		case history.Fail:
-			secs[i].c.Fail++
-		case history.Unknown:
-			secs[i].c.Unknown++
-		}
+		i := min(secondOf(op, started), last)
+		secs[i].c.add(op.Outcome)
 		secs[i].lat = append(secs[i].lat, op.Latency)
 		byName[op.Workload] = secs
 	}
