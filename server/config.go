@@ -5,6 +5,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -84,8 +85,14 @@ type ProxyConfig struct {
 	Name     string `yaml:"name"`
 	Listen   string `yaml:"listen"`
 	Upstream string `yaml:"upstream"`
-	line     int
+	// Enabled false makes the proxy without listening, until the control
+	// API enables it (nil: enabled), as in toxiproxy's config file.
+	Enabled *bool `yaml:"enabled"`
+	line    int
 }
+
+// Disabled reports whether the proxy starts without listening.
+func (p ProxyConfig) Disabled() bool { return p.Enabled != nil && !*p.Enabled }
 
 // LoadConfig reads a YAML configuration file. Errors name the file and line.
 func LoadConfig(path string) (Config, error) {
@@ -99,6 +106,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if len(doc.Content) == 0 {
 		return Config{}, fmt.Errorf("%s: the file is empty: want proxies (and api, rules, ...); see docs/proxy.md", path)
+	}
+	if doc.Content[0].Kind == yaml.SequenceNode {
+		return loadToxiproxyConfig(path, doc.Content[0])
 	}
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -136,6 +146,37 @@ func LoadConfig(path string) (Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s:%w", path, err)
 	}
+	return cfg, nil
+}
+
+// loadToxiproxyConfig reads toxiproxy-server's -config file, a JSON list
+// of proxies (name, listen, upstream, enabled), as toxiproxy does: fields
+// it does not know are ignored, a proxy without listen gets a free port
+// (on loopback, where toxiproxy would take every interface).
+func loadToxiproxyConfig(path string, list *yaml.Node) (Config, error) {
+	var items []struct {
+		Name     string `yaml:"name"`
+		Listen   string `yaml:"listen"`
+		Upstream string `yaml:"upstream"`
+		Enabled  *bool  `yaml:"enabled"`
+	}
+	if err := list.Decode(&items); err != nil {
+		return Config{}, fmt.Errorf("%s: a toxiproxy config is a list of proxies (name, listen, upstream, enabled): %s", path, readableYAMLError(err))
+	}
+	if j, line := faults.NullItem(list); j >= 0 {
+		return Config{}, fmt.Errorf("%s:%d: proxy %d is empty (want name, listen, upstream)", path, line, j+1)
+	}
+	var cfg Config
+	for i, it := range items {
+		cfg.Proxies = append(cfg.Proxies, ProxyConfig{Name: it.Name, Listen: cmp.Or(it.Listen, "127.0.0.1:0"),
+			Upstream: it.Upstream, Enabled: it.Enabled, line: list.Content[i].Line})
+	}
+	// The file names no API address: the caller's flags (or the default)
+	// give it, and the proxies it lists may listen where toxiproxy's would.
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s:%w", path, err)
+	}
+	cfg.API = ""
 	return cfg, nil
 }
 

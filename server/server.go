@@ -130,10 +130,12 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		Logger: log, Metrics: proxy.NewMetrics(reg), Registry: s.Registry, Loops: s.loops, Faults: s.Faults,
 	}
 	for _, pc := range cfg.Proxies {
-		np := &namedProxy{spec: control.ProxySpec{Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream, Enabled: true}, asked: pc.Listen}
-		if err := s.listen(np); err != nil {
-			s.Close()
-			return nil, err
+		np := &namedProxy{spec: control.ProxySpec{Name: pc.Name, Listen: pc.Listen, Upstream: pc.Upstream}, asked: pc.Listen}
+		if !pc.Disabled() {
+			if err := s.listen(np); err != nil {
+				s.Close()
+				return nil, err
+			}
 		}
 		s.proxies = append(s.proxies, np)
 	}
@@ -166,7 +168,9 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	for _, np := range s.proxies {
-		go np.run.Serve()
+		if np.run != nil {
+			go np.run.Serve()
+		}
 	}
 	for _, l := range []net.Listener{ln, s.metricsLn} {
 		if l == nil {

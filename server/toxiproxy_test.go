@@ -638,3 +638,51 @@ func TestToxiproxyToxicityZeroNeverFires(t *testing.T) {
 		t.Fatalf("pg_error of toxicity 0: %+v %v; want it never fired", st, err)
 	}
 }
+
+// toxiproxy-server's -config file, a JSON list of proxies, is a pgchaos
+// config too (for pgchaos proxy --config and pgchaos -config): an enabled
+// proxy listens from the start, a disabled one once the API enables it,
+// one without listen gets a free port, fields toxiproxy ignores are ignored.
+func TestToxiproxyConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "toxiproxy.json")
+	os.WriteFile(path, []byte(`[
+    {"name": "on", "listen": "127.0.0.1:0", "upstream": "`+pg.Addr()+`", "enabled": true},
+    {"name": "off", "listen": "127.0.0.1:0", "upstream": "`+pg.Addr()+`", "enabled": false, "toxics": []},
+    {"name": "default", "upstream": "`+pg.Addr()+`"}
+]`), 0o644)
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.API = "127.0.0.1:0"
+	s := start(t, cfg)
+	client := toxiproxy.NewClient(s.APIAddr().String())
+	proxies, err := client.Proxies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(proxies) != 3 || !proxies["on"].Enabled || proxies["off"].Enabled || !proxies["default"].Enabled {
+		t.Fatalf("proxies from the file: %+v", proxies)
+	}
+	ctx := testCtx(t)
+	connect(t, ctx, proxies["on"].Listen, "postgres").Close(ctx)
+	connect(t, ctx, proxies["default"].Listen, "postgres").Close(ctx)
+	off := proxies["off"]
+	off.Enabled = true
+	if err := off.Save(); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, ctx, off.Listen, "postgres").Close(ctx)
+
+	for body, want := range map[string]string{
+		`[{"name": "a", "listen": "127.0.0.1:0"}]`:     ":1: proxies[0] (a): upstream is empty",
+		`[{"name": "a", "upstream": "x"}]`:             `upstream "x"`,
+		`[{"name": "a", "upstream": ["127.0.0.1:1"]}]`: "a toxiproxy config is a list of proxies",
+		`[null]`: "proxy 1 is empty",
+	} {
+		os.WriteFile(path, []byte(body), 0o644)
+		if _, err := server.LoadConfig(path); err == nil || !strings.HasPrefix(err.Error(), path) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error from %s naming %q", body, err, path, want)
+		}
+	}
+}

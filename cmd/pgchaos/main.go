@@ -56,9 +56,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	if isToxiproxyServerArgs(args) {
+		// No arguments, or toxiproxy-server's flags: the API alone, as
+		// toxiproxy-server runs (an image or Testcontainers module made
+		// for toxiproxy starts pgchaos this way).
+		return exitCode(runToxiproxyServer(args, stdout, stderr), stderr)
 	}
 	var err error
 	switch args[0] {
@@ -93,6 +95,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		err = errUsage{fmt.Errorf("unknown command %q (%s)", args[0], hint)}
 	}
+	return exitCode(err, stderr)
+}
+
+// exitCode prints err and says the exit status it means: 0 for none (or a
+// help request), an exitError's own, 2 for bad usage, else 1.
+func exitCode(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}

@@ -49,7 +49,6 @@ func TestUsageErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{nil, 2, "Usage:"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate" (try: pgchaos --help)`},
 		{[]string{"exlpore"}, 2, `unknown command "exlpore" (did you mean "explore"?`},
 		{[]string{"run", "--sed", "1", exp}, 2, "unknown flag: --sed (did you mean --seed?)"},
