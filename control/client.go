@@ -189,3 +189,17 @@ func (c *Client) ProxyListen(ctx context.Context, name string) (string, error) {
 	}
 	return p.Listen, nil
 }
+
+// Health is GET /healthz: nil when the API answers that it is up.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.do(ctx, http.MethodGet, "/healthz", nil, &h)
+	return h, err
+}
+
+// Health is what GET /healthz answers.
+type Health struct {
+	Status  string `json:"status"`
+	Proxies int    `json:"proxies"`
+	Uptime  string `json:"uptime"`
+}

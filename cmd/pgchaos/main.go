@@ -38,13 +38,15 @@ Usage:
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
   pgchaos explore EXPERIMENT.yaml [--budget 10m] [--report-dir DIR] [--parallel N]
   pgchaos demo [NAME | --list]
+  pgchaos healthcheck [--api ADDR]
   pgchaos version
+  pgchaos [-host localhost] [-port 8474] [-config FILE]   toxiproxy-server's flags: the API alone, as toxiproxy-server
 
 Run "pgchaos COMMAND --help" for a command's flags.
 `
 
 // commands are the ones run() knows.
-var commands = []string{"proxy", "fault", "sessions", "events", "run", "explore", "demo", "validate", "version", "help"}
+var commands = []string{"proxy", "fault", "sessions", "events", "run", "explore", "demo", "validate", "healthcheck", "version", "help"}
 
 // errUsage marks bad flags or configuration: exit status 2.
 type errUsage struct{ err error }
@@ -80,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(args[1:], stdout, stderr)
 	case "validate":
 		err = runValidate(args[1:], stdout, stderr)
+	case "healthcheck":
+		err = runHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pgchaos", versionString())
 	case "help", "-h", "--help":
