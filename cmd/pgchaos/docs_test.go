@@ -51,10 +51,48 @@ func TestExperimentsDocs(t *testing.T) {
 	}
 }
 
+// TestToxiproxyDocs runs every command of docs/toxiproxy.md in order:
+// pgchaos started as toxiproxy-server, driven by toxiproxy-cli and curl,
+// and the command testcontainers-go's module runs.
+func TestToxiproxyDocs(t *testing.T) {
+	runDocCommandsRetrying(t, "../../docs/toxiproxy.md")
+}
+
 // TestExploreDocs runs every command of docs/explore.md in order: the
 // application explored, broken and fixed twice, with what each run finds.
 func TestExploreDocs(t *testing.T) {
 	if err := runDocCommands(t, "../../docs/explore.md"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// isToxiproxyServerLine reports whether a docs command starts pgchaos as
+// toxiproxy-server: no arguments, or toxiproxy-server's flags.
+func isToxiproxyServerLine(line string) bool {
+	f := strings.Fields(strings.TrimSuffix(line, " &"))
+	return len(f) > 0 && f[0] == "pgchaos" && isToxiproxyServerArgs(f[1:])
+}
+
+// installToxiproxyCLI puts toxiproxy-cli in dir: the one on PATH, or
+// toxiproxy's own, of the version go.mod requires, built with go install.
+func installToxiproxyCLI(t *testing.T, dir string) {
+	t.Helper()
+	path, err := exec.LookPath("toxiproxy-cli")
+	if err != nil {
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/Shopify/toxiproxy/v2").Output()
+		if err != nil {
+			t.Fatalf("the version of toxiproxy in go.mod: %v", err)
+		}
+		pkg := "github.com/Shopify/toxiproxy/v2/cmd/cli@" + strings.TrimSpace(string(out))
+		gobin := t.TempDir()
+		cmd := exec.Command("go", "install", pkg)
+		cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("toxiproxy-cli runs the commands of docs/toxiproxy.md: not on PATH, and go install %s: %v\n%s", pkg, err, out)
+		}
+		path = filepath.Join(gobin, "cli")
+	}
+	if err := os.Symlink(path, filepath.Join(dir, "toxiproxy-cli")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -81,7 +119,7 @@ var errPortLost = errors.New("a free port was taken by another process")
 
 // docPorts are the ports the docs use; the test runs on free ones instead
 // (5432 is the test's PostgreSQL).
-var docPorts = []string{"8474", "6543", "6544", "6432", "9187"}
+var docPorts = []string{"8474", "6543", "6544", "6432", "9187", "8666"}
 
 var (
 	docBlockRE   = regexp.MustCompile("(?ms)^```([a-z]*)\n(.*?)^```\n")
@@ -109,6 +147,9 @@ func runDocCommands(t *testing.T, path string) error {
 		t.Fatal(err)
 	}
 	bin := buildBinary(t)
+	if strings.Contains(string(data), "toxiproxy-cli ") {
+		installToxiproxyCLI(t, filepath.Dir(bin))
+	}
 	work := t.TempDir()
 	subst := []string{":5432", ":" + strconv.Itoa(pg.Port())}
 	for _, p := range docPorts {
@@ -164,15 +205,21 @@ func runDocCommands(t *testing.T, path string) error {
 		}
 		lastFailure = ""
 		for _, line := range shellCommands(text) {
-			if bg, ok := strings.CutSuffix(line, " &"); ok && strings.HasPrefix(line, "pgchaos proxy") {
+			server := strings.HasPrefix(line, "pgchaos proxy") || isToxiproxyServerLine(line)
+			if bg, ok := strings.CutSuffix(line, " &"); ok && server {
 				line = bg // proxies run in the background here anyway
 			}
 			line = withAPI(line, defaultAPI)
+			if isToxiproxyServerLine(line) && !strings.Contains(line, "-port") {
+				// toxiproxy-server's default port, as the docs' explicit
+				// ones, is the test's free one.
+				line += " -port=" + strings.TrimPrefix(defaultAPI, "127.0.0.1:")
+			}
 			want := 0
 			if e := expectExitRE.FindStringSubmatch(line); e != nil {
 				want, _ = strconv.Atoi(e[1])
 			}
-			if strings.HasPrefix(line, "pgchaos proxy") && want == 0 {
+			if server && want == 0 {
 				stopProxy()
 				var err error
 				if proxy, err = startDocProxy(t, work, env, line); err != nil {

@@ -37,7 +37,11 @@ func runHealthcheck(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	if !*quiet {
-		fmt.Fprintf(stdout, "%s: %d proxies, up %s\n", h.Status, h.Proxies, h.Uptime)
+		proxies := "proxies"
+		if h.Proxies == 1 {
+			proxies = "proxy"
+		}
+		fmt.Fprintf(stdout, "%s: %d %s, up %s\n", h.Status, h.Proxies, proxies, h.Uptime)
 	}
 	return nil
 }
