@@ -133,6 +133,11 @@ func TestDecideNoMatchAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("Decide with 20 non-matching rules: %v allocs per run, want 0", allocs)
 	}
+	// "never" matches and its probability turns it down: the matched
+	// count (and its series) is on the measured path.
+	if n := rs.series[len(rs.series)-1]; rs.rules[len(rs.rules)-1].rule.Name != "never" || rs.rules[len(rs.rules)-1].state.matched.Load() == 0 || n.matched == nil {
+		t.Error("the rule never did not match: the matched path was not measured")
+	}
 	e := newTestEngine(t, Options{})
 	for _, r := range append(noMatchRules(), fingerprintRules()...) {
 		mustAdd(t, e, r)

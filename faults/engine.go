@@ -129,9 +129,24 @@ type ruleState struct {
 
 func (s *ruleState) releaseHeld() { s.released.Do(func() { close(s.release) }) }
 
+// ruleSeries are one rule's counters on one proxy, resolved when the
+// snapshot is made so that matching and firing only add to them.
+type ruleSeries struct {
+	matched, fired prometheus.Counter
+}
+
+// seriesKey is the label values (after the proxy) of a rule's series.
+type seriesKey struct{ rule, action string }
+
 // RuleSet is an immutable snapshot of the rules that apply to one proxy.
 type RuleSet struct {
 	rules []*compiledRule
+	// series[i] are rules[i]'s counters; toxicSeries[d][i] toxics[d][i]'s.
+	series      []ruleSeries
+	toxicSeries [2][]ruleSeries
+	// keys are the series of every rule that applies to the proxy,
+	// enabled or not: those of a rule that no longer applies are dropped.
+	keys []seriesKey
 	// wants[d][t]: some message rule looks at type t in direction d.
 	wants   [2][256]bool
 	connect bool
@@ -178,7 +193,7 @@ func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 	var class StatementClass = 255
 	var lowered loweredSQL
 	defer lowered.release()
-	for _, r := range rs.rules {
+	for i, r := range rs.rules {
 		if r.event != EventNone || r.dir != m.Dir || !r.types[m.Type] || !r.matchSession(s) {
 			continue
 		}
@@ -199,7 +214,7 @@ func (rs *RuleSet) Decide(s *Session, m *Message) (v Verdict, ok bool) {
 		if r.tag != "" && !tagMatches(m.Tag, r.tag) {
 			continue
 		}
-		if v, ok := rs.fire(r, s, m); ok {
+		if v, ok := rs.fire(r, &rs.series[i], s, m); ok {
 			return v, true
 		}
 	}
@@ -211,11 +226,11 @@ func (rs *RuleSet) DecideEvent(s *Session, ev EventKind) (Verdict, bool) {
 	if rs == nil {
 		return Verdict{}, false
 	}
-	for _, r := range rs.rules {
+	for i, r := range rs.rules {
 		if r.event != ev || !r.matchSession(s) {
 			continue
 		}
-		if v, ok := rs.fire(r, s, nil); ok {
+		if v, ok := rs.fire(r, &rs.series[i], s, nil); ok {
 			return v, true
 		}
 	}
@@ -275,13 +290,16 @@ func tagMatches(tag []byte, want string) bool {
 }
 
 // fire applies a matching rule's limits and, if it fires, accounts for it.
-func (rs *RuleSet) fire(r *compiledRule, s *Session, m *Message) (Verdict, bool) {
+// A match counts (matched) unless the rule has expired: its window is
+// closed, and it is no longer armed (see rulesActive).
+func (rs *RuleSet) fire(r *compiledRule, ser *ruleSeries, s *Session, m *Message) (Verdict, bool) {
 	st := r.state
 	e := rs.engine
 	if exp := time.Duration(r.rule.Limits.Expires); exp > 0 && e.now().Sub(st.added) >= exp {
 		return Verdict{}, false
 	}
 	n := st.matched.Add(1)
+	ser.matched.Inc()
 	if n <= r.rule.Limits.Skip {
 		return Verdict{}, false
 	}
@@ -314,7 +332,7 @@ func (rs *RuleSet) fire(r *compiledRule, s *Session, m *Message) (Verdict, bool)
 	if r.jitter > 0 {
 		v.Delay += time.Duration(st.random() * float64(r.jitter))
 	}
-	e.record(rs.proxy, r, s, m)
+	e.record(rs.proxy, r, ser, s, m)
 	return v, true
 }
 
@@ -357,7 +375,9 @@ var ErrNotFound = errors.New("no such rule")
 type Options struct {
 	// Seed makes probabilities and jitter reproducible.
 	Seed int64
-	// Registerer receives pgchaos_fault_fired_total (nil: not registered).
+	// Registerer receives pgchaos_fault_fired_total,
+	// pgchaos_fault_matched_total and pgchaos_rules_active (nil: not
+	// registered).
 	Registerer prometheus.Registerer
 	// EventLogSize bounds the event log (default 1000).
 	EventLogSize int
@@ -401,6 +421,7 @@ type Engine struct {
 	seed    int64
 	now     func() time.Time
 	fired   *prometheus.CounterVec
+	matched *prometheus.CounterVec
 	fullSQL bool
 	observe func(proxy string, s *Session, m *Message)
 
@@ -425,10 +446,13 @@ func NewEngine(o Options) *Engine {
 		e.logCap = 1000
 	}
 	e.fired = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pgchaos_fault_fired_total", Help: "Faults fired, by proxy, rule and action.",
+		Name: "pgchaos_fault_fired_total", Help: "Faults fired, by proxy, rule and action. A byte toxic fires once per session stream it is applied to.",
 	}, []string{"proxy", "rule", "action"})
+	e.matched = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgchaos_fault_matched_total", Help: "Messages and events a rule matched before its limits (skip, probability, times, once_per_session) decided whether it fired; fired ones included. A byte toxic matches once per session stream.",
+	}, []string{"proxy", "rule"})
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(e.fired)
+		o.Registerer.MustRegister(e.fired, e.matched, rulesActive{e})
 	}
 	return e
 }
@@ -466,14 +490,27 @@ func (e *Engine) snapshot(proxy string) *RuleSet {
 		rs.wants = observed
 	}
 	for _, r := range e.rules {
-		if r.rule.Proxy != "" && r.rule.Proxy != proxy || !r.enabled {
+		if r.rule.Proxy != "" && r.rule.Proxy != proxy {
+			continue
+		}
+		// Every rule of the proxy has its series from the start (at 0
+		// until it matches): a rate is then defined from the moment the
+		// rule is added, and the hot path never hashes label values.
+		ser := ruleSeries{
+			matched: e.matched.WithLabelValues(proxy, r.rule.Name),
+			fired:   e.fired.WithLabelValues(proxy, r.rule.Name, r.rule.Action.Type),
+		}
+		rs.keys = append(rs.keys, seriesKey{r.rule.Name, r.rule.Action.Type})
+		if !r.enabled {
 			continue
 		}
 		if r.action == ActToxic {
 			rs.toxics[r.dir] = append(rs.toxics[r.dir], r)
+			rs.toxicSeries[r.dir] = append(rs.toxicSeries[r.dir], ser)
 			continue
 		}
 		rs.rules = append(rs.rules, r)
+		rs.series = append(rs.series, ser)
 		switch r.event {
 		case EventConnect:
 			rs.connect = true
@@ -490,10 +527,39 @@ func (e *Engine) snapshot(proxy string) *RuleSet {
 	return rs
 }
 
-// publish installs new snapshots; called with e.mu held.
+// publish installs new snapshots and drops the series of rules that no
+// longer apply; called with e.mu held. (A session still on an older
+// snapshot may count on a dropped series: that only adds to a counter no
+// longer exported, it never brings the series back.)
 func (e *Engine) publish() {
 	for name, p := range e.policies {
-		p.cur.Store(e.snapshot(name))
+		old, cur := p.cur.Load(), e.snapshot(name)
+		p.cur.Store(cur)
+		e.dropSeries(name, old, cur)
+	}
+}
+
+// dropSeries deletes the series of old's rules that cur has not: a
+// process that adds and removes rules all day keeps no series, and no
+// memory, for the gone ones. Two rules of one name (one for every proxy,
+// one for this proxy) share their series; the series go with the last.
+func (e *Engine) dropSeries(proxy string, old, cur *RuleSet) {
+	if old == nil || len(old.keys) == 0 {
+		return
+	}
+	rules := make(map[string]bool, len(cur.keys))
+	keys := make(map[seriesKey]bool, len(cur.keys))
+	for _, k := range cur.keys {
+		rules[k.rule] = true
+		keys[k] = true
+	}
+	for _, k := range old.keys {
+		if !keys[k] {
+			e.fired.DeleteLabelValues(proxy, k.rule, k.action)
+		}
+		if !rules[k.rule] {
+			e.matched.DeleteLabelValues(proxy, k.rule)
+		}
 	}
 }
 
@@ -574,29 +640,22 @@ func (e *Engine) Remove(proxy, name string) error {
 	old := e.rules[i]
 	e.rules = slices.Delete(e.rules, i, i+1)
 	e.publish()
-	e.forget(old)
 	e.mu.Unlock()
 	old.state.releaseHeld()
 	return nil
 }
 
-// ForgetProxy drops the fired-fault series of a proxy that is gone (those
-// of rules for every proxy included; its own rules go with it).
+// ForgetProxy forgets a proxy that is gone: its view (sessions still
+// closing keep the snapshot they have) and its series, those of rules
+// for every proxy included. A proxy of the same name made later starts
+// afresh.
 func (e *Engine) ForgetProxy(proxy string) {
-	e.fired.DeletePartialMatch(prometheus.Labels{"proxy": proxy})
-}
-
-// forget drops the fired-fault series of a removed rule, unless a rule of
-// the same name remains (on another proxy): a process that adds and
-// removes rules all day keeps no series, and no memory, for the gone ones.
-// Called with e.mu held.
-func (e *Engine) forget(r *compiledRule) {
-	for _, other := range e.rules {
-		if other.rule.Name == r.rule.Name {
-			return
-		}
-	}
-	e.fired.DeletePartialMatch(prometheus.Labels{"rule": r.rule.Name})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.policies, proxy)
+	match := prometheus.Labels{"proxy": proxy}
+	e.fired.DeletePartialMatch(match)
+	e.matched.DeletePartialMatch(match)
 }
 
 // Reset removes every rule and releases what they held.
@@ -606,6 +665,7 @@ func (e *Engine) Reset() {
 	e.rules = nil
 	e.publish()
 	e.fired.Reset()
+	e.matched.Reset()
 	e.mu.Unlock()
 	for _, r := range old {
 		r.state.releaseHeld()
@@ -638,8 +698,8 @@ func (r *compiledRule) status() RuleStatus {
 	return RuleStatus{Rule: r.rule, Added: r.state.added, Matched: r.state.matched.Load(), Fired: r.state.fired.Load()}
 }
 
-func (e *Engine) record(proxy string, r *compiledRule, s *Session, m *Message) {
-	e.fired.WithLabelValues(proxy, r.rule.Name, r.rule.Action.Type).Inc()
+func (e *Engine) record(proxy string, r *compiledRule, ser *ruleSeries, s *Session, m *Message) {
+	ser.fired.Inc()
 	ev := Event{Time: e.now(), Rule: r.rule.Name, Proxy: proxy, Action: r.rule.Action.Type, Message: summarize(r, m, e.fullSQL)}
 	if s != nil {
 		ev.Session = s.ID
@@ -705,3 +765,63 @@ func clip(b []byte) string {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// rulesActiveDesc describes pgchaos_rules_active.
+var rulesActiveDesc = prometheus.NewDesc("pgchaos_rules_active",
+	"Rules armed on the proxy: enabled, not expired, not used up by times, probability above 0. Above 0 while a fault window is open.",
+	[]string{"proxy"}, nil)
+
+// rulesActive computes pgchaos_rules_active when scraped, from each
+// proxy's current snapshot: nothing is counted on the data path, and the
+// series of a proxy go with its view (ForgetProxy).
+type rulesActive struct{ e *Engine }
+
+func (c rulesActive) Describe(ch chan<- *prometheus.Desc) { ch <- rulesActiveDesc }
+
+func (c rulesActive) Collect(ch chan<- prometheus.Metric) {
+	type count struct {
+		proxy string
+		n     int
+	}
+	e := c.e
+	now := e.now()
+	e.mu.Lock()
+	counts := make([]count, 0, len(e.policies))
+	for name, p := range e.policies {
+		counts = append(counts, count{name, p.cur.Load().armed(now)})
+	}
+	e.mu.Unlock()
+	for _, c := range counts {
+		ch <- prometheus.MustNewConstMetric(rulesActiveDesc, prometheus.GaugeValue, float64(c.n), c.proxy)
+	}
+}
+
+// armed counts the snapshot's rules that can still fire at now. A rule
+// waiting out its skip, or limited to once per session, is armed: it
+// fires when traffic comes. Byte toxics are armed while enabled, as
+// they are applied to every matching session stream whatever their
+// limits besides probability.
+func (rs *RuleSet) armed(now time.Time) int {
+	n := 0
+	for _, r := range rs.rules {
+		if r.probability <= 0 {
+			continue
+		}
+		if exp := time.Duration(r.rule.Limits.Expires); exp > 0 && now.Sub(r.state.added) >= exp {
+			continue
+		}
+		if t := r.rule.Limits.Times; t > 0 && r.state.fired.Load() >= t {
+			continue
+		}
+		n++
+	}
+	for _, list := range rs.toxics {
+		for _, r := range list {
+			if r.probability <= 0 {
+				continue
+			}
+			n++
+		}
+	}
+	return n
+}

@@ -3,6 +3,7 @@ package faults
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -412,7 +413,9 @@ func TestSnapshotImmutableUnderChanges(t *testing.T) {
 	wg.Wait()
 }
 
-func TestMetricFiredTotal(t *testing.T) {
+// Every rule of a proxy has its fired and matched series from the start
+// (0 until it matches); matched counts what the limits turned down too.
+func TestMetricFiredAndMatchedTotal(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := newTestEngine(t, Options{Registerer: reg})
 	mustAdd(t, e, Rule{Name: "d", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}, Limits: Limits{Skip: 1}})
@@ -426,31 +429,36 @@ func TestMetricFiredTotal(t *testing.T) {
 	b.Decide(s, tagMsg("COMMIT"))
 	b.Decide(s, tagMsg("ROLLBACK"))
 
-	mfs, err := reg.Gather()
-	if err != nil {
+	fired := counterValues(t, reg, "pgchaos_fault_fired_total", "proxy", "rule", "action")
+	want := map[string]float64{"a/d/drop": 3, "a/c/disconnect": 0, "b/c/disconnect": 2, "b/d/drop": 0}
+	if !maps.Equal(fired, want) {
+		t.Errorf("pgchaos_fault_fired_total %v, want %v", fired, want)
+	}
+	matched := counterValues(t, reg, "pgchaos_fault_matched_total", "proxy", "rule")
+	want = map[string]float64{"a/d": 4, "a/c": 0, "b/c": 2, "b/d": 0}
+	if !maps.Equal(matched, want) {
+		t.Errorf("pgchaos_fault_matched_total %v, want %v", matched, want)
+	}
+
+	// A removed rule's series go; a rule of the same name for one proxy
+	// keeps that proxy's; a forgotten proxy keeps none.
+	mustAdd(t, e, Rule{Name: "c", Proxy: "b", Match: Match{Tag: "COMMIT"}, Action: Action{Type: "error", SQLState: "40001"}})
+	if err := e.Remove("", "c"); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "pgchaos_fault_fired_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			got[labels["proxy"]+"/"+labels["rule"]+"/"+labels["action"]] = m.GetCounter().GetValue()
-		}
+	fired = counterValues(t, reg, "pgchaos_fault_fired_total", "proxy", "rule", "action")
+	want = map[string]float64{"a/d/drop": 3, "b/d/drop": 0, "b/c/error": 0}
+	if !maps.Equal(fired, want) {
+		t.Errorf("after removing c: pgchaos_fault_fired_total %v, want %v", fired, want)
 	}
-	want := map[string]float64{"a/d/drop": 3, "b/c/disconnect": 2}
-	if len(got) != len(want) {
-		t.Errorf("series %v, want %v", got, want)
+	matched = counterValues(t, reg, "pgchaos_fault_matched_total", "proxy", "rule")
+	want = map[string]float64{"a/d": 4, "b/c": 2, "b/d": 0}
+	if !maps.Equal(matched, want) {
+		t.Errorf("after removing c: pgchaos_fault_matched_total %v, want %v", matched, want)
 	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("pgchaos_fault_fired_total{%s} = %v, want %v", k, got[k], v)
-		}
+	e.ForgetProxy("b")
+	if got := counterValues(t, reg, "pgchaos_fault_matched_total", "proxy", "rule"); !maps.Equal(got, map[string]float64{"a/d": 4}) {
+		t.Errorf("after forgetting b: pgchaos_fault_matched_total %v", got)
 	}
 
 	// Two engines cannot share a registry; an engine without one is fine.
@@ -463,6 +471,7 @@ func TestMetricFiredTotal(t *testing.T) {
 		NewEngine(Options{Registerer: reg})
 	}()
 	e3 := NewEngine(Options{})
+	s = baseSession()
 	mustAdd(t, e3, Rule{Name: "d", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}})
 	if _, ok := e3.Policy("a").Rules().Decide(s, queryMsg("x")); !ok {
 		t.Error("an engine without a registerer did not fire")
@@ -487,5 +496,72 @@ func TestEventClipsLongSQL(t *testing.T) {
 		if len(evs) != 1 || !strings.HasSuffix(evs[0].Message, want) {
 			t.Errorf("%d bytes of SQL: event %q, want it to end %s", n, evs[0].Message, want)
 		}
+	}
+}
+
+// counterValues gathers the series of a counter (or gauge), keyed by the
+// values of labels joined with "/".
+func counterValues(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			values := map[string]string{}
+			for _, l := range m.GetLabel() {
+				values[l.GetName()] = l.GetValue()
+			}
+			var key []string
+			for _, l := range labels {
+				key = append(key, values[l])
+			}
+			v := m.GetCounter().GetValue()
+			if m.GetGauge() != nil {
+				v = m.GetGauge().GetValue()
+			}
+			got[strings.Join(key, "/")] = v
+		}
+	}
+	return got
+}
+
+// pgchaos_rules_active counts, per proxy, the rules that can still fire:
+// not disabled, expired, used up by times, or at probability 0; a rule
+// waiting out its skip, and a byte toxic, are armed.
+func TestMetricRulesActive(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	e := newTestEngine(t, Options{Registerer: reg, Now: clock.Now})
+	e.Policy("a")
+	e.Policy("b")
+	active := func() map[string]float64 { return counterValues(t, reg, "pgchaos_rules_active", "proxy") }
+	if got := active(); !maps.Equal(got, map[string]float64{"a": 0, "b": 0}) {
+		t.Fatalf("no rules: %v", got)
+	}
+	mustAdd(t, e, Rule{Name: "every", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}, Limits: Limits{Skip: 5}})
+	mustAdd(t, e, Rule{Name: "once", Proxy: "a", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}, Limits: Limits{Times: 1}})
+	mustAdd(t, e, Rule{Name: "soon", Proxy: "a", Match: Match{SQL: "y"}, Action: Action{Type: "drop"}, Limits: Limits{Expires: Duration(time.Minute)}})
+	mustAdd(t, e, Rule{Name: "off", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}, Enabled: boolPtr(false)})
+	mustAdd(t, e, Rule{Name: "never", Match: Match{SQL: "x"}, Action: Action{Type: "drop"}, Limits: Limits{Probability: floatPtr(0)}})
+	mustAdd(t, e, Rule{Name: "slow", Proxy: "b", Action: Action{Type: "latency", Attributes: map[string]any{"latency": 10}}})
+	if got := active(); !maps.Equal(got, map[string]float64{"a": 3, "b": 2}) {
+		t.Errorf("armed: %v, want a 3 (every, once, soon), b 2 (every, slow)", got)
+	}
+	if _, ok := e.Policy("a").Rules().Decide(baseSession(), queryMsg("x")); !ok {
+		t.Fatal("once did not fire")
+	}
+	clock.Advance(time.Minute)
+	if got := active(); !maps.Equal(got, map[string]float64{"a": 1, "b": 2}) {
+		t.Errorf("once used up, soon expired: %v, want a 1, b 2", got)
+	}
+	e.ForgetProxy("b")
+	if got := active(); !maps.Equal(got, map[string]float64{"a": 1}) {
+		t.Errorf("b forgotten: %v", got)
 	}
 }

@@ -106,17 +106,20 @@ func (rs *RuleSet) ToxicsKey(d Direction) string {
 
 // SessionToxics returns fresh toxics for one direction of a session, in
 // rule order. Each rule's probability is drawn once per session stream (as
-// toxiproxy's toxicity is per connection); a toxic that applies counts as
-// fired.
+// toxiproxy's toxicity is per connection); a toxic that matches the
+// session counts as matched, one that applies as fired.
 func (rs *RuleSet) SessionToxics(d Direction, s *Session) []Toxic {
 	if rs == nil {
 		return nil
 	}
 	var out []Toxic
-	for _, r := range rs.toxics[d] {
+	for i, r := range rs.toxics[d] {
 		if !r.matchSession(s) {
 			continue
 		}
+		ser := &rs.toxicSeries[d][i]
+		r.state.matched.Add(1)
+		ser.matched.Inc()
 		if r.probability < 1 && r.state.random() >= r.probability {
 			continue
 		}
@@ -124,9 +127,8 @@ func (rs *RuleSet) SessionToxics(d Direction, s *Session) []Toxic {
 		if err != nil {
 			continue // validated when the rule was added
 		}
-		r.state.matched.Add(1)
 		r.state.fired.Add(1)
-		rs.engine.record(rs.proxy, r, s, nil)
+		rs.engine.record(rs.proxy, r, ser, s, nil)
 		out = append(out, Toxic{Rule: r.rule.Name, Wrapper: w, Released: r.state.release})
 	}
 	return out

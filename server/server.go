@@ -265,6 +265,7 @@ func (s *Server) listen(np *namedProxy) error {
 		if err = p.Listen(); err != nil {
 			// Its series were made; a proxy that never ran keeps none.
 			s.base.Metrics.Forget(np.spec.Name)
+			s.Faults.ForgetProxy(np.spec.Name)
 		}
 	}
 	if err != nil {
