@@ -19,6 +19,7 @@ type Metrics struct {
 	delayLateness   *prometheus.HistogramVec
 	rejected        *prometheus.CounterVec
 	startupTimeouts *prometheus.CounterVec
+	connectLatency  *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -62,6 +63,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		startupTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgchaos_startup_timeouts_total", Help: "Clients closed because they did not finish the startup phase within --startup-timeout.",
 		}, []string{"proxy"}),
+		connectLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgchaos_upstream_connect_seconds",
+			Help:    "How long connecting to the upstream took, for sessions and forwarded CancelRequests: the TCP connect, and with upstream TLS the SSLRequest and the handshake. Successful connects only; a slow_connect fault's wait is before it, not in it.",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"proxy"}),
 	}
 	if reg != nil {
 		for _, v := range m.vecs() {
@@ -81,7 +87,7 @@ type metricVec interface {
 func (m *Metrics) vecs() []metricVec {
 	return []metricVec{m.sessionsActive, m.sessionsTotal, m.messages, m.bytes,
 		m.connectFailures, m.protocolErrors, m.cancelRequests, m.sessionDuration, m.delayLateness,
-		m.rejected, m.startupTimeouts}
+		m.rejected, m.startupTimeouts, m.connectLatency}
 }
 
 // Forget drops every series of the named proxy, once it is gone: a
@@ -109,6 +115,7 @@ type proxyMetrics struct {
 	tooMany         prometheus.Counter
 	outOfFDs        prometheus.Counter
 	startupTimeouts prometheus.Counter
+	connectLatency  prometheus.Observer
 }
 
 func (m *Metrics) forProxy(name string) *proxyMetrics {
@@ -123,6 +130,7 @@ func (m *Metrics) forProxy(name string) *proxyMetrics {
 		tooMany:         m.rejected.WithLabelValues(name, "max_sessions"),
 		outOfFDs:        m.rejected.WithLabelValues(name, "out_of_fds"),
 		startupTimeouts: m.startupTimeouts.WithLabelValues(name),
+		connectLatency:  m.connectLatency.WithLabelValues(name),
 	}
 	for _, d := range []Direction{ClientToServer, ServerToClient} {
 		unknownMsgs := m.messages.WithLabelValues(name, d.String(), "unknown")

@@ -243,8 +243,9 @@ func startupParameters(b []byte) (map[string]string, error) {
 }
 
 // dialUpstream connects to the current upstream, negotiating TLS when
-// configured.
+// configured, and observes how long a successful connect took.
 func (p *Proxy) dialUpstream() (net.Conn, error) {
+	start := time.Now()
 	addr := p.Upstream()
 	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
 	c, err := d.DialContext(p.closing, "tcp", addr)
@@ -252,6 +253,7 @@ func (p *Proxy) dialUpstream() (net.Conn, error) {
 		return nil, err
 	}
 	if p.cfg.UpstreamTLS == nil {
+		p.m.connectLatency.Observe(time.Since(start).Seconds())
 		return c, nil
 	}
 	c.SetDeadline(time.Now().Add(p.cfg.ConnectTimeout))
@@ -280,6 +282,7 @@ func (p *Proxy) dialUpstream() (net.Conn, error) {
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
 	c.SetDeadline(time.Time{})
+	p.m.connectLatency.Observe(time.Since(start).Seconds())
 	return tc, nil
 }
 
