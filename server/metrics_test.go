@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 )
 
 // A process that creates and deletes proxies and rules all day keeps no
@@ -48,5 +51,137 @@ func TestMetricsForgetGoneProxiesAndRules(t *testing.T) {
 	}
 	if !strings.Contains(metrics, `pgchaos_sessions_total{proxy="kept"}`) {
 		t.Error("/metrics lost the series of a proxy that is still there")
+	}
+}
+
+// metricValue is the value of one series in a /metrics page (labels as
+// Prometheus prints them, sorted by name), or -1 when it is not there.
+func metricValue(page, series string) float64 {
+	for line := range strings.Lines(page) {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return -1
+}
+
+// A byte toxic fires once for each session stream it is applied to, not
+// per message or chunk: when a session's stream starts under it, and
+// again when the set of toxics on that stream changes while the session
+// runs (each toxic of the new set is a fresh instance).
+func TestMetricsByteToxicFiresPerStream(t *testing.T) {
+	_, client, api := startEmpty(t)
+	ctx := testCtx(t)
+	p, err := client.CreateProxy("pg", "127.0.0.1:0", pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("lat", "latency", "downstream", 1.0, toxiproxy.Attributes{"latency": 1}); err != nil {
+		t.Fatal(err)
+	}
+	lat := `pgchaos_fault_fired_total{action="latency",proxy="pg",rule="lat"}`
+	latMatched := `pgchaos_fault_matched_total{proxy="pg",rule="lat"}`
+	if v := metricValue(get(t, api+"/metrics", http.StatusOK, nil), lat); v != 0 {
+		t.Fatalf("%s = %v before any session, want 0", lat, v)
+	}
+	a := connect(t, ctx, p.Listen, "postgres")
+	for range 5 {
+		mustExec(t, ctx, a, "SELECT 1")
+	}
+	page := get(t, api+"/metrics", http.StatusOK, nil)
+	if v := metricValue(page, lat); v != 1 {
+		t.Errorf("one session, five queries: %s = %v, want 1", lat, v)
+	}
+	if v := metricValue(page, latMatched); v != 1 {
+		t.Errorf("one session: %s = %v, want 1", latMatched, v)
+	}
+	b := connect(t, ctx, p.Listen, "postgres")
+	mustExec(t, ctx, b, "SELECT 1")
+	b.Close(ctx)
+	if v := metricValue(get(t, api+"/metrics", http.StatusOK, nil), lat); v != 2 {
+		t.Errorf("two sessions: %s = %v, want 2", lat, v)
+	}
+	if _, err := p.AddToxic("slice", "slicer", "downstream", 1.0, toxiproxy.Attributes{"average_size": 8}); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, a, "SELECT 1")
+	page = get(t, api+"/metrics", http.StatusOK, nil)
+	if v := metricValue(page, lat); v != 3 {
+		t.Errorf("a toxic added to a running session's stream: %s = %v, want 3", lat, v)
+	}
+	if v := metricValue(page, `pgchaos_fault_fired_total{action="slicer",proxy="pg",rule="slice"}`); v != 1 {
+		t.Errorf("slicer on one running session: fired %v, want 1", v)
+	}
+}
+
+// countSeries counts the series of a /metrics page (its lines that are
+// not comments), all of them and pgchaos's own.
+func countSeries(page string) (all, own int) {
+	for line := range strings.Lines(page) {
+		if line == "\n" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		all++
+		if strings.HasPrefix(line, "pgchaos_") {
+			own++
+		}
+	}
+	return all, own
+}
+
+// A hundred proxies created, used (a session, a rule of their own that
+// fires, a rule for every proxy) and deleted leave the series as they
+// were: the count stays flat however long the process runs.
+func TestMetricsSeriesAfter100Cycles(t *testing.T) {
+	_, client, api := startEmpty(t)
+	ctx := testCtx(t)
+	send(t, "POST", api+"/rules", `{"name": "everywhere", "match": {"sql": "everywhere"}, "action": {"type": "delay", "delay": "1ms"}}`, 201)
+	kept, err := client.CreateProxy("kept", "127.0.0.1:0", pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, ctx, kept.Listen, "postgres")
+	mustExec(t, ctx, conn, "SELECT 'everywhere'")
+	conn.Close(ctx)
+	waitSessions(t, api, "kept", 0)
+	before, ownBefore := countSeries(get(t, api+"/metrics", http.StatusOK, nil))
+
+	for i := range 100 {
+		name := fmt.Sprintf("cycle%d", i)
+		p, err := client.CreateProxy(name, "127.0.0.1:0", pg.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(t, "POST", api+"/rules", fmt.Sprintf(`{"name": "rule-%d", "proxy": %q, "match": {"sql": "marker"}, "action": {"type": "delay", "delay": "1ms"}}`, i, name), 201)
+		conn := connect(t, ctx, p.Listen, "postgres")
+		mustExec(t, ctx, conn, "SELECT 'marker', 'everywhere'")
+		conn.Close(ctx)
+		if err := p.Delete(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page := get(t, api+"/metrics", http.StatusOK, nil)
+	after, ownAfter := countSeries(page)
+	t.Logf("series on /metrics: %d before 100 proxy create/delete cycles, %d after (pgchaos_*: %d before, %d after)", before, after, ownBefore, ownAfter)
+	if ownAfter != ownBefore || after != before {
+		t.Errorf("series: %d before, %d after (pgchaos_*: %d, %d): the gone proxies and rules left some", before, after, ownBefore, ownAfter)
+	}
+	if v := metricValue(page, `pgchaos_fault_fired_total{action="delay",proxy="kept",rule="everywhere"}`); v != 1 {
+		t.Errorf("the kept proxy's fired count is %v, want 1", v)
+	}
+}
+
+// waitSessions waits until the proxy relays n sessions, as its gauge says.
+func waitSessions(t *testing.T, api, proxy string, n int) {
+	t.Helper()
+	series := fmt.Sprintf(`pgchaos_sessions_active{proxy=%q}`, proxy)
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(get(t, api+"/metrics", http.StatusOK, nil), series) != float64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never came to %d", series, n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
