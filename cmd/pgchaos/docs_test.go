@@ -37,6 +37,12 @@ func TestDRDocs(t *testing.T) {
 	}
 }
 
+// TestMetricsDocs runs every command of docs/metrics.md in order: a
+// fault window opened and closed, as its metrics show it.
+func TestMetricsDocs(t *testing.T) {
+	runDocCommandsRetrying(t, "../../docs/metrics.md")
+}
+
 // TestProxyDocs runs every command of docs/proxy.md in order: a proxy
 // from flags, an embedded one, one from a file, and the sessions API.
 func TestProxyDocs(t *testing.T) {
