@@ -185,3 +185,37 @@ func waitSessions(t *testing.T, api, proxy string, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Each connect to the upstream, a session's or a forwarded cancel's, is
+// timed once.
+func TestMetricsUpstreamConnectSeconds(t *testing.T) {
+	_, api, ctx, conn := withSession(t)
+	count := `pgchaos_upstream_connect_seconds_count{proxy="pg"}`
+	if v := metricValue(get(t, api+"/metrics", http.StatusOK, nil), count); v != 1 {
+		t.Errorf("one session: %s = %v, want 1", count, v)
+	}
+	// A cancel of a statement that sleeps: pgx sends a CancelRequest on a
+	// connection of its own when the context ends.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := conn.Exec(short, "SELECT pg_sleep(5)"); err == nil {
+		t.Fatal("pg_sleep(5) was not cancelled")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		page := get(t, api+"/metrics", http.StatusOK, nil)
+		if metricValue(page, `pgchaos_cancel_requests_total{proxy="pg"}`) == 1 {
+			if v := metricValue(page, count); v != 2 {
+				t.Errorf("a session and a cancel: %s = %v, want 2", count, v)
+			}
+			if v := metricValue(page, `pgchaos_upstream_connect_seconds_sum{proxy="pg"}`); v <= 0 || v > 10 {
+				t.Errorf("two connects took %v s in all", v)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cancel was never forwarded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
