@@ -242,7 +242,9 @@ const (
 const Direct = "direct"
 
 // Proxy is a pgchaos proxy: started in-process (Listen, Upstream) or
-// already running behind a control API (URL).
+// already running behind a control API (URL), or a set of running
+// pgchaos instances that each have a proxy of this name (URLs, DNS),
+// driven as one.
 type Proxy struct {
 	Name string
 	// Listen defaults to 127.0.0.1:0 (any free port).
@@ -252,12 +254,22 @@ type Proxy struct {
 	// URL of a running pgchaos's control API, whose proxy of this Name is
 	// used.
 	URL string
+	// URLs are the control APIs of a set of instances.
+	URLs []string
+	// DNS is host:port (or http(s)://host:port) whose every address, as
+	// resolved when the run starts, is an instance's control API: a
+	// Kubernetes headless Service's pods.
+	DNS string
 	Pos Pos
 }
 
 // Remote reports whether the proxy is reached through a control API rather
 // than started in-process.
-func (p Proxy) Remote() bool { return p.URL != "" }
+func (p Proxy) Remote() bool { return p.URL != "" || len(p.URLs) > 0 || p.DNS != "" }
+
+// Set reports whether the proxy names a set of instances (URLs or DNS)
+// rather than one.
+func (p Proxy) Set() bool { return len(p.URLs) > 0 || p.DNS != "" }
 
 // Workload types.
 const (

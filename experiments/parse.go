@@ -559,15 +559,22 @@ func (d *decoder) proxies(n *yaml.Node, path string, r *refs) []Proxy {
 				names[p.Name] = deref(o.get("name")).Line
 			}
 		}
-		if o.str("url", &p.URL) {
+		var remote []string // url, urls, dns: as given
+		for _, k := range []string{"url", "urls", "dns"} {
+			if o.has(k) {
+				remote = append(remote, k)
+			}
+		}
+		if len(remote) > 0 {
 			for _, k := range []string{"listen", "upstream"} {
 				if o.get(k) != nil {
-					d.errAt(o.keyNode(k), o.at(k), "a proxy with url is already running; %s applies to a proxy started in-process", k)
+					d.errAt(o.keyNode(k), o.at(k), "a proxy with %s is already running; %s applies to a proxy started in-process", remote[0], k)
 				}
 			}
-			if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				d.errAt(deref(o.get("url")), o.at("url"), "want the control API's URL, like http://127.0.0.1:8474, got %q", p.URL)
+			for _, k := range remote[1:] {
+				d.errAt(o.keyNode(k), o.at(k), "give one of url (one instance), urls or dns (a set of instances), not %s and %s", remote[0], k)
 			}
+			d.remoteProxy(o, remote[0], &p)
 		} else {
 			p.Listen = DefaultListen
 			if o.str("listen", &p.Listen) {
@@ -594,6 +601,76 @@ func (d *decoder) proxies(n *yaml.Node, path string, r *refs) []Proxy {
 		}
 	}
 	return out
+}
+
+// remoteProxy reads the key (url, urls or dns) that says where a running
+// proxy's control APIs are.
+func (d *decoder) remoteProxy(o *object, key string, p *Proxy) {
+	for _, k := range []string{"url", "urls", "dns"} {
+		o.know(k)
+	}
+	n := o.get(key)
+	switch key {
+	case "url":
+		if o.str("url", &p.URL) && !apiURL(p.URL) {
+			d.errAt(deref(n), o.at("url"), "want the control API's URL, like http://127.0.0.1:8474, got %q", p.URL)
+		}
+	case "urls":
+		items := d.list(n, o.at("urls"))
+		if isNull(n) || deref(n).Kind == yaml.SequenceNode && len(items) == 0 {
+			d.errAt(deref(n), o.at("urls"), "want the control APIs of at least one instance, like [http://10.0.0.1:8474, http://10.0.0.2:8474]")
+		}
+		seen := map[string]int{}
+		for i, item := range items {
+			at := index(o.at("urls"), i)
+			u, ok := d.str(item, at)
+			if !ok {
+				continue
+			}
+			switch line, dup := seen[u]; {
+			case !apiURL(u):
+				d.errAt(deref(item), at, "want the control API's URL, like http://127.0.0.1:8474, got %q", u)
+			case dup:
+				d.errAt(deref(item), at, "%s is listed twice (first at line %d): each instance would get every rule twice", u, line)
+			default:
+				seen[u] = deref(item).Line
+				p.URLs = append(p.URLs, u)
+			}
+		}
+	case "dns":
+		if o.str("dns", &p.DNS) {
+			if msg := dnsProblem(p.DNS); msg != "" {
+				d.errAt(deref(n), o.at("dns"), "%s, got %q", msg, p.DNS)
+			}
+		}
+	}
+}
+
+// apiURL reports whether s is a control API's URL: http(s)://host[:port].
+func apiURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Hostname() != ""
+}
+
+// dnsProblem says what is wrong with a proxy's dns ("" nothing): a name
+// and the control API's port, optionally after http:// or https://.
+func dnsProblem(s string) string {
+	const want = "want the name whose addresses are the instances and their control API's port, like pgchaos-headless.default.svc.cluster.local:8474"
+	rest := s
+	for _, scheme := range []string{"http://", "https://"} {
+		rest = strings.TrimPrefix(rest, scheme)
+	}
+	if strings.Contains(rest, "://") || strings.ContainsAny(rest, "/?#@") {
+		return want + " (no path)"
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil || host == "" {
+		return want
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return want + " (the port is a number)"
+	}
+	return ""
 }
 
 // setupStep reads {sql, dsn}, {exec, timeout} or {inject}.

@@ -88,7 +88,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	var urls []string
 	for _, p := range exp.Proxies {
-		urls = append(urls, p.URL)
+		urls = append(append(urls, p.URL, p.DNS), p.URLs...)
 	}
 	apiOpts, err := api.options("no proxy of the experiment has an https:// url", urls...)
 	if err != nil {
