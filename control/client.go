@@ -23,6 +23,10 @@ type Client struct {
 	base  string
 	http  *http.Client
 	token string
+	// roots and serverName verify an https API's certificate (nil, "":
+	// the system's roots, the URL's host).
+	roots      *x509.CertPool
+	serverName string
 }
 
 // ClientOption secures a Client.
@@ -36,11 +40,14 @@ func WithToken(token string) ClientOption {
 // WithRootCAs verifies an https API's certificate against roots instead of
 // the system's.
 func WithRootCAs(roots *x509.CertPool) ClientOption {
-	return func(c *Client) {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		c.http.Transport = t
-	}
+	return func(c *Client) { c.roots = roots }
+}
+
+// WithServerName verifies an https API's certificate for name instead of
+// the URL's host: an instance reached at one of the addresses a DNS name
+// resolves to presents a certificate for the name, not for its address.
+func WithServerName(name string) ClientOption {
+	return func(c *Client) { c.serverName = name }
 }
 
 // NewClient returns a client for the API at addr: "127.0.0.1:8474", or a
@@ -54,8 +61,16 @@ func NewClient(addr string, opts ...ClientOption) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.roots != nil || c.serverName != "" {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: c.roots, ServerName: c.serverName, MinVersion: tls.VersionTLS12}
+		c.http.Transport = t
+	}
 	return c
 }
+
+// URL is the control API the client talks to.
+func (c *Client) URL() string { return c.base }
 
 // LoadCertPool reads a PEM bundle of CA certificates.
 func LoadCertPool(path string) (*x509.CertPool, error) {

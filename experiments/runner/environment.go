@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -39,14 +41,28 @@ type environment struct {
 	userNodes []nodeInfo
 	bouncer   *pgtest.PgBouncer
 	srv       *server.Server // in-process proxies
-	// remote proxies by name: the control API that runs each.
-	remote map[string]*control.Client
-	// listen addresses of every proxy by name.
+	// remote proxies by name: the instances that run each, in the order
+	// of the file (remoteOrder).
+	remote      map[string]*remoteProxy
+	remoteOrder []string
+	// listen addresses of every proxy by name (a set's: its first
+	// instance's).
 	listen map[string]string
+
+	// mu guards placed: a rule's removal after its duration runs on a
+	// timer of its own.
+	mu sync.Mutex
+	// placed are the remote instances each injected rule landed on, and
+	// touched every instance a rule landed on in the run.
+	placed  map[string]*placement
+	touched []string
+	// leftArmed hears of rules that could not be removed from an
+	// instance (nil: nobody listens).
+	leftArmed func([]LeftArmed)
 }
 
 func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Options) (*environment, error) {
-	env := &environment{remote: map[string]*control.Client{}, listen: map[string]string{}}
+	env := &environment{remote: map[string]*remoteProxy{}, listen: map[string]string{}, placed: map[string]*placement{}}
 	embedded := exp.Target.Embedded
 	if opts.Embedded && embedded == nil {
 		embedded = &experiments.Embedded{}
@@ -109,14 +125,18 @@ func startEnvironment(ctx context.Context, exp *experiments.Experiment, opts Opt
 	var later []experiments.Proxy
 	for _, p := range exp.Proxies {
 		if p.Remote() {
-			c := control.NewClient(p.URL, opts.API...)
-			env.remote[p.Name] = c
-			listen, err := c.ProxyListen(ctx, p.Name)
+			// A dns name is resolved once, here: the set is fixed for the
+			// run, so that each rule's removal goes to exactly the
+			// instances it was put on and an instance that disappears is
+			// reported unreachable instead of dropped from the set.
+			rp, err := connectRemote(ctx, p, opts)
 			if err != nil {
 				env.close()
-				return nil, fmt.Errorf("proxy %s at %s: %w", p.Name, p.URL, err)
+				return nil, err
 			}
-			env.listen[p.Name] = listen
+			env.remote[p.Name] = rp
+			env.remoteOrder = append(env.remoteOrder, p.Name)
+			env.listen[p.Name] = rp.listens[0]
 			continue
 		}
 		if _, started := env.listen[p.Name]; started {
@@ -247,6 +267,22 @@ func (env *environment) resolve(up string) (string, error) {
 	return up, nil
 }
 
+// dsnsThrough are the DSNs of the named proxy: one for each instance of
+// a remote set, whose clients connect to each in turn, as a fleet of
+// application pods each use their own; one otherwise.
+func (env *environment) dsnsThrough(through string) ([]string, error) {
+	rp, ok := env.remote[through]
+	if !ok || len(rp.listens) < 2 {
+		dsn, err := env.dsnThrough(through)
+		return []string{dsn}, err
+	}
+	var out []string
+	for _, addr := range rp.listens {
+		out = append(out, env.dsnAt(addr))
+	}
+	return out, nil
+}
+
 // dsnThrough is the target's DSN with its address replaced by the named
 // proxy's ("direct": unchanged).
 func (env *environment) dsnThrough(through string) (string, error) {
@@ -261,14 +297,19 @@ func (env *environment) dsnThrough(through string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no proxy named %q", through)
 	}
+	return env.dsnAt(addr), nil
+}
+
+// dsnAt is the target's DSN with its address replaced by addr.
+func (env *environment) dsnAt(addr string) string {
 	u, err := url.Parse(env.dsn)
 	if err != nil || u.Scheme == "" {
 		// A keyword/value DSN: override host and port.
 		host, port, _ := net.SplitHostPort(addr)
-		return fmt.Sprintf("%s host=%s port=%s", env.dsn, host, port), nil
+		return fmt.Sprintf("%s host=%s port=%s", env.dsn, host, port)
 	}
 	u.Host = addr
-	return u.String(), nil
+	return u.String()
 }
 
 func (env *environment) close() {
@@ -422,17 +463,21 @@ func (env *environment) nodeEnv() []string {
 	return out
 }
 
-// putRule adds or replaces an injected rule wherever its proxy runs.
-func (env *environment) putRule(ctx context.Context, r faults.Rule) error {
-	if c, ok := env.remote[r.Proxy]; ok {
-		_, err := c.PutRule(ctx, r)
-		return err
-	}
-	if r.Proxy == "" {
-		for _, c := range env.remote {
-			if _, err := c.PutRule(ctx, r); err != nil {
-				return err
-			}
+// putRule adds or replaces an injected rule wherever its proxy runs: on
+// every instance of a remote proxy, or on none of them (see putRemote).
+// lease is how long the rule is meant to stay (0: until removed); remote
+// instances end it by themselves a removal deadline after that.
+func (env *environment) putRule(ctx context.Context, r faults.Rule, lease time.Duration) error {
+	_, remote := env.remote[r.Proxy]
+	if remote || r.Proxy == "" {
+		if lease > 0 {
+			lease += removeDeadline
+		}
+		if err := env.putRemote(ctx, r, lease); err != nil {
+			return err
+		}
+		if remote {
+			return nil
 		}
 	}
 	if env.srv == nil {
@@ -441,49 +486,42 @@ func (env *environment) putRule(ctx context.Context, r faults.Rule) error {
 		}
 		return fmt.Errorf("no proxy to inject rule %s into", r.Name)
 	}
-	_, err := env.srv.Faults.Put(r)
-	return err
+	if _, err := env.srv.Faults.Put(r); err != nil {
+		if left := env.removeRemote(ctx, r); len(left) > 0 {
+			return fmt.Errorf("%w (and %s)", err, left[0])
+		}
+		return err
+	}
+	return nil
 }
 
+// removeRule removes an injected rule from wherever it was put. A remote
+// instance it could not be removed from is reported to env.leftArmed and
+// in the error.
 func (env *environment) removeRule(ctx context.Context, r faults.Rule) error {
-	if c, ok := env.remote[r.Proxy]; ok {
-		return c.RemoveRule(ctx, r.Proxy, r.Name)
-	}
 	var errs []error
-	if r.Proxy == "" {
-		for _, c := range env.remote {
-			errs = append(errs, c.RemoveRule(ctx, "", r.Name))
-		}
+	for _, l := range env.removeRemote(ctx, r) {
+		errs = append(errs, errors.New(l.String()))
 	}
-	if env.srv != nil {
+	if _, remote := env.remote[r.Proxy]; !remote && env.srv != nil {
 		if err := env.srv.Faults.Remove(r.Proxy, r.Name); err != nil && !isNotFound(err) {
 			errs = append(errs, err)
 		}
 	}
-	return firstErr(errs)
+	return errors.Join(errs...)
 }
 
-// fired is how often an injected rule fired, summed over where it ran.
-func (env *environment) fired(ctx context.Context, r faults.Rule) int64 {
+// fired is how often an injected rule fired, summed over where it ran,
+// with each remote instance's count (nil without remote instances).
+func (env *environment) fired(ctx context.Context, r faults.Rule) (int64, []InstanceFired) {
 	var n int64
-	if env.srv != nil {
+	if _, remote := env.remote[r.Proxy]; !remote && env.srv != nil {
 		if st, err := env.srv.Faults.Get(r.Proxy, r.Name); err == nil {
 			n += st.Fired
 		}
 	}
-	for name, c := range env.remote {
-		if r.Proxy != "" && r.Proxy != name {
-			continue
-		}
-		if list, err := c.Rules(ctx); err == nil {
-			for _, st := range list {
-				if st.Name == r.Name && st.Proxy == r.Proxy {
-					n += st.Fired
-				}
-			}
-		}
-	}
-	return n
+	m, per := env.firedRemote(ctx, r)
+	return n + m, per
 }
 
 // killSessions ends a proxy's sessions that match.
@@ -499,19 +537,8 @@ func (env *environment) killSessions(ctx context.Context, k *experiments.KillSes
 		return s.Proxy == k.Proxy && (k.User == "" || s.User == k.User) && (app == nil || app.MatchString(s.ApplicationName))
 	}
 	killed := 0
-	if c, ok := env.remote[k.Proxy]; ok {
-		list, err := c.Sessions(ctx)
-		if err != nil {
-			return 0, err
-		}
-		for _, s := range list {
-			if match(s) {
-				if err := c.KillSession(ctx, s.ID); err == nil {
-					killed++
-				}
-			}
-		}
-		return killed, nil
+	if rp, ok := env.remote[k.Proxy]; ok {
+		return env.killRemote(ctx, rp, match)
 	}
 	if env.srv == nil {
 		return 0, fmt.Errorf("no proxy named %q", k.Proxy)

@@ -184,7 +184,7 @@ th{background:#f4f4f4}
 {{end}}</table>{{end}}
 {{if .R.FaultWindows}}<h2>Faults</h2>
 <table><tr><th>rule</th><th>from</th><th>to</th><th>fired</th></tr>
-{{range .R.FaultWindows}}<tr><td>{{.Rule}}</td><td>{{at $.R .Start}}</td><td>{{at $.R .End}}</td><td>{{.Fired}}</td></tr>
+{{range .R.FaultWindows}}<tr><td>{{.Rule}}</td><td>{{at $.R .Start}}</td><td>{{at $.R .End}}</td><td>{{.FiredText}}</td></tr>
 {{end}}</table>{{end}}
 </body></html>
 `))

@@ -145,7 +145,7 @@ func Markdown(res *Result) string {
 	if len(res.FaultWindows) > 0 {
 		b.WriteString("\n| fault | from | to | fired |\n|---|---|---|---|\n")
 		for _, w := range res.FaultWindows {
-			b.WriteString(row(w.Rule, w.Start.Sub(res.Started).Round(100*time.Millisecond).String(), w.End.Sub(res.Started).Round(100*time.Millisecond).String(), fmt.Sprint(w.Fired)))
+			b.WriteString(row(w.Rule, w.Start.Sub(res.Started).Round(100*time.Millisecond).String(), w.End.Sub(res.Started).Round(100*time.Millisecond).String(), w.FiredText()))
 		}
 	}
 	return b.String()

@@ -67,6 +67,9 @@ type Options struct {
 	// the in-process proxies (faults.Options.Observe): pgchaos explore
 	// learns the fault points from it.
 	Observe func(proxy string, s *faults.Session, m *faults.Message)
+	// LookupHost resolves the name of a proxy's dns to its instances'
+	// addresses (nil: the system's resolver).
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 // StepResult is what one step did.
@@ -99,6 +102,9 @@ type FaultWindow struct {
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
 	Fired int64     `json:"fired"`
+	// Instances are the counts of each instance of a remote proxy that
+	// Fired adds up.
+	Instances []InstanceFired `json:"instances,omitempty"`
 }
 
 // SecondCount is the operations that ended in one second of the run.
@@ -158,6 +164,9 @@ type Result struct {
 	Workloads []WorkloadTimeline `json:"workloads,omitempty"`
 	// MethodEnd is when the method ended and recovery began.
 	MethodEnd time.Time `json:"method_end"`
+	// LeftArmed are the rules that could not be removed from an instance
+	// of a remote proxy.
+	LeftArmed []LeftArmed `json:"left_armed,omitempty"`
 	// NotOK are the first operations that did not succeed, as evidence.
 	NotOK []history.Op `json:"not_ok,omitempty"`
 	// history is every operation (WriteHistory writes it).
@@ -216,6 +225,8 @@ type run struct {
 	current      string
 	currentStart time.Time
 	currentOut   *workload.OutputTail
+	// leftJudged is how many of res.LeftArmed the verifiers saw (under mu).
+	leftJudged int
 	// faultsUntil is when the last fault injected for a duration ends.
 	faultsUntil time.Time
 	// outMu keeps progress lines whole: steps, timers and the status line
@@ -318,8 +329,22 @@ func Run(ctx context.Context, exp *experiments.Experiment, opts Options) *Result
 		return r.res
 	}
 	r.env = env
+	env.leftArmed = func(l []LeftArmed) {
+		r.mu.Lock()
+		r.res.LeftArmed = append(r.res.LeftArmed, l...)
+		r.mu.Unlock()
+	}
 	defer env.close()
 	defer r.rollbacks(bg)
+	for _, name := range env.remoteOrder {
+		if rp := env.remote[name]; len(rp.instances) > 1 {
+			var urls []string
+			for _, in := range rp.instances {
+				urls = append(urls, in.url)
+			}
+			r.logf("proxy %s: %d instances (%s); rules go to all of them, clients connect to each in turn", name, len(urls), strings.Join(urls, ", "))
+		}
+	}
 
 	if err := r.setup(ctx); err != nil {
 		setupFailed(err)
@@ -497,11 +522,15 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	runID := fmt.Sprintf("r%s", time.Now().UTC().Format("20060102t150405"))
 	for _, spec := range r.exp.Workloads {
-		dsn, err := r.env.dsnThrough(spec.Through)
+		dsns, err := r.env.dsnsThrough(spec.Through)
 		if err != nil {
 			return fmt.Errorf("workload %s: %w", spec.Name, err)
 		}
-		w, err := workload.New(spec, workload.Env{DSN: dsn, SetupDSN: r.env.setupDSN, RunID: runID, History: r.hist, Logger: r.opts.Logger})
+		wenv := workload.Env{DSN: dsns[0], SetupDSN: r.env.setupDSN, RunID: runID, History: r.hist, Logger: r.opts.Logger}
+		if len(dsns) > 1 {
+			wenv.DSNs = dsns
+		}
+		w, err := workload.New(spec, wenv)
 		if err != nil {
 			return fmt.Errorf("workload %s: %w", spec.Name, err)
 		}
@@ -576,6 +605,14 @@ func (r *run) status(ctx context.Context, done chan<- struct{}) {
 func (r *run) rollbacks(ctx context.Context) {
 	// Faults first: a rollback must not run through a fault left behind.
 	r.healAll(ctx)
+	r.mu.Lock()
+	late := r.res.LeftArmed[min(r.leftJudged, len(r.res.LeftArmed)):]
+	r.mu.Unlock()
+	if len(late) > 0 {
+		// Left armed after the verifiers judged (a run that ended before
+		// its recovery): the run fails all the same.
+		r.fail("rollbacks", errors.New(late[0].String()))
+	}
 	for i, st := range r.exp.Rollbacks {
 		res := r.step(ctx, "rollbacks", i, st)
 		r.res.Rollbacks = append(r.res.Rollbacks, res)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -69,7 +70,7 @@ func (r *run) act(ctx context.Context, phase string, a experiments.Action) (any,
 	}
 	switch a := a.(type) {
 	case *experiments.Inject:
-		if err := env.putRule(ctx, a.Rule); err != nil {
+		if err := env.putRule(ctx, a.Rule, time.Duration(a.Duration)); err != nil {
 			return nil, err
 		}
 		w := &FaultWindow{Rule: a.Rule.Name, Proxy: a.Rule.Proxy, Start: time.Now()}
@@ -481,15 +482,17 @@ func (r *run) healByName(ctx context.Context, name string) {
 	}()
 	rule := r.ruleOf(name).Rule
 	// Counters go with the rule: read them first.
-	w.Fired = r.env.fired(ctx, rule)
-	if err := r.env.removeRule(ctx, rule); err != nil {
-		r.logf("removing rule %s: %v", name, err)
-	}
+	w.Fired, w.Instances = r.env.fired(ctx, rule)
+	err := r.env.removeRule(ctx, rule)
 	w.End = time.Now()
 	r.mu.Lock()
 	r.res.FaultWindows = append(r.res.FaultWindows, *w)
 	r.mu.Unlock()
-	r.logf("fault %s removed after firing %s", name, times(w.Fired))
+	if err != nil {
+		r.logf("fault %s fired %s%s and was NOT removed everywhere: %v", name, times(w.Fired), perInstance(w.Instances), err)
+		return
+	}
+	r.logf("fault %s removed after firing %s%s", name, times(w.Fired), perInstance(w.Instances))
 }
 
 // healAll removes every fault still in place.
@@ -500,9 +503,13 @@ func (r *run) healAll(ctx context.Context) {
 		names = append(names, name)
 	}
 	r.mu.Unlock()
+	// At once: a remote instance that does not answer holds its rules'
+	// removals for up to removeDeadline each.
+	var wg sync.WaitGroup
 	for _, name := range names {
-		r.healByName(ctx, name)
+		wg.Go(func() { r.healByName(ctx, name) })
 	}
+	wg.Wait()
 	r.mu.Lock()
 	for r.healing > 0 {
 		r.healed.Wait()

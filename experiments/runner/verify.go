@@ -2,7 +2,10 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pgchaos/pgchaos/experiments"
@@ -54,6 +57,9 @@ func (r *run) verify(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	verdicts := r.duringVerdicts()
+	if v, ok := r.removedVerdict(); ok {
+		verdicts = append(verdicts, v)
+	}
 	for _, v := range r.exp.Verify {
 		start := time.Now()
 		verdict := verify.Check(ctx, v, facts)
@@ -71,4 +77,34 @@ func (r *run) verify(ctx context.Context) {
 		// The summary starts with its status (ok: / FAIL:).
 		r.logf("verify %s: %s", verdict.Name, verdict.Summary)
 	}
+}
+
+// removedVerdict judges that every rule put on a remote instance was
+// removed from it: a rule left armed on an instance that still runs goes
+// on faulting whoever uses it after the run. None when no rule went to a
+// remote instance.
+func (r *run) removedVerdict() (verify.Verdict, bool) {
+	r.env.mu.Lock()
+	touched := slices.Clone(r.env.touched)
+	r.env.mu.Unlock()
+	r.mu.Lock()
+	left := slices.Clone(r.res.LeftArmed)
+	r.leftJudged = len(left)
+	r.mu.Unlock()
+	if len(touched) == 0 && len(left) == 0 {
+		return verify.Verdict{}, false
+	}
+	v := verify.Verdict{Name: "faults_removed", Type: "faults_removed", Pass: len(left) == 0,
+		Evidence: map[string]any{"instances": touched}}
+	if v.Pass {
+		v.Summary = fmt.Sprintf("ok: every injected rule was removed from each instance it was put on (%d: %s)", len(touched), strings.Join(touched, ", "))
+		return v, true
+	}
+	var parts []string
+	for _, l := range left {
+		parts = append(parts, l.String())
+	}
+	v.Evidence["left_armed"] = left
+	v.Summary = fmt.Sprintf("FAIL: %d removal(s) did not reach their instance: %s", len(left), strings.Join(parts, "; "))
+	return v, true
 }

@@ -52,26 +52,44 @@ type dbWorkload struct {
 	env     Env
 	log     *slog.Logger
 	connCfg *pgx.ConnConfig
-	kind    txKind
-	gate    gate
-	ran     atomic.Bool
+	// connCfgs are the configs of Env.DSNs, which clients take in turn
+	// (nil: every client uses connCfg).
+	connCfgs []*pgx.ConnConfig
+	kind     txKind
+	gate     gate
+	ran      atomic.Bool
 }
 
 func newDBWorkload(spec experiments.Workload, env Env, log *slog.Logger, kind txKind) (*dbWorkload, error) {
 	if env.DSN == "" {
 		return nil, fmt.Errorf("workload %q: no DSN to connect to", spec.Name)
 	}
-	cfg, err := pgx.ParseConfig(env.DSN)
+	parse := func(dsn string) (*pgx.ConnConfig, error) {
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("workload %q: parsing its DSN: %w", spec.Name, err)
+		}
+		// pgx prepares statements by default; the simple protocol is what
+		// psql, PgBouncer in transaction mode and most chaos scenarios
+		// expect. A DSN that names default_query_exec_mode keeps its choice.
+		if !strings.Contains(dsn, "default_query_exec_mode") {
+			cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		}
+		return cfg, nil
+	}
+	cfg, err := parse(env.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("workload %q: parsing its DSN: %w", spec.Name, err)
+		return nil, err
 	}
-	// pgx prepares statements by default; the simple protocol is what
-	// psql, PgBouncer in transaction mode and most chaos scenarios expect.
-	// A DSN that names default_query_exec_mode keeps its choice.
-	if !strings.Contains(env.DSN, "default_query_exec_mode") {
-		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	w := &dbWorkload{spec: spec, env: env, log: log, connCfg: cfg, kind: kind}
+	for _, dsn := range env.DSNs {
+		c, err := parse(dsn)
+		if err != nil {
+			return nil, err
+		}
+		w.connCfgs = append(w.connCfgs, c)
 	}
-	return &dbWorkload{spec: spec, env: env, log: log, connCfg: cfg, kind: kind}, nil
+	return w, nil
 }
 
 func (w *dbWorkload) Name() string { return w.spec.Name }
@@ -123,6 +141,9 @@ func (w *dbWorkload) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := 1; i <= w.spec.Clients; i++ {
 		cfg := w.connCfg.Copy()
+		if n := len(w.connCfgs); n > 0 {
+			cfg = w.connCfgs[(i-1)%n].Copy()
+		}
 		if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 			// Lets kill_sessions and pg_stat_activity pick out a client.
 			cfg.RuntimeParams["application_name"] = fmt.Sprintf("pgchaos-%s-c%d", w.spec.Name, i)

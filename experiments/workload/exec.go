@@ -96,7 +96,7 @@ func (e *execLoad) runOne(ctx context.Context, client int) (op history.Op, ran b
 	op = history.Op{Workload: e.spec.Name, Client: client, Seq: 1, Kind: "exec", Start: time.Now()}
 	cmd := exec.Command("sh", "-c", e.spec.Exec.Command)
 	cmd.Env = append(os.Environ(),
-		"PGCHAOS_DSN="+e.env.DSN,
+		"PGCHAOS_DSN="+e.dsnOf(client),
 		"PGCHAOS_WORKLOAD="+e.spec.Name,
 		"PGCHAOS_RUN_ID="+e.env.RunID,
 		"PGCHAOS_CLIENT="+strconv.Itoa(client),
@@ -235,4 +235,12 @@ func (t *OutputTail) Raw() string {
 func (t *OutputTail) LastLine() string {
 	lines := strings.Split(strings.TrimRight(t.Raw(), "\n"), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// dsnOf is where client connects: the DSNs in turn, when there are several.
+func (e *execLoad) dsnOf(client int) string {
+	if n := len(e.env.DSNs); n > 0 {
+		return e.env.DSNs[(client-1)%n]
+	}
+	return e.env.DSN
 }

@@ -30,6 +30,11 @@ type Env struct {
 	// libpq URL or key=value string. Clients use the simple query protocol
 	// unless it sets default_query_exec_mode.
 	DSN string
+	// DSNs, when set, are where the clients connect in turn — client 1
+	// to the first, client 2 to the second, ... — as the pods of an
+	// application each use their own pgchaos of a set. DSN is then the
+	// first.
+	DSNs []string
 	// SetupDSN is a direct connection for creating tables, not through
 	// faults (default: DSN).
 	SetupDSN string
