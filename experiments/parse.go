@@ -559,10 +559,10 @@ func (d *decoder) proxies(n *yaml.Node, path string, r *refs) []Proxy {
 				names[p.Name] = deref(o.get("name")).Line
 			}
 		}
-		var remote []string // url, urls, dns: as given
-		for _, k := range []string{"url", "urls", "dns"} {
-			if o.has(k) {
-				remote = append(remote, k)
+		var remote []string // url, urls, dns: in the order written
+		for _, k := range o.keys {
+			if k.Value == "url" || k.Value == "urls" || k.Value == "dns" {
+				remote = append(remote, k.Value)
 			}
 		}
 		if len(remote) > 0 {
@@ -618,7 +618,7 @@ func (d *decoder) remoteProxy(o *object, key string, p *Proxy) {
 	case "urls":
 		items := d.list(n, o.at("urls"))
 		if isNull(n) || deref(n).Kind == yaml.SequenceNode && len(items) == 0 {
-			d.errAt(deref(n), o.at("urls"), "want the control APIs of at least one instance, like [http://10.0.0.1:8474, http://10.0.0.2:8474]")
+			d.errAt(deref(n), o.at("urls"), "want the control APIs of at least one instance (a list of http:// or https:// URLs)")
 		}
 		seen := map[string]int{}
 		for i, item := range items {
@@ -655,7 +655,7 @@ func apiURL(s string) bool {
 // dnsProblem says what is wrong with a proxy's dns ("" nothing): a name
 // and the control API's port, optionally after http:// or https://.
 func dnsProblem(s string) string {
-	const want = "want the name whose addresses are the instances and their control API's port, like pgchaos-headless.default.svc.cluster.local:8474"
+	const want = "want NAME:PORT, a name whose every address is an instance and the port of their control API"
 	rest := s
 	for _, scheme := range []string{"http://", "https://"} {
 		rest = strings.TrimPrefix(rest, scheme)
