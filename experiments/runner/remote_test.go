@@ -2,7 +2,16 @@ package runner
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +111,68 @@ func TestRemoteLease(t *testing.T) {
 		if _, err := s.Faults.Get("far", c.rule); err == nil {
 			t.Errorf("%s is still there after its removal", c.rule)
 		}
+	}
+}
+
+// Instances found through dns: https://NAME:PORT are reached at their
+// addresses and their certificates verified for NAME, as a certificate
+// for a headless Service's name is issued; reached by address alone, the
+// same certificate does not verify.
+func TestRemoteDNSOverHTTPS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgchaos.test"}, DNSNames: []string{"pgchaos.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.Start(server.Config{API: "127.0.0.1:0", APITLSCert: certFile, APITLSKey: keyFile,
+		Proxies: []server.ProxyConfig{{Name: "far", Listen: "127.0.0.1:0", Upstream: "127.0.0.1:1"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	_, port, _ := net.SplitHostPort(s.APIAddr().String())
+	opts := Options{API: []control.ClientOption{control.WithRootCAs(roots)},
+		LookupHost: func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	byName := &experiments.Experiment{Target: experiments.Target{DSN: "postgres://postgres@127.0.0.1:1/postgres"},
+		Proxies: []experiments.Proxy{{Name: "far", DNS: "https://pgchaos.test:" + port}}}
+	env, err := startEnvironment(ctx, byName, opts)
+	if err != nil {
+		t.Fatalf("by name: %v", err)
+	}
+	env.close()
+	byAddr := &experiments.Experiment{Target: byName.Target,
+		Proxies: []experiments.Proxy{{Name: "far", URLs: []string{"https://127.0.0.1:" + port}}}}
+	if env, err := startEnvironment(ctx, byAddr, opts); err == nil || !strings.Contains(err.Error(), "certificate") {
+		if env != nil {
+			env.close()
+		}
+		t.Fatalf("by address: %v, want a certificate error", err)
 	}
 }

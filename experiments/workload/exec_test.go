@@ -131,3 +131,29 @@ func TestExecPause(t *testing.T) {
 		t.Fatalf("ops %v: want one ok", ops)
 	}
 }
+
+// With several DSNs (the instances of a set), an exec workload's clients
+// are given them in turn.
+func TestExecClientsTakeDSNsInTurn(t *testing.T) {
+	h := &history.History{}
+	spec := execSpec(`case $PGCHAOS_CLIENT in 1|3) test "$PGCHAOS_DSN" = postgres://a/db;; 2) test "$PGCHAOS_DSN" = postgres://b/db;; *) exit 9;; esac`, nil)
+	spec.Clients = 3
+	w, err := New(spec, Env{DSN: "postgres://a/db", DSNs: []string{"postgres://a/db", "postgres://b/db"}, RunID: "r1", History: h, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops := h.Of("cmd")
+	if len(ops) != 3 {
+		t.Fatalf("%d operations, want 3", len(ops))
+	}
+	for _, op := range ops {
+		if op.Outcome != history.OK {
+			t.Errorf("client %d: %s %s", op.Client, op.Outcome, op.Error)
+		}
+	}
+}
