@@ -312,10 +312,13 @@ func (env *environment) putRemote(ctx context.Context, r faults.Rule, lease time
 		_, err := in.c.PutRule(cctx, put)
 		return err
 	})
-	var took []*instance
+	var took, maybe []*instance
 	for i, e := range errs {
-		if e == nil {
+		switch {
+		case e == nil:
 			took = append(took, ins[i])
+		case mayHaveLanded(e):
+			maybe = append(maybe, ins[i])
 		}
 	}
 	if len(took) == len(ins) {
@@ -330,18 +333,41 @@ func (env *environment) putRemote(ctx context.Context, r faults.Rule, lease time
 		return nil
 	}
 	msg := fmt.Sprintf("rule %s reached %d of %d instances (%s)", r.Name, len(took), len(ins), instanceErrors(ins, errs))
-	if len(took) == 0 {
+	// An instance whose answer was lost may hold the rule: it is removed
+	// there too (one that never had it answers 404, which counts as done).
+	holders := slices.Concat(took, maybe)
+	if len(holders) == 0 {
 		return errors.New(msg)
 	}
-	left := env.removeFrom(ctx, r, &placement{on: took, expires: expires})
+	left := env.removeFrom(ctx, r, &placement{on: holders, expires: expires})
+	that := "that took it"
+	if len(maybe) > 0 {
+		that = "that took it or may have (their answer was lost)"
+	}
 	if len(left) == 0 {
-		return fmt.Errorf("%s; removed it from the %d that took it", msg, len(took))
+		return fmt.Errorf("%s; removed it from the %d %s", msg, len(holders), that)
 	}
 	var not []string
 	for _, l := range left {
 		not = append(not, l.Instance)
 	}
-	return fmt.Errorf("%s; removed it from %d of the %d that took it, not from %s", msg, len(took)-len(left), len(took), strings.Join(not, ", "))
+	return fmt.Errorf("%s; removed it from %d of the %d %s, not from %s", msg, len(holders)-len(left), len(holders), that, strings.Join(not, ", "))
+}
+
+// mayHaveLanded reports whether a put that failed with err may still have
+// reached the instance: its answer was lost after the request could be
+// sent. A refused connection, a failed dial or an answer with an error
+// status means the instance does not hold the rule.
+func mayHaveLanded(err error) bool {
+	var apiErr *control.APIError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &apiErr):
+		return false
+	case errors.As(err, &op) && op.Op == "dial":
+		return false
+	}
+	return true
 }
 
 // removeRemote removes a rule from every instance it landed on, and

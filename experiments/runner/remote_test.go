@@ -10,9 +10,14 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,5 +179,62 @@ func TestRemoteDNSOverHTTPS(t *testing.T) {
 			env.close()
 		}
 		t.Fatalf("by address: %v, want a certificate error", err)
+	}
+}
+
+// A put whose answer is lost may have reached its instance: when the
+// injection fails for it, the rule is removed there too, not left armed
+// on an instance the run believes never took it.
+func TestFleetPutWithLostAnswerIsTakenBack(t *testing.T) {
+	var servers []*server.Server
+	for range 2 {
+		s, err := server.Start(server.Config{API: "127.0.0.1:0",
+			Proxies: []server.ProxyConfig{{Name: "pg", Listen: "127.0.0.1:0", Upstream: "127.0.0.1:1"}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		servers = append(servers, s)
+	}
+	// The second instance is reached through a relay that passes every
+	// request on but drops the answer to the first PUT of a rule.
+	target, _ := url.Parse("http://" + servers[1].APIAddr().String())
+	relay := httputil.NewSingleHostReverseProxy(target)
+	var dropped atomic.Bool
+	lossy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/rules") && !dropped.Swap(true) {
+			relay.ServeHTTP(httptest.NewRecorder(), r) // the instance takes it ...
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close() // ... and its answer is lost
+			}
+			return
+		}
+		relay.ServeHTTP(w, r)
+	}))
+	defer lossy.Close()
+	exp := &experiments.Experiment{
+		Target:  experiments.Target{DSN: "postgres://postgres@127.0.0.1:1/postgres"},
+		Proxies: []experiments.Proxy{{Name: "pg", URLs: []string{"http://" + servers[0].APIAddr().String(), lossy.URL}}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env, err := startEnvironment(ctx, exp, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.close()
+	rule := faults.Rule{Name: "cut", Proxy: "pg", Match: faults.Match{Tag: "COMMIT"}, Action: faults.Action{Type: "disconnect"}}
+	err = env.putRule(ctx, rule, 0)
+	if err == nil || !strings.Contains(err.Error(), "reached 1 of 2 instances") || !strings.Contains(err.Error(), "or may have") {
+		t.Fatalf("a put whose answer was lost: %v", err)
+	}
+	if !dropped.Load() {
+		t.Fatal("the relay dropped no answer")
+	}
+	for i, s := range servers {
+		if rules := s.Faults.Rules(); len(rules) != 0 {
+			t.Errorf("instance %d still holds %d rules after the failed injection", i, len(rules))
+		}
 	}
 }
