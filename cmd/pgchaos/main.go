@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -22,9 +21,6 @@ import (
 	"github.com/pgchaos/pgchaos/proxy"
 	"github.com/pgchaos/pgchaos/server"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `pgchaos — a PostgreSQL wire-protocol chaos proxy
 
@@ -39,7 +35,7 @@ Usage:
   pgchaos explore EXPERIMENT.yaml [--budget 10m] [--report-dir DIR] [--parallel N]
   pgchaos demo [NAME | --list]
   pgchaos healthcheck [--api ADDR]
-  pgchaos version
+  pgchaos version [--json]
   pgchaos [-host localhost] [-port 8474] [-config FILE]   toxiproxy-server's flags: the API alone, as toxiproxy-server
 
 Run "pgchaos COMMAND --help" for a command's flags.
@@ -85,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		err = runHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "pgchaos", versionString())
+		err = runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[0] == "help" && slices.Contains(commands, args[1]) {
 			// pgchaos help CMD is pgchaos CMD --help.
@@ -118,16 +114,6 @@ func exitCode(err error, stderr io.Writer) int {
 		return 2
 	}
 	return 1
-}
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }
 
 func runProxy(args []string, stderr io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgchaos/pgchaos/internal/buildinfo"
 	"github.com/pgchaos/pgchaos/internal/pgtest"
 )
 
@@ -106,9 +109,20 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var stdout bytes.Buffer
+		if code := run(args, &stdout, io.Discard); code != 0 || !strings.HasPrefix(stdout.String(), "pgchaos ") ||
+			!strings.Contains(stdout.String(), "\ngo:      "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH+"\n") {
+			t.Fatalf("%s: %d %q", args[0], code, stdout.String())
+		}
+	}
 	var stdout bytes.Buffer
-	if code := run([]string{"version"}, &stdout, io.Discard); code != 0 || !strings.HasPrefix(stdout.String(), "pgchaos ") {
-		t.Fatalf("version: %d %q", code, stdout.String())
+	if code := run([]string{"version", "--json"}, &stdout, io.Discard); code != 0 {
+		t.Fatalf("version --json: exit %d", code)
+	}
+	var info buildinfo.Info
+	if err := json.Unmarshal(stdout.Bytes(), &info); err != nil || info.Version == "" || info.Commit == "" || info.Date == "" || info.GoVersion != runtime.Version() {
+		t.Fatalf("version --json: %v %q", err, stdout.String())
 	}
 }
 
