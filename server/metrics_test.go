@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+
+	"github.com/pgchaos/pgchaos/internal/buildinfo"
 )
 
 // A process that creates and deletes proxies and rules all day keeps no
@@ -219,5 +222,18 @@ func TestMetricsUpstreamConnectSeconds(t *testing.T) {
 			t.Fatalf("the cancel was never forwarded, or its connect never timed: %s = %v", count, metricValue(page, count))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Dashboards and alerts tell builds apart by pgchaos_build_info's labels.
+func TestMetricsBuildInfo(t *testing.T) {
+	_, _, api := startEmpty(t)
+	info := buildinfo.Get()
+	want := fmt.Sprintf(`pgchaos_build_info{commit=%q,goversion=%q,version=%q} 1`, info.Commit, info.GoVersion, info.Version)
+	if metrics := get(t, api+"/metrics", http.StatusOK, nil); !strings.Contains(metrics, "\n"+want+"\n") {
+		t.Errorf("/metrics has no %s", want)
+	}
+	if info.GoVersion != runtime.Version() {
+		t.Errorf("goversion %q, want %q", info.GoVersion, runtime.Version())
 	}
 }

@@ -110,6 +110,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 	s := &Server{Registry: proxy.NewRegistry(), log: log}
 	s.Faults = faults.NewEngine(faults.Options{Seed: cfg.Seed, Registerer: reg, FullSQL: cfg.LogSQL == LogSQLFull, Observe: cfg.Observe})
 	for _, r := range cfg.Rules {
