@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,9 +37,14 @@ type apiFlags struct {
 	addr, tokenFile, ca string
 }
 
+// envAPI gives the client commands the control API's address when --api is
+// not given, as TOXIPROXY_URL does for toxiproxy-cli. pgchaos proxy does not
+// read it: a server binds the address it is told on its command line.
+const envAPI = "PGCHAOS_API"
+
 func addAPIFlags(fs *pflag.FlagSet) *apiFlags {
 	a := &apiFlags{}
-	fs.StringVar(&a.addr, "api", server.DefaultAPI, "address or URL of the pgchaos control API (https://... when it is served with TLS)")
+	fs.StringVar(&a.addr, "api", cmp.Or(os.Getenv(envAPI), server.DefaultAPI), "address or URL of the pgchaos control API, https://... when it is served with TLS; the default is $"+envAPI+" when set")
 	fs.StringVar(&a.tokenFile, "api-token-file", "", "file holding the control API's bearer token (default: $"+control.EnvToken+")")
 	fs.StringVar(&a.ca, "api-ca", "", "CA bundle to verify an https control API (default: the system's)")
 	return a

@@ -212,3 +212,28 @@ func TestCommandFlags(t *testing.T) {
 		t.Fatalf("sessions --json: %v %+v", err, sessions)
 	}
 }
+
+// PGCHAOS_API saves repeating --api, as TOXIPROXY_URL does for toxiproxy-cli;
+// --api still wins, and the server's own --api does not read it.
+func TestAPIFromEnvironment(t *testing.T) {
+	_, api := startServer(t, "pg")
+	for i, env := range []string{api, "http://" + api} {
+		t.Setenv("PGCHAOS_API", env)
+		name := []string{"from-env-addr", "from-env-url"}[i]
+		pgchaos(t, 0, "fault", "add", "--name", name, "--sql", "never matches", "--action", "delay", "--delay", "1ms")
+		if out := pgchaos(t, 0, "fault", "list"); !strings.Contains(out, name) {
+			t.Fatalf("PGCHAOS_API=%s: fault list has no %s:\n%s", env, name, out)
+		}
+		pgchaos(t, 0, "sessions")
+		pgchaos(t, 0, "events")
+		pgchaos(t, 0, "fault", "rm", name)
+	}
+	t.Setenv("PGCHAOS_API", "127.0.0.1:1")
+	if out := pgchaos(t, 1, "fault", "list"); !strings.Contains(out, "127.0.0.1:1") {
+		t.Errorf("an unreachable PGCHAOS_API: the error does not name it:\n%s", out)
+	}
+	pgchaos(t, 0, "fault", "list", "--api", api)
+	if out := pgchaos(t, 0, "proxy", "--help"); !strings.Contains(out, `(default "`+server.DefaultAPI+`")`) {
+		t.Errorf("pgchaos proxy's --api took PGCHAOS_API:\n%s", out)
+	}
+}
