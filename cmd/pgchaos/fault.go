@@ -99,6 +99,7 @@ func newFlagSet(name string, stderr io.Writer, usage string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s\nFlags:\n%s", usage, fs.FlagUsages()) }
+	recordFlagSet(stderr, fs) // for pgchaos completion
 	return fs
 }
 

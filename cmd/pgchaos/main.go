@@ -36,13 +36,14 @@ Usage:
   pgchaos demo [NAME | --list]
   pgchaos healthcheck [--api ADDR]
   pgchaos version [--json]
+  pgchaos completion bash|zsh|fish
   pgchaos [-host localhost] [-port 8474] [-config FILE]   toxiproxy-server's flags: the API alone, as toxiproxy-server
 
 Run "pgchaos COMMAND --help" for a command's flags.
 `
 
 // commands are the ones run() knows.
-var commands = []string{"proxy", "fault", "sessions", "events", "run", "explore", "demo", "validate", "healthcheck", "version", "help"}
+var commands = []string{"proxy", "fault", "sessions", "events", "run", "explore", "demo", "validate", "healthcheck", "version", "completion", "help"}
 
 // errUsage marks bad flags or configuration: exit status 2.
 type errUsage struct{ err error }
@@ -82,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version":
 		err = runVersion(args[1:], stdout, stderr)
+	case "completion":
+		err = runCompletion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[0] == "help" && slices.Contains(commands, args[1]) {
 			// pgchaos help CMD is pgchaos CMD --help.
@@ -117,8 +120,7 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 func runProxy(args []string, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("pgchaos proxy", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("pgchaos proxy", stderr, "")
 	var (
 		cfg        server.Config
 		one        server.ProxyConfig
