@@ -22,7 +22,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT} -X main.date=${DATE}" \
+      -ldflags "-s -w -X github.com/pgchaos/pgchaos/internal/buildinfo.Version=${VERSION} \
+        -X github.com/pgchaos/pgchaos/internal/buildinfo.Commit=${COMMIT} \
+        -X github.com/pgchaos/pgchaos/internal/buildinfo.Date=${DATE}" \
       -o /out/pgchaos ./cmd/pgchaos
 
 # The fuller image: pgchaos with PostgreSQL's server binaries (for --embedded), PgBouncer, psql and
