@@ -49,6 +49,15 @@ func TestProxyDocs(t *testing.T) {
 	runDocCommandsRetrying(t, "../../docs/proxy.md")
 }
 
+// TestInstallDocs runs every command of docs/install.md in order: version
+// and the completion scripts installed where each shell looks (what needs
+// the network, go install and the download, is in plain blocks).
+func TestInstallDocs(t *testing.T) {
+	if err := runDocCommands(t, "../../docs/install.md"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestExperimentsDocs runs every command of docs/experiments.md in order:
 // the first experiment, validated and run as written.
 func TestExperimentsDocs(t *testing.T) {
