@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Validates every manifest and CI example under deploy/ offline, with the
+# validators those systems use, and checks that each validator rejects a
+# deliberately broken file (deploy/check/broken/) for the stated reason.
+#
+#   bash deploy/check/check.sh
+#
+# - Kubernetes: each kustomization under deploy/kubernetes/ is built with
+#   kustomize, and the output, the Chaos Mesh and LitmusChaos manifests are
+#   checked by kubectl-validate against Kubernetes 1.30's OpenAPI schemas
+#   (bundled in kubectl-validate) and the CRDs' openAPIV3Schema: unknown
+#   fields, wrong types, missing required fields, enums and patterns of CRDs.
+# - Chaos Mesh CRDs come from the chaos-mesh Go module (the module proxy);
+#   LitmusChaos CRDs are kept in deploy/check/crds/litmuschaos/ (see SOURCE).
+# - GitHub Actions: actionlint (with shellcheck for run: scripts).
+# - GitLab CI: gitlab-ci-local, which checks a pipeline against GitLab's CI
+#   JSON schema and its own rules (e.g. a job without script).
+#
+# The tools are installed only when missing, pinned, into
+# $PGCHAOS_TOOLS (default ~/.cache/pgchaos-tools), outside the repository:
+# the Go ones with `go install tool@version`, which leaves the project's
+# go.mod alone. A cold install takes about 5 minutes (kubectl-validate
+# builds much of Kubernetes); after that a run takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+KUSTOMIZE_VERSION=v5.8.1
+KUBECTL_VALIDATE_VERSION=v0.0.4
+ACTIONLINT_VERSION=v1.7.12
+GITLAB_CI_LOCAL_VERSION=4.64.1 # later versions need Node 22
+CHAOS_MESH_VERSION=v0.9.1-0.20260902003049-47411975a8cb # master of 2026-09-02: chaos-mesh tags no Go-module versions
+KUBERNETES_VERSION=1.30 # newest schema set bundled in kubectl-validate v0.0.4
+
+tools=${PGCHAOS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/pgchaos-tools}
+mkdir -p "$tools"
+
+go_tool() { # NAME PACKAGE VERSION: prints the binary's path
+  local dir="$tools/$1-$3"
+  if [ ! -x "$dir/$1" ]; then
+    echo "check: installing $2@$3" >&2
+    (cd "$tools" && GOFLAGS= GOBIN="$dir" go install "$2@$3") >&2
+  fi
+  echo "$dir/$1"
+}
+kustomize=$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
+kubectl_validate=$(go_tool kubectl-validate sigs.k8s.io/kubectl-validate "$KUBECTL_VALIDATE_VERSION")
+actionlint=$(go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION")
+
+glci_dir="$tools/gitlab-ci-local-$GITLAB_CI_LOCAL_VERSION"
+if [ ! -x "$glci_dir/node_modules/.bin/gitlab-ci-local" ]; then
+  echo "check: installing gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >&2
+  mkdir -p "$glci_dir"
+  npm install --silent --no-audit --no-fund --prefix "$glci_dir" "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >&2
+fi
+gitlab_ci_local="$glci_dir/node_modules/.bin/gitlab-ci-local"
+
+# actionlint runs shellcheck on run: scripts when it is on PATH.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  echo "check: installing shellcheck" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The CRDs the orchestrator manifests are checked against.
+crds="$work/crds"
+mkdir -p "$crds"
+chaos_mesh=$(cd "$work" && GOFLAGS= go mod download -json "github.com/chaos-mesh/chaos-mesh@$CHAOS_MESH_VERSION" |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -d "$chaos_mesh/config/crd/bases" ] || { echo "check: no CRDs in the chaos-mesh module ($chaos_mesh)"; exit 1; }
+cp "$chaos_mesh"/config/crd/bases/chaos-mesh.org_workflows.yaml "$crds/"
+cp deploy/check/crds/litmuschaos/chaos_crds.yaml "$crds/litmuschaos.yaml"
+
+passed=0 failed=0
+pass() { passed=$((passed + 1)); echo "ok   $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; sed 's/^/     /' "$work/out"; }
+
+k8s_validate() { # FILE: kubectl-validate, output in $work/out
+  "$kubectl_validate" --version "$KUBERNETES_VERSION" --local-crds "$crds" "$1" >"$work/out" 2>&1
+}
+gitlab_validate() { # FILE: gitlab-ci-local in a scratch repository, output in $work/out
+  local repo="$work/gitlab"
+  rm -rf "$repo" && mkdir -p "$repo"
+  cp "$1" "$repo/.gitlab-ci.yml"
+  git -C "$repo" init -q -b main
+  git -C "$repo" -c user.name=check -c user.email=check@localhost commit -q --allow-empty -m scratch
+  git -C "$repo" remote add origin https://gitlab.example.com/acme/shop.git
+  git -C "$repo" update-ref refs/remotes/origin/main HEAD
+  git -C "$repo" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
+  (cd "$repo" && "$gitlab_ci_local" --list --json-schema-validation --home "$work/gitlab-home") >"$work/out" 2>&1
+}
+
+# 1. Kubernetes manifests, built with kustomize.
+for k in $(git ls-files 'deploy/kubernetes/*kustomization.yaml'); do
+  dir=$(dirname "$k")
+  if ! "$kustomize" build "$dir" >"$work/built.yaml" 2>"$work/out"; then
+    fail "kustomize build $dir"
+  elif k8s_validate "$work/built.yaml"; then
+    pass "$dir: kustomize build | kubectl-validate ($(grep -c '^kind:' "$work/built.yaml") objects)"
+  else
+    fail "$dir: kubectl-validate"
+  fi
+done
+
+# 2. Orchestrators' manifests, against Kubernetes' schemas and their CRDs.
+for f in $(git ls-files 'deploy/chaos-mesh/*.yaml' 'deploy/litmus/*.yaml'); do
+  if k8s_validate "$f"; then pass "$f: kubectl-validate"; else fail "$f: kubectl-validate"; fi
+done
+
+# 3. CI examples.
+for f in $(git ls-files 'deploy/ci/github/*.yml'); do
+  if "$actionlint" "$f" >"$work/out" 2>&1; then pass "$f: actionlint"; else fail "$f: actionlint"; fi
+done
+for f in $(git ls-files 'deploy/ci/gitlab/*.yml'); do
+  if gitlab_validate "$f"; then pass "$f: gitlab-ci-local"; else fail "$f: gitlab-ci-local"; fi
+done
+
+# 4. The validators bite: each broken file is rejected, for the reason its
+# first line states ("# want: TEXT", TEXT found in the validator's output).
+for f in $(git ls-files 'deploy/check/broken/*'); do
+  want=$(sed -n '1s/^# want: //p' "$f")
+  case $f in
+    */kustomize-*/kustomization.yaml)
+      "$kustomize" build "$(dirname "$f")" >"$work/built.yaml" 2>"$work/out" && k8s_validate "$work/built.yaml" && rejected=no || rejected=yes ;;
+    */kustomize-*) continue ;;
+    */github-*) "$actionlint" "$f" >"$work/out" 2>&1 && rejected=no || rejected=yes ;;
+    */gitlab-*) gitlab_validate "$f" && rejected=no || rejected=yes ;;
+    *) k8s_validate "$f" && rejected=no || rejected=yes ;;
+  esac
+  if [ -z "$want" ]; then
+    echo "no '# want:' first line" >"$work/out"; fail "$f"
+  elif [ "$rejected" = yes ] && grep -qF -- "$want" "$work/out"; then
+    pass "$f: rejected ($want)"
+  else
+    fail "$f: want rejected with \"$want\""
+  fi
+done
+
+echo "deploy-check: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
