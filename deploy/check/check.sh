@@ -92,8 +92,9 @@ gitlab_validate() { # FILE: gitlab-ci-local in a scratch repository, output in $
   (cd "$repo" && "$gitlab_ci_local" --list --json-schema-validation --home "$work/gitlab-home") >"$work/out" 2>&1
 }
 
-# 1. Kubernetes manifests, built with kustomize.
-for k in $(git ls-files 'deploy/kubernetes/*kustomization.yaml'); do
+# 1. Kubernetes manifests, built with kustomize: pgchaos's own and the
+# orchestrators' (against Kubernetes' schemas and the CRDs).
+for k in $(git ls-files 'deploy/kubernetes/*kustomization.yaml' 'deploy/chaos-mesh/kustomization.yaml' 'deploy/litmus/kustomization.yaml'); do
   dir=$(dirname "$k")
   if ! "$kustomize" build "$dir" >"$work/built.yaml" 2>"$work/out"; then
     fail "kustomize build $dir"
@@ -104,9 +105,10 @@ for k in $(git ls-files 'deploy/kubernetes/*kustomization.yaml'); do
   fi
 done
 
-# 2. Orchestrators' manifests, against Kubernetes' schemas and their CRDs.
-for f in $(git ls-files 'deploy/chaos-mesh/*.yaml' 'deploy/litmus/*.yaml'); do
-  if k8s_validate "$f"; then pass "$f: kubectl-validate"; else fail "$f: kubectl-validate"; fi
+# 2. The pgchaos experiments those manifests run, with pgchaos's own validator.
+go build -o "$work/pgchaos" ./cmd/pgchaos
+for f in $(git ls-files 'deploy/*/experiment-*.yaml'); do
+  if "$work/pgchaos" validate "$f" >"$work/out" 2>&1; then pass "$f: pgchaos validate"; else fail "$f: pgchaos validate"; fi
 done
 
 # 3. CI examples.
