@@ -15,6 +15,8 @@
 # - GitHub Actions: actionlint (with shellcheck for run: scripts).
 # - GitLab CI: gitlab-ci-local, which checks a pipeline against GitLab's CI
 #   JSON schema and its own rules (e.g. a job without script).
+# - Chaos Toolkit: the experiment is run by chaostoolkit itself (kept in
+#   deploy/check/third_party/chaostoolkit, see SOURCE) against a real pgchaos.
 #
 # The tools are installed only when missing, pinned, into
 # $PGCHAOS_TOOLS (default ~/.cache/pgchaos-tools), outside the repository:
@@ -119,7 +121,58 @@ for f in $(git ls-files 'deploy/ci/gitlab/*.yml'); do
   if gitlab_validate "$f"; then pass "$f: gitlab-ci-local"; else fail "$f: gitlab-ci-local"; fi
 done
 
-# 4. The validators bite: each broken file is rejected, for the reason its
+# 4. The Chaos Toolkit experiment, validated and run for real by chaostoolkit
+# (kept in deploy/check/third_party: no registry here serves it) against a
+# pgchaos with a throwaway PostgreSQL: its HTTP provider arms the rule
+# through the API, the query during the fault is slower by the delay, the
+# rollback removes the rule.
+ctk_run() { # EXPERIMENT
+  local dir="$work/ctk" api pg
+  mkdir -p "$dir"
+  printf 'check-token\n' >"$dir/token"
+  "$work/pgchaos" proxy --embedded --name pg --listen 127.0.0.1:0 --api 127.0.0.1:0 \
+    --api-token-file "$dir/token" --log-format json >"$dir/pgchaos.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 150); do grep -q '"proxy listening"' "$dir/pgchaos.log" && break; sleep 0.2; done
+  api=$(sed -n 's/.*"control API listening","addr":"\([^"]*\)".*/\1/p' "$dir/pgchaos.log")
+  pg=$(sed -n 's/.*"proxy listening","proxy":"pg","listen":"\([^"]*\)".*/\1/p' "$dir/pgchaos.log")
+  local rc=0
+  (cd "$dir" && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$OLDPWD/deploy/check/third_party/chaostoolkit" \
+    PGCHAOS_API="http://$api" PGCHAOS_API_TOKEN=check-token PGCHAOS_HOLD_SECONDS=1 \
+    DATABASE_URL="postgres://postgres@$pg/postgres?sslmode=disable" \
+    timeout 120 /usr/bin/python3 -m chaostoolkit --no-log-file run --journal-path journal.json "$OLDPWD/$1") >"$work/out" 2>&1 || rc=$?
+  local after
+  after=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer check-token' "http://$api/rules/slow-selects")
+  kill "$pid" && wait "$pid" || true
+  [ "$rc" -eq 0 ] || { cat "$dir/pgchaos.log" >>"$work/out"; return 1; }
+  # The journal: completed, not deviated, the fault felt, the rule gone after.
+  /usr/bin/python3 - "$dir/journal.json" "$after" >>"$work/out" 2>&1 <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+runs = {r["activity"]["name"]: r for r in j["run"] + j["rollbacks"]}
+during = runs["a-select-through-pgchaos-still-answers"]["duration"]
+print(f"journal: status {j['status']}, deviated {j['deviated']}; SELECT during the fault {during:.3f}s; GET /rules/slow-selects after: {sys.argv[2]}")
+assert j["status"] == "completed" and not j["deviated"], "experiment did not complete"
+assert all(r["status"] == "succeeded" for r in runs.values()), "an activity failed"
+assert during >= 0.2, "the 200ms delay was not felt"
+assert sys.argv[2] == "404", "the rollback left the rule armed"
+PY
+}
+py_missing=()
+for m in requests:python3-requests yaml:python3-yaml pythonjsonlogger:python3-pythonjsonlogger click:python3-click \
+  click_plugins:python3-click-plugins charset_normalizer:python3-charset-normalizer importlib_metadata:python3-importlib-metadata; do
+  /usr/bin/python3 -c "import ${m%%:*}" 2>/dev/null || py_missing+=("${m#*:}")
+done
+if [ ${#py_missing[@]} -gt 0 ]; then
+  echo "check: installing ${py_missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${py_missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${py_missing[@]}" >/dev/null; }
+fi
+for f in $(git ls-files 'deploy/chaostoolkit/*.json'); do
+  if ctk_run "$f"; then pass "$f: chaostoolkit run ($(grep '^journal:' "$work/out"))"; else fail "$f: chaostoolkit run"; fi
+done
+
+# 5. The validators bite: each broken file is rejected, for the reason its
 # first line states ("# want: TEXT", TEXT found in the validator's output).
 for f in $(git ls-files 'deploy/check/broken/*'); do
   want=$(sed -n '1s/^# want: //p' "$f")
