@@ -1,5 +1,0 @@
-from chaostoolkit import encoder  # noqa
-from chaostoolkit.commands import cli
-
-
-__all__ = ["cli"]
