@@ -12,6 +12,9 @@
 # - GitHub Actions: actionlint (with shellcheck for run: scripts).
 # - GitLab CI: gitlab-ci-local, which checks a pipeline against GitLab's CI
 #   JSON schema and its own rules (e.g. a job without script).
+# - Chaos Toolkit: pgchaos's checker deploy/check/ctkcheck.py (Python 3
+#   stdlib, not chaostoolkit) validates each experiment by chaostoolkit's
+#   rules and runs it with chaostoolkit's semantics against a real pgchaos.
 #
 # The tools are installed only when missing, pinned, into
 # $PGCHAOS_TOOLS (default ~/.cache/pgchaos-tools), outside the repository:
@@ -105,6 +108,69 @@ for f in $(git ls-files 'deploy/ci/gitlab/*.yml'); do
   if gitlab_validate "$f"; then pass "$f: gitlab-ci-local"; else fail "$f: gitlab-ci-local"; fi
 done
 
+# 4. The Chaos Toolkit experiments, with pgchaos's checker deploy/check/ctkcheck.py
+# (not chaostoolkit, which cannot be installed here: no PyPI): the structure
+# by chaostoolkit's validation rules, then a run with chaostoolkit's semantics
+# against a pgchaos with a throwaway PostgreSQL. Asserted: steady state met
+# before and after, every activity succeeded with a non-error answer (--strict),
+# the SELECT during the fault took at least the 200 ms delay, the rollback
+# removed the rule. Broken experiments (deploy/check/broken/chaostoolkit-*.json)
+# must be rejected with their "description": "want: TEXT".
+if ! python3 -c 'import json, ssl, subprocess, urllib.request' 2>/dev/null; then
+  echo "check: installing python3" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null; }
+fi
+ctk_run() { # EXPERIMENT: output in $work/out
+  local dir="$work/ctk" api pg rc=0 after
+  mkdir -p "$dir"
+  printf 'check-token\n' >"$dir/token"
+  "$work/pgchaos" proxy --embedded --name pg --listen 127.0.0.1:0 --api 127.0.0.1:0 \
+    --api-token-file "$dir/token" --log-format json >"$dir/pgchaos.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 150); do grep -q '"proxy listening"' "$dir/pgchaos.log" && break; sleep 0.2; done
+  api=$(sed -n 's/.*"control API listening","addr":"\([^"]*\)".*/\1/p' "$dir/pgchaos.log")
+  pg=$(sed -n 's/.*"proxy listening","proxy":"pg","listen":"\([^"]*\)".*/\1/p' "$dir/pgchaos.log")
+  PGCHAOS_API="http://$api" PGCHAOS_API_TOKEN=check-token PGCHAOS_HOLD_SECONDS=1 \
+    DATABASE_URL="postgres://postgres@$pg/postgres?sslmode=disable" \
+    timeout 120 python3 deploy/check/ctkcheck.py run --strict --rollback-strategy always \
+    --journal "$dir/journal.json" "$1" >"$work/out" 2>&1 || rc=$?
+  after=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer check-token' "http://$api/rules/slow-selects")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [ "$rc" -eq 0 ] || { cat "$dir/pgchaos.log" >>"$work/out"; return 1; }
+  python3 - "$dir/journal.json" "$after" >>"$work/out" 2>&1 <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+ss = j["steady_states"]
+runs = {r["activity"]["name"]: r for r in j["run"] + j["rollbacks"]}
+during = runs["a-select-through-pgchaos-still-answers"]["duration"]
+print(f"journal: status {j['status']}, deviated {j['deviated']}; SELECT during the fault {during:.3f}s; GET /rules/slow-selects after: {sys.argv[2]}")
+assert j["status"] == "completed" and not j["deviated"], "experiment did not complete"
+assert ss["before"]["steady_state_met"] and ss["after"]["steady_state_met"], "steady state not met"
+assert len(j["rollbacks"]) == 1, "the rollback did not run"
+assert all(r["status"] == "succeeded" for r in runs.values()), "an activity failed"
+assert during >= 0.2, "the 200ms delay was not felt"
+assert sys.argv[2] == "404", "the rollback left the rule armed"
+PY
+}
+for f in $(git ls-files 'deploy/chaostoolkit/*.json'); do
+  if PGCHAOS_API_TOKEN=check-token python3 deploy/check/ctkcheck.py validate "$f" >"$work/out" 2>&1; then
+    pass "$f: ctkcheck validate"
+  else
+    fail "$f: ctkcheck validate"
+  fi
+  if ctk_run "$f"; then pass "$f: ctkcheck run ($(grep '^journal:' "$work/out"))"; else fail "$f: ctkcheck run"; fi
+done
+for f in $(git ls-files 'deploy/check/broken/chaostoolkit-*.json'); do
+  want=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["description"].removeprefix("want: "))' "$f" 2>/dev/null || true)
+  PGCHAOS_API_TOKEN=check-token python3 deploy/check/ctkcheck.py validate "$f" >"$work/out" 2>&1 && rejected=no || rejected=yes
+  if [ "$rejected" = yes ] && [ -n "$want" ] && grep -qF -- "$want" "$work/out"; then
+    pass "$f: rejected ($want)"
+  else
+    fail "$f: want rejected with \"$want\""
+  fi
+done
+
 # 5. The validators bite: each broken file is rejected, for the reason its
 # first line states ("# want: TEXT", TEXT found in the validator's output).
 for f in $(git ls-files 'deploy/check/broken/*'); do
@@ -113,6 +179,7 @@ for f in $(git ls-files 'deploy/check/broken/*'); do
     */kustomize-*/kustomization.yaml)
       "$kustomize" build "$(dirname "$f")" >"$work/built.yaml" 2>"$work/out" && k8s_validate "$work/built.yaml" && rejected=no || rejected=yes ;;
     */kustomize-*) continue ;;
+    */chaostoolkit-*.json) continue ;; # section 4
     */github-*) "$actionlint" "$f" >"$work/out" 2>&1 && rejected=no || rejected=yes ;;
     */gitlab-*) gitlab_validate "$f" && rejected=no || rejected=yes ;;
     *) k8s_validate "$f" && rejected=no || rejected=yes ;;
