@@ -9,6 +9,12 @@
 #   kustomize, and the output is checked by kubectl-validate against
 #   Kubernetes 1.30's OpenAPI schemas (bundled in kubectl-validate): unknown
 #   fields, wrong types, missing required fields.
+# - Chaos Mesh: deploy/chaos-mesh/ is built with kustomize; its chaos-mesh.org
+#   objects are decoded strictly into Chaos Mesh's Go API types (unknown
+#   fields, wrong types) and run through the kinds' admission webhook code,
+#   by deploy/check/chaosmesh (a Go module of its own, which requires
+#   github.com/chaos-mesh/chaos-mesh/api); the built-in kinds go to
+#   kubectl-validate as above.
 # - GitHub Actions: actionlint (with shellcheck for run: scripts).
 # - GitLab CI: gitlab-ci-local, which checks a pipeline against GitLab's CI
 #   JSON schema and its own rules (e.g. a job without script).
@@ -20,7 +26,8 @@
 # $PGCHAOS_TOOLS (default ~/.cache/pgchaos-tools), outside the repository:
 # the Go ones with `go install tool@version`, which leaves the project's
 # go.mod alone. A cold install takes about 5 minutes (kubectl-validate
-# builds much of Kubernetes); after that a run takes a few seconds.
+# builds much of Kubernetes), and the first build of deploy/check/chaosmesh
+# about 2 more; after that a run takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -70,6 +77,15 @@ fail() { failed=$((failed + 1)); echo "FAIL $1"; sed 's/^/     /' "$work/out"; }
 k8s_validate() { # FILE: kubectl-validate, output in $work/out
   "$kubectl_validate" --version "$KUBERNETES_VERSION" "$1" >"$work/out" 2>&1
 }
+chaos_mesh_validate() { # FILE: Chaos Mesh's objects with its API types, the others with kubectl-validate; output in $work/out
+  local rc=0
+  rm -f "$work/others.yaml"
+  "$work/chaosmesh" -others "$work/others.yaml" "$1" >"$work/out.chaosmesh" 2>&1 || rc=1
+  : >"$work/out"
+  if [ -s "$work/others.yaml" ]; then k8s_validate "$work/others.yaml" || rc=1; fi
+  cat "$work/out.chaosmesh" >>"$work/out"
+  return "$rc"
+}
 gitlab_validate() { # FILE: gitlab-ci-local in a scratch repository, output in $work/out
   local repo="$work/gitlab"
   rm -rf "$repo" && mkdir -p "$repo"
@@ -91,6 +107,21 @@ for k in $(git ls-files 'deploy/kubernetes/*kustomization.yaml'); do
     pass "$dir: kustomize build | kubectl-validate ($(grep -c '^kind:' "$work/built.yaml") objects)"
   else
     fail "$dir: kubectl-validate"
+  fi
+done
+
+# 1b. The Chaos Mesh manifests, built with kustomize: the Workflow against
+# Chaos Mesh's API types and webhooks, the rest against Kubernetes' schemas.
+(cd deploy/check/chaosmesh && go build -o "$work/chaosmesh" .)
+for k in $(git ls-files 'deploy/chaos-mesh/kustomization.yaml'); do
+  dir=$(dirname "$k")
+  if ! "$kustomize" build "$dir" >"$work/built.yaml" 2>"$work/out"; then
+    fail "kustomize build $dir"
+  elif chaos_mesh_validate "$work/built.yaml"; then
+    all=$(grep -c '^kind:' "$work/built.yaml") others=$(grep -c '^kind:' "$work/others.yaml")
+    pass "$dir: kustomize build | chaosmesh ($((all - others)) objects) + kubectl-validate ($others objects)"
+  else
+    fail "$dir: chaosmesh, kubectl-validate"
   fi
 done
 
@@ -180,6 +211,7 @@ for f in $(git ls-files 'deploy/check/broken/*'); do
       "$kustomize" build "$(dirname "$f")" >"$work/built.yaml" 2>"$work/out" && k8s_validate "$work/built.yaml" && rejected=no || rejected=yes ;;
     */kustomize-*) continue ;;
     */chaostoolkit-*.json) continue ;; # section 4
+    */chaos-mesh-*) chaos_mesh_validate "$f" && rejected=no || rejected=yes ;;
     */github-*) "$actionlint" "$f" >"$work/out" 2>&1 && rejected=no || rejected=yes ;;
     */gitlab-*) gitlab_validate "$f" && rejected=no || rejected=yes ;;
     *) k8s_validate "$f" && rejected=no || rejected=yes ;;
