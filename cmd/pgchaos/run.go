@@ -24,14 +24,16 @@ import (
 const runUsage = `Usage:
   pgchaos run EXPERIMENT.yaml [--embedded] [--report-dir DIR] [--junit FILE] [--json FILE]
               [--markdown FILE] [--html FILE] [--history FILE [--history-format jepsen]]
-              [--seed N] [--var KEY=VALUE]...
+              [--seed N] [--var KEY=VALUE]... [--litmus-result]
   pgchaos demo
 
 Runs an experiment: target and proxies up, workloads on, steady state checked,
 the method's faults injected, recovery measured, verifiers judged, rollbacks
 always run. Exit status: 0 pass, 1 a hypothesis or verifier failed, 2 invalid
 file or arguments, 3 could not set up or reach the target, 130 interrupted
-(after rollbacks).
+(after rollbacks). With --litmus-result (in a pod of Litmus's chaos-runner) the
+verdict goes to the engine's ChaosResult, and the exit status is 0 once it is
+recorded there.
 `
 
 // exitError carries a run's exit status out of run().
@@ -53,6 +55,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	pgBinDir := flags.String("pg-bindir", "", "PostgreSQL binaries for an embedded target (default: pg_config --bindir)")
 	varFlags := flags.StringArray("var", nil, "set ${var:KEY}, as KEY=VALUE (repeatable)")
 	verbose := flags.Bool("verbose", false, "log what the proxies do")
+	litmus := flags.Bool("litmus-result", false, "create LitmusChaos's ChaosResult (CHAOSENGINE-EXPERIMENT_NAME) through the API server and record the verdict in it")
 	api := &apiFlags{}
 	flags.StringVar(&api.tokenFile, "api-token-file", "", "file holding the bearer token of the remote proxies' control APIs (default: $"+control.EnvToken+")")
 	flags.StringVar(&api.ca, "api-ca", "", "CA bundle to verify remote proxies' https control APIs (default: the system's)")
@@ -69,22 +72,41 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if *historyFormat != runner.HistoryPgchaos && *historyFormat != runner.HistoryJepsen {
 		return errUsage{fmt.Errorf("run: --history-format %q: want %s or %s", *historyFormat, runner.HistoryPgchaos, runner.HistoryJepsen)}
 	}
-	if *reportDir != "" {
-		*jsonOut = cmp.Or(*jsonOut, filepath.Join(*reportDir, "report.json"))
-		*junit = cmp.Or(*junit, filepath.Join(*reportDir, "junit.xml"))
-		*markdown = cmp.Or(*markdown, filepath.Join(*reportDir, "summary.md"))
-		*htmlOut = cmp.Or(*htmlOut, filepath.Join(*reportDir, "report.html"))
+	runIt := func() (*runner.Result, error) {
+		return runFile(flags.Arg(0), vars, *embedded, *seed, flags.Changed("seed"), *pgBinDir, *verbose, api,
+			reports{json: *jsonOut, junit: *junit, markdown: *markdown, html: *htmlOut, history: *historyOut, historyFormat: *historyFormat, dir: *reportDir}, stdout, stderr)
 	}
-	exp, err := experiments.ParseFile(flags.Arg(0), vars, os.LookupEnv)
+	if !*litmus {
+		_, err := runIt()
+		return err
+	}
+	l, err := newLitmusResult(os.Getenv)
+	if err != nil {
+		return errUsage{fmt.Errorf("run: --litmus-result: %w", err)}
+	}
+	return runLitmus(l, runIt, stderr)
+}
+
+// runFile reads the experiment file and runs it; the result is nil when
+// nothing ran.
+func runFile(file string, vars map[string]string, embedded bool, seed int64, seedGiven bool, pgBinDir string, verbose bool, api *apiFlags,
+	out reports, stdout, stderr io.Writer) (*runner.Result, error) {
+	if out.dir != "" {
+		out.json = cmp.Or(out.json, filepath.Join(out.dir, "report.json"))
+		out.junit = cmp.Or(out.junit, filepath.Join(out.dir, "junit.xml"))
+		out.markdown = cmp.Or(out.markdown, filepath.Join(out.dir, "summary.md"))
+		out.html = cmp.Or(out.html, filepath.Join(out.dir, "report.html"))
+	}
+	exp, err := experiments.ParseFile(file, vars, os.LookupEnv)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		// A CI job's step summary says why the stage failed, even here.
-		if *markdown != "" {
-			if werr := writeInvalidSummary(*markdown, flags.Arg(0), err); werr != nil {
-				fmt.Fprintf(stderr, "pgchaos: writing %s: %v\n", *markdown, werr)
+		if out.markdown != "" {
+			if werr := writeInvalidSummary(out.markdown, file, err); werr != nil {
+				fmt.Fprintf(stderr, "pgchaos: writing %s: %v\n", out.markdown, werr)
 			}
 		}
-		return errUsage{errors.New("run: the experiment file has problems")}
+		return nil, errUsage{errors.New("run: the experiment file has problems")}
 	}
 	var urls []string
 	for _, p := range exp.Proxies {
@@ -92,18 +114,18 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	apiOpts, err := api.options("no proxy of the experiment has an https:// url", urls...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if !flags.Changed("seed") {
-		*seed = randomSeed()
+	if !seedGiven {
+		seed = randomSeed()
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: *embedded, Seed: *seed, PGBinDir: *pgBinDir, Logger: logger(stderr, *verbose), API: apiOpts,
-		Version: versionString(), Vars: vars},
-		reports{json: *jsonOut, junit: *junit, markdown: *markdown, html: *htmlOut, history: *historyOut, historyFormat: *historyFormat}, stdout, stderr)
+	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: embedded, Seed: seed, PGBinDir: pgBinDir, Logger: logger(stderr, verbose), API: apiOpts,
+		Version: versionString(), Vars: vars}, out, stdout, stderr)
 }
 
-// reports are the files a run writes its results to ("" none).
-type reports struct{ json, junit, markdown, html, history, historyFormat string }
+// reports are the files a run writes its results to ("" none); dir is
+// --report-dir, for the reports not named on their own.
+type reports struct{ json, junit, markdown, html, history, historyFormat, dir string }
 
 // reportsIn are the reports of a --report-dir.
 func reportsIn(dir string) reports {
@@ -156,7 +178,7 @@ func logger(w io.Writer, verbose bool) *slog.Logger {
 
 // execute runs the experiment, writes the reports and turns the result
 // into the exit status.
-func execute(exp *experiments.Experiment, opts runner.Options, out reports, stdout, stderr io.Writer) error {
+func execute(exp *experiments.Experiment, opts runner.Options, out reports, stdout, stderr io.Writer) (*runner.Result, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res := runner.Run(ctx, exp, opts)
@@ -179,9 +201,9 @@ func execute(exp *experiments.Experiment, opts runner.Options, out reports, stdo
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, runner.Markdown(res))
 	if code := res.ExitCode(); code != 0 {
-		return exitError{code}
+		return res, exitError{code}
 	}
-	return nil
+	return res, nil
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -229,7 +251,8 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed(), Version: versionString()}, reportsIn(*reportDir), stdout, stderr)
+	_, err = execute(exp, runner.Options{Out: stdout, Live: isTerminal(stdout), Embedded: true, PGBinDir: *pgBinDir, Seed: randomSeed(), Version: versionString()}, reportsIn(*reportDir), stdout, stderr)
+	return err
 }
 
 // shippedExperiments lists the experiments pgchaos ships, by name.
