@@ -23,7 +23,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgchaos/pgchaos/control"
 	"github.com/pgchaos/pgchaos/experiments/runner"
 )
 
@@ -124,13 +124,9 @@ func newLitmusResult(getenv func(string) string) (*litmusResult, error) {
 		return nil, errors.New("KUBERNETES_SERVICE_HOST/PORT are not set: not in a Kubernetes pod")
 	}
 	l.base = "https://" + net.JoinHostPort(host, port)
-	ca, err := os.ReadFile(filepath.Join(serviceAccountDir, "ca.crt"))
+	pool, err := control.LoadCertPool(filepath.Join(serviceAccountDir, "ca.crt"))
 	if err != nil {
 		return nil, fmt.Errorf("the API server's CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("%s: no certificate", filepath.Join(serviceAccountDir, "ca.crt"))
 	}
 	if _, err := os.Stat(l.tokenFile); err != nil {
 		return nil, fmt.Errorf("the service account's token: %w", err)

@@ -221,7 +221,13 @@ func runProxy(args []string, stderr io.Writer) error {
 		cfg.Proxies[0].Upstream = db.Addr()
 		log.Info("embedded PostgreSQL is up; connect through pgchaos with: psql '" + db.ConnString(cfg.Proxies[0].Listen) + "'")
 	}
-	err = server.Run(ctx, cfg, log)
+	return serve(ctx, cfg, log)
+}
+
+// serve runs the server until ctx ends; a configuration it refuses is a
+// usage error (exit 2).
+func serve(ctx context.Context, cfg server.Config, log *slog.Logger) error {
+	err := server.Run(ctx, cfg, log)
 	var ce *server.ConfigError
 	if errors.As(err, &ce) {
 		return errUsage{err}

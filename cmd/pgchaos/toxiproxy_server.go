@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,12 +39,7 @@ func isToxiproxyServerArgs(args []string) bool {
 	}
 	name = strings.TrimPrefix(name, "-")
 	name, _, _ = strings.Cut(name, "=")
-	for _, f := range toxiproxyServerFlags {
-		if name == f {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(toxiproxyServerFlags, name)
 }
 
 // runToxiproxyServer runs the control API as toxiproxy-server does with
@@ -126,10 +122,5 @@ func runToxiproxyServer(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = server.Run(ctx, cfg, log)
-	var ce *server.ConfigError
-	if errors.As(err, &ce) {
-		return errUsage{err}
-	}
-	return err
+	return serve(ctx, cfg, log)
 }
